@@ -1,0 +1,166 @@
+//! A stored response and the one thing done with it on a hit: writing it out for a client
+//! with that client's ID, flags, question case and EDNS, and TTLs aged by the time spent in
+//! the cache. Writing copies the stored octets once and patches fixed offsets; no parsing.
+
+use std::time::Instant;
+
+use crate::wire::compose::{self, OPT_LEN};
+use crate::wire::header::{Flags, HEADER_LEN, Header};
+use crate::wire::{Query, Rcode, UpstreamResponse};
+
+use super::TtlPolicy;
+
+/// Which bound and which metric label an entry counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Records were returned (CoreDNS's cache `type="success"`).
+    Positive,
+    /// NXDOMAIN or NODATA with an SOA (`type="denial"`, RFC 2308).
+    Negative,
+    /// The upstream said SERVFAIL; kept briefly so a broken zone is not hammered.
+    ServFail,
+    /// Passed to the waiting clients but never stored (truncated, zero TTL, no SOA...).
+    Uncacheable,
+}
+
+/// A response in wire form without its OPT record, ready to be written for any client that
+/// asked the same question.
+#[derive(Debug)]
+pub struct Entry {
+    wire: Box<[u8]>,
+    ttl_offsets: Box<[u16]>,
+    stored_at: Instant,
+    lifetime: u32,
+    kind: Kind,
+}
+
+impl Entry {
+    /// Builds an entry from a validated upstream response, applying the TTL policy: record
+    /// TTLs are clamped into the policy's range and an entry lives as long as its shortest.
+    pub fn from_response(msg: &[u8], resp: &UpstreamResponse, policy: &TtlPolicy, now: Instant) -> Entry {
+        let mut wire: Box<[u8]> = msg[..resp.kept_len].into();
+        wire[10..12].copy_from_slice(&resp.kept_arcount.to_be_bytes());
+        let (kind, lifetime) = classify(resp, policy);
+        for &at in &resp.ttl_offsets {
+            let at = usize::from(at);
+            let ttl = u32::from_be_bytes([wire[at], wire[at + 1], wire[at + 2], wire[at + 3]]);
+            let ttl = match kind {
+                Kind::Positive => ttl.clamp(policy.positive_min_ttl, policy.positive_max_ttl),
+                // RFC 2308 section 5: the negative answer's records all carry the negative TTL.
+                Kind::Negative | Kind::ServFail => lifetime,
+                Kind::Uncacheable => ttl,
+            };
+            wire[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
+        }
+        Entry { wire, ttl_offsets: resp.ttl_offsets.clone().into(), stored_at: now, lifetime, kind }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn rcode(&self) -> Rcode {
+        Rcode(self.wire[3] & 0xf)
+    }
+
+    /// Whole seconds since the entry was stored, if it is still fresh at `now`.
+    #[inline]
+    pub fn age_if_fresh(&self, now: Instant) -> Option<u32> {
+        let age = now.saturating_duration_since(self.stored_at).as_secs();
+        (age < u64::from(self.lifetime)).then_some(age as u32)
+    }
+
+    /// Octets this entry occupies, for the cache's byte bound.
+    pub fn footprint(&self) -> usize {
+        self.wire.len() + self.ttl_offsets.len() * 2 + size_of::<Self>()
+    }
+
+    /// Writes the response for `client` into `out`, TTLs reduced by `age` seconds. If it
+    /// would exceed `limit` octets, writes an empty truncated response instead so the client
+    /// retries over TCP (RFC 7766). Returns the length written.
+    #[inline]
+    pub fn write_for(&self, client: &Query<'_>, age: u32, our_payload: u16, limit: usize, out: &mut [u8]) -> usize {
+        let opt_len = if client.edns.is_some() { OPT_LEN } else { 0 };
+        let flags = self.flags_for(client);
+        if self.wire.len() + opt_len > limit {
+            return self.write_truncated(client, flags, our_payload, out);
+        }
+        let len = self.wire.len();
+        out[..len].copy_from_slice(&self.wire);
+        out[0..2].copy_from_slice(&client.header.id.to_be_bytes());
+        out[2..4].copy_from_slice(&flags.0.to_be_bytes());
+        // Same question, so the same length: restore the client's letter case (0x20 users
+        // such as some resolvers check it, and it is what a plain server would echo).
+        out[HEADER_LEN..HEADER_LEN + client.qname.len()].copy_from_slice(client.qname);
+        if age > 0 {
+            for &at in self.ttl_offsets.iter() {
+                let at = usize::from(at);
+                let ttl = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
+                out[at..at + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
+            }
+        }
+        match client.edns {
+            Some(edns) => {
+                let arcount = u16::from_be_bytes([out[10], out[11]]) + 1;
+                out[10..12].copy_from_slice(&arcount.to_be_bytes());
+                len + compose::opt(&mut out[len..], our_payload, edns.dnssec_ok, 0)
+            }
+            None => len,
+        }
+    }
+
+    fn write_truncated(&self, client: &Query<'_>, flags: Flags, our_payload: u16, out: &mut [u8]) -> usize {
+        let header = Header {
+            id: client.header.id,
+            flags: flags.with(Flags::TC, true),
+            qdcount: 1,
+            ancount: 0,
+            nscount: 0,
+            arcount: u16::from(client.edns.is_some()),
+        };
+        header.compose(out);
+        let mut pos = HEADER_LEN;
+        out[pos..pos + client.question.len()].copy_from_slice(client.question);
+        pos += client.question.len();
+        if let Some(edns) = client.edns {
+            pos += compose::opt(&mut out[pos..], our_payload, edns.dnssec_ok, 0);
+        }
+        pos
+    }
+
+    /// The client's RD and CD, our RA, the upstream's rcode and TC; AD only when the client
+    /// showed it understands it (RFC 6840 section 5.8). AA is dropped: a cache is not the
+    /// authority.
+    #[inline]
+    fn flags_for(&self, client: &Query<'_>) -> Flags {
+        let stored = Flags(u16::from_be_bytes([self.wire[2], self.wire[3]]));
+        let asked = client.header.flags;
+        let ad_ok = asked.has(Flags::AD) || client.edns.is_some_and(|e| e.dnssec_ok);
+        let kept = stored.0 & (Flags::TC | 0xf | if ad_ok { Flags::AD } else { 0 });
+        Flags(kept | Flags::QR | Flags::RA | (asked.0 & (Flags::RD | Flags::CD)))
+    }
+}
+
+/// Decides how an upstream response is kept, and for how long.
+fn classify(resp: &UpstreamResponse, policy: &TtlPolicy) -> (Kind, u32) {
+    if resp.is_truncated() {
+        return (Kind::Uncacheable, 0);
+    }
+    let rcode = resp.rcode();
+    let (kind, lifetime) = if rcode == Rcode::SERVFAIL {
+        (Kind::ServFail, policy.servfail_ttl)
+    } else if rcode == Rcode::NXDOMAIN || (rcode == Rcode::NOERROR && resp.header.ancount == 0) {
+        match resp.soa_negative_ttl {
+            Some(ttl) => (Kind::Negative, ttl.clamp(policy.negative_min_ttl, policy.negative_max_ttl)),
+            // No SOA: RFC 2308 section 5 says such answers should not be cached (a referral
+            // also lands here).
+            None => (Kind::Uncacheable, 0),
+        }
+    } else if rcode == Rcode::NOERROR && resp.rcode == 0 {
+        let ttl = resp.min_ttl.unwrap_or(0);
+        (Kind::Positive, ttl.clamp(policy.positive_min_ttl, policy.positive_max_ttl))
+    } else {
+        (Kind::Uncacheable, 0)
+    };
+    if lifetime == 0 { (Kind::Uncacheable, 0) } else { (kind, lifetime) }
+}

@@ -1,0 +1,127 @@
+//! Cache keys: the question that was asked, exactly.
+//!
+//! A key is (lower-cased name, type, class, DO, CD). Equality compares every part, never a
+//! hash alone (CoreDNS once keyed on a hash and served one name's answer for another,
+//! coredns#3695). [`KeyRef`] is the borrowed form built on the stack for lookups, so a hit
+//! allocates nothing; it hashes exactly like the owned [`CacheKey`].
+
+use std::hash::{Hash, Hasher};
+
+use quick_cache::Equivalent;
+
+const DO_BIT: u8 = 1;
+const CD_BIT: u8 = 2;
+
+/// An owned key, stored in the cache and in the in-flight table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheKey {
+    name: Box<[u8]>,
+    qtype: u16,
+    qclass: u16,
+    bits: u8,
+}
+
+/// A borrowed key for lookups.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyRef<'a> {
+    name: &'a [u8],
+    qtype: u16,
+    qclass: u16,
+    bits: u8,
+}
+
+impl<'a> KeyRef<'a> {
+    /// `name` must already be lower-cased wire form.
+    #[inline]
+    pub fn new(name: &'a [u8], qtype: u16, qclass: u16, dnssec_ok: bool, checking_disabled: bool) -> Self {
+        let bits = if dnssec_ok { DO_BIT } else { 0 } | if checking_disabled { CD_BIT } else { 0 };
+        KeyRef { name, qtype, qclass, bits }
+    }
+
+    pub fn to_owned(&self) -> CacheKey {
+        CacheKey { name: self.name.into(), qtype: self.qtype, qclass: self.qclass, bits: self.bits }
+    }
+}
+
+impl CacheKey {
+    pub fn as_ref(&self) -> KeyRef<'_> {
+        KeyRef { name: &self.name, qtype: self.qtype, qclass: self.qclass, bits: self.bits }
+    }
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+    pub fn qtype(&self) -> u16 {
+        self.qtype
+    }
+    pub fn qclass(&self) -> u16 {
+        self.qclass
+    }
+    pub fn dnssec_ok(&self) -> bool {
+        self.bits & DO_BIT != 0
+    }
+    pub fn checking_disabled(&self) -> bool {
+        self.bits & CD_BIT != 0
+    }
+    /// Octets this key occupies on the heap and inline, for the cache's byte bound.
+    pub fn footprint(&self) -> usize {
+        self.name.len() + size_of::<Self>()
+    }
+}
+
+fn hash_parts<H: Hasher>(state: &mut H, name: &[u8], qtype: u16, qclass: u16, bits: u8) {
+    state.write(name);
+    state.write_u16(qtype);
+    state.write_u16(qclass);
+    state.write_u8(bits);
+}
+
+impl Hash for CacheKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_parts(state, &self.name, self.qtype, self.qclass, self.bits);
+    }
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_parts(state, self.name, self.qtype, self.qclass, self.bits);
+    }
+}
+
+impl Equivalent<CacheKey> for KeyRef<'_> {
+    #[inline]
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        self.qtype == key.qtype && self.qclass == key.qclass && self.bits == key.bits && *self.name == *key.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn borrowed_and_owned_keys_hash_and_compare_alike() {
+        let name = crate::wire::name::from_text("example.com").unwrap();
+        let borrowed = KeyRef::new(&name, 1, 1, true, false);
+        let owned = borrowed.to_owned();
+        let s = std::hash::RandomState::new();
+        assert_eq!(s.hash_one(borrowed), s.hash_one(&owned));
+        assert!(borrowed.equivalent(&owned));
+    }
+
+    #[test]
+    fn keys_differ_by_every_part() {
+        let a = crate::wire::name::from_text("a.example").unwrap();
+        let b = crate::wire::name::from_text("b.example").unwrap();
+        let base = KeyRef::new(&a, 1, 1, false, false).to_owned();
+        for other in [
+            KeyRef::new(&b, 1, 1, false, false),
+            KeyRef::new(&a, 28, 1, false, false),
+            KeyRef::new(&a, 1, 3, false, false),
+            KeyRef::new(&a, 1, 1, true, false),
+            KeyRef::new(&a, 1, 1, false, true),
+        ] {
+            assert!(!other.equivalent(&base));
+        }
+    }
+}

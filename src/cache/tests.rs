@@ -1,0 +1,167 @@
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use super::*;
+use crate::testutil::{self, a, cname, response, soa};
+use crate::wire::name::MAX_NAME;
+use crate::wire::{MAX_MESSAGE, Query, UpstreamResponse};
+
+fn policy() -> TtlPolicy {
+    TtlPolicy { positive_min_ttl: 0, positive_max_ttl: 3600, negative_min_ttl: 0, negative_max_ttl: 1800, servfail_ttl: 5 }
+}
+
+fn entry_for(msg: &[u8], qname: &str, qtype: u16, now: Instant) -> Entry {
+    let resp = UpstreamResponse::parse(msg, &testutil::wire_name(qname), qtype, 1).unwrap();
+    Entry::from_response(msg, &resp, &policy(), now)
+}
+
+fn cache() -> Cache {
+    let cap = Capacity { max_entries: 1000, max_bytes: 1 << 20 };
+    Cache::new(cap, cap, policy())
+}
+
+/// Serves `entry` to a fresh client query and parses the result with hickory.
+fn serve(entry: &Entry, client_name: &str, qtype: u16, edns: Option<(u16, bool)>, age: u32, limit: usize) -> (Vec<u8>, hickory_proto::op::Message) {
+    let q = testutil::query(client_name, qtype, edns);
+    let mut lower = [0u8; MAX_NAME];
+    let (query, _) = Query::parse(&q, &mut lower).unwrap();
+    let mut out = vec![0u8; MAX_MESSAGE];
+    let n = entry.write_for(&query, age, 1232, limit, &mut out);
+    out.truncate(n);
+    let parsed = testutil::parse_message(&out);
+    (out, parsed)
+}
+
+#[test]
+fn positive_answer_is_served_with_client_id_case_and_aged_ttls() {
+    let now = Instant::now();
+    let msg = response("www.example.com.", RecordType::A, ResponseCode::NoError,
+        vec![cname("www.example.com.", 300, "web.example.com."), a("web.example.com.", 60, [192, 0, 2, 1])], vec![], true);
+    let entry = entry_for(&msg, "www.example.com", 1, now);
+    assert_eq!(entry.kind(), Kind::Positive);
+    let (bytes, parsed) = serve(&entry, "WwW.ExAmple.com", 1, None, 10, 512);
+    assert_eq!(parsed.metadata.id, 0x9999);
+    assert_eq!(&bytes[12..29], b"\x03WwW\x07ExAmple\x03com\x00");
+    let ttls: Vec<u32> = parsed.answers.iter().map(|r| r.ttl).collect();
+    assert_eq!(ttls, vec![290, 50]);
+    assert!(parsed.edns.is_none(), "no OPT for a client that sent none");
+    assert!(!parsed.metadata.authoritative && parsed.metadata.recursion_available);
+}
+
+#[test]
+fn edns_client_gets_our_opt_with_its_do_bit() {
+    let now = Instant::now();
+    let msg = response("a.example.", RecordType::A, ResponseCode::NoError, vec![a("a.example.", 60, [192, 0, 2, 1])], vec![], true);
+    let entry = entry_for(&msg, "a.example", 1, now);
+    let (_, parsed) = serve(&entry, "a.example", 1, Some((4096, true)), 0, 1232);
+    let edns = parsed.edns.expect("OPT in response");
+    assert_eq!(edns.max_payload(), 1232);
+    assert!(edns.flags().dnssec_ok);
+}
+
+#[test]
+fn negative_answer_lives_for_soa_minimum_and_carries_it() {
+    let now = Instant::now();
+    let msg = response("nope.example.", RecordType::A, ResponseCode::NXDomain, vec![], vec![soa("example.", 3600, 30)], false);
+    let entry = entry_for(&msg, "nope.example", 1, now);
+    assert_eq!(entry.kind(), Kind::Negative);
+    assert_eq!(entry.age_if_fresh(now + Duration::from_secs(29)), Some(29));
+    assert_eq!(entry.age_if_fresh(now + Duration::from_secs(30)), None);
+    let (_, parsed) = serve(&entry, "nope.example", 1, None, 5, 512);
+    assert_eq!(parsed.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(parsed.authorities[0].ttl, 25);
+}
+
+#[test]
+fn nodata_is_negative_and_without_soa_is_not_cached() {
+    let now = Instant::now();
+    let nodata = response("a.example.", RecordType::AAAA, ResponseCode::NoError, vec![], vec![soa("example.", 60, 300)], false);
+    let entry = entry_for(&nodata, "a.example", 28, now);
+    assert_eq!(entry.kind(), Kind::Negative);
+    assert_eq!(entry.age_if_fresh(now + Duration::from_secs(59)), Some(59));
+    assert_eq!(entry.age_if_fresh(now + Duration::from_secs(60)), None);
+
+    let bare = response("a.example.", RecordType::AAAA, ResponseCode::NoError, vec![], vec![], false);
+    assert_eq!(entry_for(&bare, "a.example", 28, now).kind(), Kind::Uncacheable);
+}
+
+#[test]
+fn servfail_is_kept_briefly_and_truncated_never() {
+    let now = Instant::now();
+    let fail = response("a.example.", RecordType::A, ResponseCode::ServFail, vec![], vec![], false);
+    let entry = entry_for(&fail, "a.example", 1, now);
+    assert_eq!(entry.kind(), Kind::ServFail);
+    assert_eq!(entry.age_if_fresh(now + Duration::from_secs(5)), None);
+
+    let mut tc = response("a.example.", RecordType::A, ResponseCode::NoError, vec![a("a.example.", 60, [1, 2, 3, 4])], vec![], false);
+    tc[2] |= 0x02;
+    assert_eq!(entry_for(&tc, "a.example", 1, now).kind(), Kind::Uncacheable);
+}
+
+#[test]
+fn ttls_are_clamped_into_the_policy_range() {
+    let now = Instant::now();
+    let msg = response("a.example.", RecordType::A, ResponseCode::NoError, vec![a("a.example.", 999_999, [1, 2, 3, 4])], vec![], false);
+    let entry = entry_for(&msg, "a.example", 1, now);
+    let (_, parsed) = serve(&entry, "a.example", 1, None, 0, 512);
+    assert_eq!(parsed.answers[0].ttl, 3600);
+}
+
+#[test]
+fn response_larger_than_client_limit_is_truncated_with_question() {
+    let now = Instant::now();
+    let answers = (0..40).map(|i| a("big.example.", 60, [10, 0, 0, i])).collect();
+    let msg = response("big.example.", RecordType::A, ResponseCode::NoError, answers, vec![], false);
+    let entry = entry_for(&msg, "big.example", 1, now);
+    let (bytes, parsed) = serve(&entry, "Big.example", 1, None, 0, 512);
+    assert!(parsed.metadata.truncation);
+    assert!(parsed.answers.is_empty());
+    assert_eq!(&bytes[12..16], b"\x03Big");
+    let (_, full) = serve(&entry, "big.example", 1, None, 0, MAX_MESSAGE);
+    assert_eq!(full.answers.len(), 40);
+}
+
+#[test]
+fn lookup_finds_fresh_entries_only_and_under_the_exact_key() {
+    let cache = cache();
+    let now = Instant::now();
+    let msg = response("a.example.", RecordType::A, ResponseCode::NoError, vec![a("a.example.", 10, [1, 2, 3, 4])], vec![], false);
+    let name = testutil::wire_name("a.example");
+    cache.insert(KeyRef::new(&name, 1, 1, false, false).to_owned(), Arc::new(entry_for(&msg, "a.example", 1, now)));
+    assert!(cache.lookup(&KeyRef::new(&name, 1, 1, false, false), now).is_some());
+    assert!(cache.lookup(&KeyRef::new(&name, 1, 1, true, false), now).is_none());
+    assert!(cache.lookup(&KeyRef::new(&name, 28, 1, false, false), now).is_none());
+    assert!(cache.lookup(&KeyRef::new(&name, 1, 1, false, false), now + Duration::from_secs(10)).is_none());
+    assert_eq!(cache.len(), (1, 0));
+}
+
+#[test]
+fn entry_count_is_bounded_by_the_weight_floor() {
+    let cap = Capacity { max_entries: 100, max_bytes: 1 << 30 };
+    let cache = Cache::new(cap, cap, policy());
+    let now = Instant::now();
+    for i in 0..1000 {
+        let qname = format!("n{i}.example");
+        let msg = response(&format!("{qname}."), RecordType::A, ResponseCode::NoError, vec![a(&format!("{qname}."), 60, [1, 2, 3, 4])], vec![], false);
+        let name = testutil::wire_name(&qname);
+        cache.insert(KeyRef::new(&name, 1, 1, false, false).to_owned(), Arc::new(entry_for(&msg, &qname, 1, now)));
+    }
+    assert!(cache.len().0 <= 100, "{} entries", cache.len().0);
+}
+
+#[test]
+fn byte_bound_holds_for_large_entries() {
+    let cap = Capacity { max_entries: 1_000_000, max_bytes: 64 * 1024 };
+    let cache = Cache::new(cap, cap, policy());
+    let now = Instant::now();
+    for i in 0..500 {
+        let qname = format!("n{i}.example");
+        let answers = (0..20).map(|j| a(&format!("{qname}."), 60, [10, 0, 0, j])).collect();
+        let msg = response(&format!("{qname}."), RecordType::A, ResponseCode::NoError, answers, vec![], false);
+        let name = testutil::wire_name(&qname);
+        cache.insert(KeyRef::new(&name, 1, 1, false, false).to_owned(), Arc::new(entry_for(&msg, &qname, 1, now)));
+    }
+    assert!(cache.weight().0 <= 64 * 1024);
+}

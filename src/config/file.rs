@@ -1,0 +1,215 @@
+//! The YAML configuration file: its schema, defaults, and errors that point at file, line
+//! and key. Every field is optional; what is absent takes the default documented in
+//! `docs/CONFIG.md`. Unknown keys are errors, so a typo cannot silently mean "default".
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::zones::Zone;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    #[serde(deserialize_with = "addrs")]
+    pub listen: Vec<SocketAddr>,
+    #[serde(deserialize_with = "opt_addr")]
+    pub metrics: Option<SocketAddr>,
+    #[serde(deserialize_with = "addrs")]
+    pub upstreams: Vec<SocketAddr>,
+    pub forward: Vec<ForwardRule>,
+    pub resolv_conf: String,
+    pub cache: CacheSection,
+    pub server: ServerSection,
+    pub upstream: UpstreamSection,
+    pub log: LogSection,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 1053))],
+            metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9253))),
+            upstreams: Vec::new(),
+            forward: Vec::new(),
+            resolv_conf: "/etc/resolv.conf".into(),
+            cache: CacheSection::default(),
+            server: ServerSection::default(),
+            upstream: UpstreamSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardRule {
+    #[serde(deserialize_with = "zone")]
+    pub zone: Zone,
+    #[serde(deserialize_with = "addrs")]
+    pub upstreams: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    pub positive: CacheBounds,
+    pub negative: CacheBounds,
+    #[serde(deserialize_with = "duration")]
+    pub servfail_ttl: Duration,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        CacheSection {
+            positive: CacheBounds { max_entries: 200_000, max_bytes: 128 << 20, min_ttl: Duration::ZERO, max_ttl: Duration::from_secs(3600) },
+            negative: CacheBounds { max_entries: 100_000, max_bytes: 32 << 20, min_ttl: Duration::ZERO, max_ttl: Duration::from_secs(1800) },
+            servfail_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheBounds {
+    pub max_entries: u64,
+    #[serde(deserialize_with = "bytes")]
+    pub max_bytes: u64,
+    #[serde(deserialize_with = "duration")]
+    pub min_ttl: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub max_ttl: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub udp_payload: u16,
+    #[serde(deserialize_with = "duration")]
+    pub query_deadline: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub tcp_idle_timeout: Duration,
+    pub max_tcp_clients: usize,
+    pub max_tcp_inflight: usize,
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            udp_payload: 1232,
+            query_deadline: Duration::from_secs(2),
+            tcp_idle_timeout: Duration::from_secs(10),
+            max_tcp_clients: 1024,
+            max_tcp_inflight: 64,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSection {
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        UpstreamSection { timeout: Duration::from_millis(500) }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub level: String,
+    pub format: LogFormat,
+    pub queries: bool,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection { level: "info".into(), format: LogFormat::Text, queries: false }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses `ADDR:PORT`, `[V6]:PORT`, or a bare address meaning port 53.
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    if let Ok(addr) = t.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bare = t.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("`{text}` is not an address (expected ADDR:PORT, [IPv6]:PORT or a bare IP for port 53)"))
+}
+
+/// Parses an octet count: a number with an optional `Ki`, `Mi`, `Gi` (or `K`, `M`, `G`, `B`) suffix.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a size (e.g. 64Mi)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" => 1000,
+        "Ki" | "KiB" => 1 << 10,
+        "M" | "MB" => 1_000_000,
+        "Mi" | "MiB" => 1 << 20,
+        "G" | "GB" => 1_000_000_000,
+        "Gi" | "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` in `{text}`")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// A YAML scalar read as text, whether it was written as a string or a number.
+fn scalar<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        N(u64),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::S(s) => s,
+        Scalar::N(n) => n.to_string(),
+    })
+}
+
+fn addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    list.iter().map(|s| parse_addr(s).map_err(serde::de::Error::custom)).collect()
+}
+
+fn opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s == "off" => Ok(None),
+        Some(s) => parse_addr(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+fn zone<'de, D: Deserializer<'de>>(d: D) -> Result<Zone, D::Error> {
+    String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = scalar(d)?;
+    humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration (e.g. 500ms, 5s, 1h): {e}")))
+}
+
+fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    parse_bytes(&scalar(d)?).map_err(serde::de::Error::custom)
+}

@@ -1,0 +1,232 @@
+//! Configuration: the YAML file ([`file`]), the node's resolv.conf ([`resolv_conf`]), and
+//! command-line overrides, merged and validated once into [`Settings`]. Nothing downstream
+//! re-parses a string from the configuration.
+//!
+//! Errors name the file, the line and the key, and the process refuses to start on any.
+
+pub mod file;
+pub mod resolv_conf;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::cache::{Capacity, TtlPolicy};
+use crate::zones::{Router, UpstreamGroup, Zone};
+pub use file::{FileConfig, LogFormat};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}:{line}: {key}: {message}")]
+    Invalid { file: String, line: usize, key: String, message: String },
+    #[error("{0}")]
+    Settings(String),
+}
+
+/// Values given on the command line; each replaces the file's value when present.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Vec<SocketAddr>,
+    pub upstreams: Vec<SocketAddr>,
+    pub forward: Vec<(Zone, Vec<SocketAddr>)>,
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Cache bounds and TTL policy.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub positive: Capacity,
+    pub negative: Capacity,
+    pub ttl: TtlPolicy,
+}
+
+/// The validated settings the process runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: Vec<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    pub router: Router,
+    pub cache: CacheSettings,
+    pub udp_payload: u16,
+    pub upstream_timeout: Duration,
+    pub query_deadline: Duration,
+    pub tcp_idle_timeout: Duration,
+    pub max_tcp_clients: usize,
+    pub max_tcp_inflight: usize,
+    pub shutdown_grace: Duration,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub query_log: bool,
+}
+
+/// Reads and parses a configuration file.
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: name.clone(), source })?;
+    parse_file(&name, &text)
+}
+
+/// Parses configuration text; `name` is used in error messages.
+pub fn parse_file(name: &str, text: &str) -> Result<FileConfig, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    let config: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner.location().map(|l| l.line()).unwrap_or_else(|| locate(text, &key));
+        // serde_yaml_ng appends " at line L column C"; the prefix already says where.
+        let message = inner.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        ConfigError::Invalid { file: name.into(), line, key, message }
+    })?;
+    validate(&config).map_err(|(key, message)| ConfigError::Invalid { file: name.into(), line: locate(text, &key), key, message })?;
+    Ok(config)
+}
+
+/// Checks that need more than one field, or a range serde cannot express.
+fn validate(c: &FileConfig) -> Result<(), (String, String)> {
+    let err = |k: &str, m: &str| Err((k.to_string(), m.to_string()));
+    for (name, b) in [("positive", &c.cache.positive), ("negative", &c.cache.negative)] {
+        if b.max_entries == 0 {
+            return err(&format!("cache.{name}.max_entries"), "must be at least 1");
+        }
+        if b.max_bytes < 4096 {
+            return err(&format!("cache.{name}.max_bytes"), "must be at least 4Ki");
+        }
+        if b.min_ttl > b.max_ttl {
+            return err(&format!("cache.{name}.min_ttl"), "is larger than max_ttl");
+        }
+        if b.max_ttl.as_secs() > u64::from(i32::MAX as u32) {
+            return err(&format!("cache.{name}.max_ttl"), "exceeds the largest DNS TTL (68 years)");
+        }
+    }
+    if c.server.udp_payload < 512 {
+        return err("server.udp_payload", "must be at least 512 (RFC 6891)");
+    }
+    if c.server.query_deadline.is_zero() {
+        return err("server.query_deadline", "must be positive");
+    }
+    if c.upstream.timeout.is_zero() {
+        return err("upstream.timeout", "must be positive");
+    }
+    if c.server.max_tcp_clients == 0 || c.server.max_tcp_inflight == 0 {
+        return err("server.max_tcp_clients", "TCP limits must be at least 1");
+    }
+    if c.listen.is_empty() {
+        return err("listen", "needs at least one address");
+    }
+    for (i, rule) in c.forward.iter().enumerate() {
+        if rule.upstreams.is_empty() {
+            return err(&format!("forward[{i}].upstreams"), "needs at least one upstream");
+        }
+    }
+    Ok(())
+}
+
+/// Best-effort line of a dotted key path (`cache.positive.max_ttl`, `forward[1].zone`) in
+/// block-style YAML: each segment is searched for after the previous one's line.
+fn locate(text: &str, path: &str) -> usize {
+    let mut from = 0;
+    let mut found = 1;
+    for segment in path.split('.') {
+        let (key, index) = match segment.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let lines: Vec<(usize, &str)> = text.lines().enumerate().skip(from).collect();
+        let Some(&(at, _)) = lines.iter().find(|(_, l)| {
+            let l = l.trim_start().trim_start_matches("- ");
+            l.starts_with(&format!("{key}:"))
+        }) else {
+            break;
+        };
+        found = at + 1;
+        from = at + 1;
+        if let Some(n) = index {
+            // The n-th list item after the key.
+            if let Some(&(item, _)) = text.lines().enumerate().skip(from).filter(|(_, l)| l.trim_start().starts_with("- ")).nth(n).as_ref() {
+                found = item + 1;
+                from = item;
+            }
+        }
+    }
+    found
+}
+
+impl Settings {
+    /// Merges file, command line and (when no upstream is configured) resolv.conf, then
+    /// checks the result as a whole.
+    pub fn build(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigError> {
+        let listen = if overrides.listen.is_empty() { file.listen } else { overrides.listen };
+        let mut upstreams = if overrides.upstreams.is_empty() { file.upstreams } else { overrides.upstreams };
+        let mut groups: Vec<UpstreamGroup> = file.forward.into_iter().map(|r| UpstreamGroup { zone: r.zone, servers: r.upstreams }).collect();
+        groups.extend(overrides.forward.into_iter().map(|(zone, servers)| UpstreamGroup { zone, servers }));
+        let has_root = groups.iter().any(|g| g.zone == Zone::root());
+        if upstreams.is_empty() && !has_root {
+            upstreams = resolv_conf::nameservers_from(Path::new(&file.resolv_conf)).map_err(ConfigError::Settings)?;
+        }
+        if !upstreams.is_empty() {
+            // Explicit `.` rules (from --forward) take precedence: they come later.
+            groups.insert(0, UpstreamGroup { zone: Zone::root(), servers: upstreams });
+        }
+        if groups.is_empty() {
+            return Err(ConfigError::Settings("no upstream configured".into()));
+        }
+        let router = Router::new(groups);
+        refuse_loops(&listen, &router)?;
+        let c = file.cache;
+        let secs = |d: Duration| d.as_secs().min(u64::from(u32::MAX)) as u32;
+        Ok(Settings {
+            listen,
+            metrics: overrides.metrics.or(file.metrics),
+            router,
+            cache: CacheSettings {
+                positive: Capacity { max_entries: c.positive.max_entries, max_bytes: c.positive.max_bytes },
+                negative: Capacity { max_entries: c.negative.max_entries, max_bytes: c.negative.max_bytes },
+                ttl: TtlPolicy {
+                    positive_min_ttl: secs(c.positive.min_ttl),
+                    positive_max_ttl: secs(c.positive.max_ttl),
+                    negative_min_ttl: secs(c.negative.min_ttl),
+                    negative_max_ttl: secs(c.negative.max_ttl),
+                    servfail_ttl: secs(c.servfail_ttl),
+                },
+            },
+            udp_payload: file.server.udp_payload,
+            upstream_timeout: file.upstream.timeout,
+            query_deadline: file.server.query_deadline,
+            tcp_idle_timeout: file.server.tcp_idle_timeout,
+            max_tcp_clients: file.server.max_tcp_clients,
+            max_tcp_inflight: file.server.max_tcp_inflight,
+            shutdown_grace: file.server.shutdown_grace,
+            log_level: file.log.level,
+            log_format: file.log.format,
+            query_log: file.log.queries,
+        })
+    }
+}
+
+/// Refuses an upstream that is one of our own listen addresses: the classic case is a node
+/// whose resolv.conf points back at the node cache, which would forward every miss to itself.
+fn refuse_loops(listen: &[SocketAddr], router: &Router) -> Result<(), ConfigError> {
+    for group in router.groups() {
+        for up in &group.servers {
+            for l in listen {
+                let same_ip = l.ip() == up.ip() || (l.ip().is_unspecified() && (up.ip().is_loopback() || up.ip().is_unspecified()));
+                if l.port() == up.port() && same_ip {
+                    return Err(ConfigError::Settings(format!(
+                        "upstream {up} for zone {} is this server's own listen address {l}: forwarding there would loop",
+                        group.zone
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,26 @@
+//! nodedns: a node-local DNS cache for Kubernetes.
+//!
+//! The modules, in the order a query meets them:
+//!
+//! - [`server`]: UDP and TCP listeners and the hot path that answers from the cache.
+//! - [`wire`]: reading and writing DNS messages in place.
+//! - [`cache`]: the bounded response cache and its TTL policy.
+//! - [`forward`]: the miss path: request coalescing, then the zone's upstream group.
+//! - [`zones`]: longest-suffix routing of names to upstream groups.
+//! - [`upstream`]: UDP and TCP exchanges with one upstream server.
+//! - [`metrics`]: Prometheus metrics (CoreDNS names) and the health/readiness endpoint.
+//! - [`config`]: the YAML file, resolv.conf, and the validated settings.
+//! - [`cli`]: the command line.
+
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod forward;
+pub mod metrics;
+pub mod server;
+pub mod upstream;
+pub mod wire;
+pub mod zones;
+
+#[cfg(test)]
+mod testutil;

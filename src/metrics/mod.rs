@@ -1,0 +1,340 @@
+//! Prometheus metrics, named and labelled like CoreDNS's where CoreDNS has the same concept
+//! (so NodeLocal DNSCache dashboards keep working), plus `nodedns_*` for what it lacks.
+//!
+//! Owns the registry and the HTTP endpoint ([`http`]). Counters used on the hot path are
+//! resolved once per listener into [`ListenerMetrics`] so that counting a query is an atomic
+//! add, never a label lookup. Nothing here decides anything about DNS.
+
+pub mod http;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::wire::Rcode;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    server: String,
+    zone: String,
+    view: String,
+    proto: String,
+    family: String,
+    r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseLabels {
+    server: String,
+    zone: String,
+    view: String,
+    rcode: String,
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    server: String,
+    zone: String,
+    view: String,
+    r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheTypeLabels {
+    server: String,
+    r#type: String,
+    zones: String,
+    view: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    server: String,
+    zones: String,
+    view: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToLabels {
+    to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToRcodeLabels {
+    to: String,
+    rcode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyLabels {
+    proxy_name: String,
+    to: String,
+    rcode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToReasonLabels {
+    to: String,
+    reason: String,
+}
+
+/// CoreDNS's request-duration buckets: 0.25 ms doubling to about 8 s.
+#[derive(Clone)]
+struct DurationBuckets;
+
+impl MetricConstructor<Histogram> for DurationBuckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+    }
+}
+
+/// Query types CoreDNS names in its `type` label; everything else is `other`.
+const TYPES: [(u16, &str); 16] = [
+    (1, "A"), (2, "NS"), (5, "CNAME"), (6, "SOA"), (12, "PTR"), (15, "MX"), (16, "TXT"), (28, "AAAA"),
+    (33, "SRV"), (35, "NAPTR"), (43, "DS"), (48, "DNSKEY"), (64, "SVCB"), (65, "HTTPS"), (255, "ANY"), (0, "other"),
+];
+const OTHER_TYPE: usize = TYPES.len() - 1;
+/// Response codes with their own label, by value; the last slot is every other code.
+const RCODES: usize = 12;
+
+/// Which part of nodedns wrote a response (CoreDNS's `plugin` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Cache = 0,
+    Forward = 1,
+    /// Errors and refusals composed without consulting cache or upstream.
+    Local = 2,
+}
+
+const SOURCES: [&str; 3] = ["cache", "forward", ""];
+
+#[inline]
+fn type_index(qtype: u16) -> usize {
+    TYPES.iter().position(|&(t, _)| t == qtype && t != 0).unwrap_or(OTHER_TYPE)
+}
+
+#[inline]
+fn rcode_index(rcode: Rcode) -> usize {
+    (rcode.0 as usize).min(RCODES - 1)
+}
+
+/// Why a datagram or connection got no answer at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Too short to be a DNS message, or a response sent to us.
+    NotAQuery,
+    /// The TCP client cap was reached.
+    TcpClientLimit,
+    /// A TCP connection sent a frame we cannot use.
+    TcpFraming,
+}
+
+impl DropReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            DropReason::NotAQuery => "not_a_query",
+            DropReason::TcpClientLimit => "tcp_client_limit",
+            DropReason::TcpFraming => "tcp_framing",
+        }
+    }
+}
+
+/// The process-wide metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    responses: Family<ResponseLabels, Counter>,
+    duration: Family<DurationLabels, Histogram, DurationBuckets>,
+    cache_entries: Family<CacheTypeLabels, Gauge>,
+    cache_hits: Family<CacheTypeLabels, Counter>,
+    cache_misses: Family<CacheLabels, Counter>,
+    forward_requests: Family<ToLabels, Counter>,
+    forward_responses: Family<ToRcodeLabels, Counter>,
+    forward_duration: Family<ToRcodeLabels, Histogram, DurationBuckets>,
+    proxy_duration: Family<ProxyLabels, Histogram, DurationBuckets>,
+    upstream_errors: Family<ToReasonLabels, Counter>,
+    upstream_ignored: Family<ToLabels, Counter>,
+    dropped: Family<ReasonLabels, Counter>,
+    pub coalesced: Counter,
+    pub inflight_misses: Gauge,
+    pub deadline_exceeded: Counter,
+    pub tcp_clients: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            responses: Family::default(),
+            duration: Family::new_with_constructor(DurationBuckets),
+            cache_entries: Family::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            forward_requests: Family::default(),
+            forward_responses: Family::default(),
+            forward_duration: Family::new_with_constructor(DurationBuckets),
+            proxy_duration: Family::new_with_constructor(DurationBuckets),
+            upstream_errors: Family::default(),
+            upstream_ignored: Family::default(),
+            dropped: Family::default(),
+            coalesced: Counter::default(),
+            inflight_misses: Gauge::default(),
+            deadline_exceeded: Counter::default(),
+            tcp_clients: Gauge::default(),
+        };
+        let r = &mut m.registry;
+        r.register("coredns_dns_requests", "Counter of DNS requests made per zone, protocol and family.", m.requests.clone());
+        r.register("coredns_dns_responses", "Counter of response status codes.", m.responses.clone());
+        r.register("coredns_dns_request_duration_seconds", "Histogram of the time (in seconds) each request took per zone.", m.duration.clone());
+        r.register("coredns_cache_entries", "The number of elements in the cache.", m.cache_entries.clone());
+        r.register("coredns_cache_hits", "The count of cache hits.", m.cache_hits.clone());
+        r.register("coredns_cache_misses", "The count of cache misses.", m.cache_misses.clone());
+        r.register("coredns_forward_requests", "Counter of requests made per upstream.", m.forward_requests.clone());
+        r.register("coredns_forward_responses", "Counter of responses received per upstream.", m.forward_responses.clone());
+        r.register("coredns_forward_request_duration_seconds", "Histogram of the time each request took.", m.forward_duration.clone());
+        r.register("coredns_proxy_request_duration_seconds", "Histogram of the time each request took.", m.proxy_duration.clone());
+        r.register("nodedns_upstream_errors", "Upstream exchanges that failed, by reason.", m.upstream_errors.clone());
+        r.register("nodedns_upstream_ignored_responses", "Datagrams on an upstream socket that were not the awaited answer (wrong ID or question).", m.upstream_ignored.clone());
+        r.register("nodedns_dropped_queries", "Queries dropped without any answer, by reason.", m.dropped.clone());
+        r.register("nodedns_coalesced_queries", "Cache misses that waited for an identical query already in flight instead of asking upstream.", m.coalesced.clone());
+        r.register("nodedns_inflight_misses", "Distinct questions currently being asked upstream.", m.inflight_misses.clone());
+        r.register("nodedns_deadline_exceeded", "Client queries answered SERVFAIL because the overall deadline passed.", m.deadline_exceeded.clone());
+        r.register("nodedns_tcp_clients", "Open client TCP connections.", m.tcp_clients.clone());
+        m
+    }
+
+    /// Resolves the hot-path counters for one listener, e.g. `server = "dns://127.0.0.1:53"`.
+    pub fn listener(&self, server: &str, proto: &str, ipv6: bool) -> ListenerMetrics {
+        let zone = ".".to_string();
+        let view = String::new();
+        let requests = TYPES.map(|(_, name)| {
+            self.requests.get_or_create_owned(&RequestLabels {
+                server: server.into(),
+                zone: zone.clone(),
+                view: view.clone(),
+                proto: proto.into(),
+                family: if ipv6 { "2" } else { "1" }.into(),
+                r#type: name.into(),
+            })
+        });
+        let duration = TYPES.map(|(_, name)| {
+            self.duration.get_or_create_owned(&DurationLabels { server: server.into(), zone: zone.clone(), view: view.clone(), r#type: name.into() })
+        });
+        let responses = SOURCES.map(|plugin| {
+            std::array::from_fn(|code| {
+                let rcode = if code == RCODES - 1 { "OTHER" } else { Rcode(code as u8).as_str() };
+                self.responses.get_or_create_owned(&ResponseLabels {
+                    server: server.into(),
+                    zone: zone.clone(),
+                    view: view.clone(),
+                    rcode: rcode.into(),
+                    plugin: plugin.into(),
+                })
+            })
+        });
+        let hits = ["success", "denial"].map(|t| {
+            self.cache_hits.get_or_create_owned(&CacheTypeLabels { server: server.into(), r#type: t.into(), zones: zone.clone(), view: view.clone() })
+        });
+        let cache_miss = self.cache_misses.get_or_create_owned(&CacheLabels { server: server.into(), zones: zone.clone(), view: view.clone() });
+        let dropped = self.dropped.get_or_create_owned(&ReasonLabels { reason: DropReason::NotAQuery.as_str().into() });
+        ListenerMetrics { requests, duration, responses, hits, cache_miss, dropped }
+    }
+
+    /// Counts a drop for reasons off the per-datagram path.
+    pub fn dropped(&self, reason: DropReason) {
+        self.dropped.get_or_create(&ReasonLabels { reason: reason.as_str().into() }).inc();
+    }
+
+    /// Records one upstream exchange that produced a response.
+    pub fn upstream_response(&self, to: &str, rcode: Rcode, seconds: f64, ignored: u32) {
+        let rcode = rcode.as_str().to_string();
+        self.forward_responses.get_or_create(&ToRcodeLabels { to: to.into(), rcode: rcode.clone() }).inc();
+        self.forward_duration.get_or_create(&ToRcodeLabels { to: to.into(), rcode: rcode.clone() }).observe(seconds);
+        self.proxy_duration.get_or_create(&ProxyLabels { proxy_name: "forward".into(), to: to.into(), rcode }).observe(seconds);
+        self.upstream_ignored_inc(to, ignored);
+    }
+
+    pub fn upstream_request(&self, to: &str) {
+        self.forward_requests.get_or_create(&ToLabels { to: to.into() }).inc();
+    }
+
+    pub fn upstream_error(&self, to: &str, reason: &str) {
+        self.upstream_errors.get_or_create(&ToReasonLabels { to: to.into(), reason: reason.into() }).inc();
+    }
+
+    fn upstream_ignored_inc(&self, to: &str, n: u32) {
+        if n > 0 {
+            self.upstream_ignored.get_or_create(&ToLabels { to: to.into() }).inc_by(u64::from(n));
+        }
+    }
+
+    /// Sets the cache-size gauges; called just before each scrape.
+    pub fn set_cache_entries(&self, server: &str, positive: usize, negative: usize) {
+        for (t, n) in [("success", positive), ("denial", negative)] {
+            self.cache_entries
+                .get_or_create(&CacheTypeLabels { server: server.into(), r#type: t.into(), zones: ".".into(), view: String::new() })
+                .set(n as i64);
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// One listener's hot-path counters, each resolved to its label set once.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    requests: [Counter; TYPES.len()],
+    duration: [Histogram; TYPES.len()],
+    responses: [[Counter; RCODES]; SOURCES.len()],
+    hits: [Counter; 2],
+    cache_miss: Counter,
+    dropped: Counter,
+}
+
+impl ListenerMetrics {
+    /// Counts an answered query: request, response code and latency.
+    #[inline]
+    pub fn answered(&self, qtype: u16, rcode: Rcode, source: Source, seconds: f64) {
+        let t = type_index(qtype);
+        self.requests[t].inc();
+        self.responses[source as usize][rcode_index(rcode)].inc();
+        self.duration[t].observe(seconds);
+    }
+
+    #[inline]
+    pub fn cache_hit(&self, negative: bool) {
+        self.hits[usize::from(negative)].inc();
+    }
+
+    #[inline]
+    pub fn cache_miss(&self) {
+        self.cache_miss.inc();
+    }
+
+    #[inline]
+    pub fn dropped_not_a_query(&self) {
+        self.dropped.inc();
+    }
+}

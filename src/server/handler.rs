@@ -1,0 +1,180 @@
+//! The query path, transport-independent. [`Handler::answer_local`] is the hot path: parse
+//! the header and question in place, build the key on the stack, look up the cache, and
+//! write the stored response patched for this client; no allocation, no await. Anything it
+//! cannot answer is a miss, finished by [`Handler::answer_miss`] on the async side.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cache::{Cache, Entry, Kind, KeyRef};
+use crate::forward::{ForwardError, Forwarder};
+use crate::metrics::{ListenerMetrics, Source};
+use crate::wire::compose::{self, MAX_COMPOSED};
+use crate::wire::name::{self, MAX_NAME};
+use crate::wire::{MAX_MESSAGE, Query, QueryError, Rcode, TYPE_AXFR, TYPE_IXFR};
+
+/// What the hot path decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Local {
+    /// A response of this length is in the output buffer.
+    Reply(usize),
+    /// Nothing to send.
+    Drop,
+    /// The cache cannot answer; call [`Handler::answer_miss`].
+    Miss,
+}
+
+/// Per-transport response size limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Settings the query path reads on every query.
+#[derive(Clone, Copy, Debug)]
+pub struct HandlerSettings {
+    /// Our EDNS UDP payload size: the most we send over UDP, and what we advertise.
+    pub udp_payload: u16,
+    /// Overall time a client waits for a miss before getting SERVFAIL.
+    pub deadline: Duration,
+    /// Whether to log every query at info level (target `nodedns::query`).
+    pub query_log: bool,
+}
+
+/// Who asked, how, and when: what every response needs besides the query itself.
+#[derive(Clone, Copy)]
+pub struct Request<'a> {
+    pub transport: Transport,
+    pub client: SocketAddr,
+    pub started: Instant,
+    pub metrics: &'a ListenerMetrics,
+}
+
+pub struct Handler {
+    cache: Arc<Cache>,
+    forwarder: Arc<Forwarder>,
+    settings: HandlerSettings,
+}
+
+impl Handler {
+    pub fn new(cache: Arc<Cache>, forwarder: Arc<Forwarder>, settings: HandlerSettings) -> Self {
+        Handler { cache, forwarder, settings }
+    }
+
+    fn limit(&self, query: &Query<'_>, transport: Transport) -> usize {
+        match transport {
+            Transport::Udp => query.udp_limit(self.settings.udp_payload),
+            Transport::Tcp => MAX_MESSAGE,
+        }
+    }
+
+    /// Answers from the cache or with a locally composed error. `out` must hold
+    /// [`MAX_MESSAGE`] octets.
+    #[inline]
+    pub fn answer_local(&self, packet: &[u8], out: &mut [u8], req: &Request<'_>) -> Local {
+        let mut lower = [0u8; MAX_NAME];
+        let (query, name_len) = match Query::parse(packet, &mut lower) {
+            Ok(parsed) => parsed,
+            Err(e) => return self.reject(e, out, req),
+        };
+        if query.qtype == TYPE_AXFR || query.qtype == TYPE_IXFR {
+            // A cache has no zones to transfer.
+            let len = compose::error_response(out, &query.header, Some(query.question), Rcode::REFUSED, query.edns, self.settings.udp_payload);
+            self.finish(&query, Rcode::REFUSED, Source::Local, "refused", req);
+            return Local::Reply(len);
+        }
+        let dnssec_ok = query.edns.is_some_and(|e| e.dnssec_ok);
+        let checking_disabled = query.header.flags.has(crate::wire::Flags::CD);
+        let key = KeyRef::new(&lower[..name_len], query.qtype, query.qclass, dnssec_ok, checking_disabled);
+        match self.cache.lookup(&key, req.started) {
+            Some((entry, age)) => {
+                let len = entry.write_for(&query, age, self.settings.udp_payload, self.limit(&query, req.transport), out);
+                req.metrics.cache_hit(entry.kind() != Kind::Positive);
+                self.finish(&query, entry.rcode(), Source::Cache, "hit", req);
+                Local::Reply(len)
+            }
+            None => {
+                req.metrics.cache_miss();
+                Local::Miss
+            }
+        }
+    }
+
+    /// Resolves a query the cache could not answer and returns the response to send.
+    pub async fn answer_miss(&self, packet: &[u8], req: &Request<'_>) -> Option<Vec<u8>> {
+        let mut lower = [0u8; MAX_NAME];
+        // The hot path already parsed this packet successfully.
+        let (query, name_len) = Query::parse(packet, &mut lower).ok()?;
+        let dnssec_ok = query.edns.is_some_and(|e| e.dnssec_ok);
+        let checking_disabled = query.header.flags.has(crate::wire::Flags::CD);
+        let key = KeyRef::new(&lower[..name_len], query.qtype, query.qclass, dnssec_ok, checking_disabled).to_owned();
+        let outcome = tokio::time::timeout(self.settings.deadline, self.forwarder.resolve(key)).await;
+        let limit = self.limit(&query, req.transport);
+        match outcome {
+            Ok(Ok(entry)) => Some(self.write_entry(&entry, &query, limit, req)),
+            Ok(Err(e)) => {
+                let rcode = if e == ForwardError::NoRoute { Rcode::REFUSED } else { Rcode::SERVFAIL };
+                tracing::debug!(name = %name::to_text(query.qname), error = %e, "miss failed");
+                Some(self.write_error(&query, rcode, req))
+            }
+            Err(_elapsed) => {
+                self.forwarder.metrics().deadline_exceeded.inc();
+                Some(self.write_error(&query, Rcode::SERVFAIL, req))
+            }
+        }
+    }
+
+    fn write_entry(&self, entry: &Entry, query: &Query<'_>, limit: usize, req: &Request<'_>) -> Vec<u8> {
+        let mut out = vec![0u8; limit.max(MAX_COMPOSED)];
+        let len = entry.write_for(query, 0, self.settings.udp_payload, limit, &mut out);
+        out.truncate(len);
+        self.finish(query, entry.rcode(), Source::Forward, "miss", req);
+        out
+    }
+
+    fn write_error(&self, query: &Query<'_>, rcode: Rcode, req: &Request<'_>) -> Vec<u8> {
+        let mut out = vec![0u8; MAX_COMPOSED];
+        let len = compose::error_response(&mut out, &query.header, Some(query.question), rcode, query.edns, self.settings.udp_payload);
+        out.truncate(len);
+        self.finish(query, rcode, Source::Local, "error", req);
+        out
+    }
+
+    fn reject(&self, error: QueryError, out: &mut [u8], req: &Request<'_>) -> Local {
+        let payload = self.settings.udp_payload;
+        let (header, rcode, edns) = match error {
+            QueryError::Drop => {
+                req.metrics.dropped_not_a_query();
+                return Local::Drop;
+            }
+            QueryError::Malformed(h) => (h, Rcode::FORMERR, None),
+            QueryError::NotImplemented(h) => (h, Rcode::NOTIMP, None),
+            QueryError::BadVersion(h) => (h, Rcode(16), Some(crate::wire::Edns { udp_payload: 512, version: 0, dnssec_ok: false })),
+        };
+        let len = compose::error_response(out, &header, None, rcode, edns, payload);
+        req.metrics.answered(0, Rcode(rcode.0 & 0xf), Source::Local, req.started.elapsed().as_secs_f64());
+        if self.settings.query_log {
+            tracing::info!(target: "nodedns::query", client = %req.client, rcode = rcode.as_str(), reason = %error, "rejected");
+        }
+        Local::Reply(len)
+    }
+
+    #[inline]
+    fn finish(&self, query: &Query<'_>, rcode: Rcode, source: Source, cache: &'static str, req: &Request<'_>) {
+        let seconds = req.started.elapsed().as_secs_f64();
+        req.metrics.answered(query.qtype, rcode, source, seconds);
+        if self.settings.query_log {
+            tracing::info!(
+                target: "nodedns::query",
+                client = %req.client,
+                name = %name::to_text(query.qname),
+                qtype = query.qtype,
+                rcode = rcode.as_str(),
+                cache,
+                latency_us = (seconds * 1e6) as u64,
+            );
+        }
+    }
+}

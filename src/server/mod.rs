@@ -1,0 +1,115 @@
+//! Listeners and the running process: binds every listen address for UDP and TCP, wires
+//! cache, forwarder and metrics together, and drains on shutdown.
+//!
+//! - [`handler`]: the query path shared by both transports (the hot path lives there).
+//! - [`udp`], [`tcp`]: the transports. They own sockets and framing, never DNS policy.
+
+pub mod handler;
+pub mod tcp;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cache::Cache;
+use crate::config::Settings;
+use crate::forward::{ForwardSettings, Forwarder};
+use crate::metrics::Metrics;
+use crate::metrics::http::{self, Readiness};
+use handler::{Handler, HandlerSettings};
+use tcp::{TcpLimits, TcpServer};
+
+/// `dns://ADDR:PORT`, CoreDNS's `server` label.
+fn server_label(addr: SocketAddr) -> String {
+    format!("dns://{addr}")
+}
+
+/// Runs until `stop` is cancelled, then stops accepting, lets in-flight queries finish for
+/// at most the configured grace period, and returns.
+pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let cache = Arc::new(Cache::new(settings.cache.positive, settings.cache.negative, settings.cache.ttl.clone()));
+    let forward = ForwardSettings {
+        attempt_timeout: settings.upstream_timeout,
+        deadline: settings.query_deadline,
+        udp_payload: settings.udp_payload,
+    };
+    let forwarder = Forwarder::new(settings.router.clone(), cache.clone(), forward, metrics.clone());
+    let handler_settings = HandlerSettings { udp_payload: settings.udp_payload, deadline: settings.query_deadline, query_log: settings.query_log };
+    let handler = Arc::new(Handler::new(cache.clone(), forwarder, handler_settings));
+    let tasks = TaskTracker::new();
+    let listeners = TaskTracker::new();
+
+    // Bind everything before serving anything, so a bad address fails start-up whole.
+    let mut udp_sockets = Vec::new();
+    let mut tcp_listeners = Vec::new();
+    for &addr in &settings.listen {
+        udp_sockets.push((addr, udp::bind(addr).with_context(|| format!("cannot listen on udp {addr}"))?));
+        tcp_listeners.push((addr, tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on tcp {addr}"))?));
+    }
+    let metrics_listener = match settings.metrics {
+        Some(addr) => Some(http::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))?),
+        None => None,
+    };
+
+    for (addr, socket) in udp_sockets {
+        let m = metrics.listener(&server_label(addr), "udp", addr.is_ipv6());
+        listeners.spawn(udp::serve(socket, handler.clone(), m, tasks.clone(), stop.clone()));
+        tracing::info!(%addr, "serving DNS over UDP");
+    }
+    let limits = TcpLimits {
+        idle_timeout: settings.tcp_idle_timeout,
+        max_clients: settings.max_tcp_clients,
+        max_inflight_per_connection: settings.max_tcp_inflight,
+    };
+    for (addr, listener) in tcp_listeners {
+        let server = Arc::new(TcpServer {
+            handler: handler.clone(),
+            metrics: metrics.clone(),
+            listener_metrics: metrics.listener(&server_label(addr), "tcp", addr.is_ipv6()),
+            limits,
+            tasks: tasks.clone(),
+            stop: stop.clone(),
+        });
+        listeners.spawn(server.serve(listener));
+        tracing::info!(%addr, "serving DNS over TCP");
+    }
+
+    let ready = Arc::new(Readiness::default());
+    let metrics_stop = CancellationToken::new();
+    if let Some(listener) = metrics_listener {
+        let label = settings.listen.first().map(|a| server_label(*a)).unwrap_or_default();
+        let (c, m) = (cache.clone(), metrics.clone());
+        let before_scrape: http::BeforeScrape = Arc::new(move || {
+            let (positive, negative) = c.len();
+            m.set_cache_entries(&label, positive, negative);
+        });
+        tokio::spawn(http::serve(listener, metrics.clone(), ready.clone(), before_scrape, metrics_stop.clone()));
+    }
+    for group in settings.router.groups() {
+        let servers: Vec<String> = group.servers.iter().map(ToString::to_string).collect();
+        tracing::info!(zone = %group.zone, upstreams = %servers.join(","), "forwarding");
+    }
+    ready.set(true);
+
+    stop.cancelled().await;
+    ready.set(false);
+    listeners.close();
+    listeners.wait().await;
+    tasks.close();
+    let drained = tokio::time::timeout(settings.shutdown_grace, tasks.wait()).await.is_ok();
+    if drained {
+        tracing::info!("stopped: all in-flight queries answered");
+    } else {
+        tracing::warn!(grace = ?settings.shutdown_grace, unfinished = tasks.len(), "stopped with queries still in flight");
+    }
+    metrics_stop.cancel();
+    // Let the runtime flush the last responses' sends.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(())
+}

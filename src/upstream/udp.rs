@@ -1,0 +1,33 @@
+//! One query over UDP from a fresh socket: a random source port per query (RFC 5452) on
+//! top of the random ID.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use tokio::net::UdpSocket;
+
+use super::{Exchange, QueryOptions, Transport, UpstreamError, accept, compose_query};
+use crate::cache::CacheKey;
+
+pub(super) async fn exchange(server: SocketAddr, key: &CacheKey, opts: QueryOptions) -> Result<Exchange, UpstreamError> {
+    let local: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(local).await?;
+    // Connected: the kernel delivers only datagrams from the server's address and port.
+    socket.connect(server).await?;
+    let (id, query, len) = compose_query(key, opts);
+    socket.send(&query[..len]).await?;
+
+    let mut buf = vec![0u8; usize::from(opts.udp_payload).max(512)];
+    let mut ignored = 0;
+    loop {
+        let n = socket.recv(&mut buf).await?;
+        if let Some(response) = accept(&buf[..n], id, key)? {
+            buf.truncate(n);
+            return Ok(Exchange { msg: buf, response, transport: Transport::Udp, ignored });
+        }
+        ignored += 1;
+    }
+}

@@ -1,0 +1,46 @@
+//! DNS wire format: the few parts of RFC 1035 / RFC 6891 that the hot path needs, read and
+//! written in place on borrowed byte slices.
+//!
+//! Vocabulary (borrowed from NLnet Labs' `domain`): *parsing* reads from wire octets,
+//! *composing* writes them. Nothing here allocates on the query path, does I/O, or knows about
+//! caching policy; it only answers "what does this message say" and "write this message".
+//!
+//! - [`header`]: the 12-octet header, flags and counts.
+//! - [`name`]: domain names (label walking, compression pointers, lower-casing).
+//! - [`query`]: a client's query: header, the one question, its EDNS(0) OPT record.
+//! - [`response`]: an upstream's response: validation, record TTL positions, negative TTL.
+//! - [`compose`]: error responses, upstream queries and the OPT record we send.
+
+pub mod compose;
+pub mod header;
+pub mod name;
+pub mod query;
+pub mod response;
+
+pub use header::{Flags, Header, Opcode, Rcode};
+pub use query::{Edns, Query, QueryError};
+pub use response::{ResponseError, UpstreamResponse};
+
+/// Record type of the EDNS(0) pseudo-record (RFC 6891).
+pub const TYPE_OPT: u16 = 41;
+/// Record type of a start-of-authority record, which carries the negative TTL (RFC 2308).
+pub const TYPE_SOA: u16 = 6;
+/// Zone transfer types, which a cache will not forward.
+pub const TYPE_AXFR: u16 = 252;
+pub const TYPE_IXFR: u16 = 251;
+/// The largest DNS message, the limit of a TCP frame.
+pub const MAX_MESSAGE: usize = 65535;
+
+/// Reads a big-endian u16 at `at`, or `None` past the end.
+#[inline]
+pub(crate) fn read_u16(buf: &[u8], at: usize) -> Option<u16> {
+    let b = buf.get(at..at + 2)?;
+    Some(u16::from_be_bytes([b[0], b[1]]))
+}
+
+/// Reads a big-endian u32 at `at`, or `None` past the end.
+#[inline]
+pub(crate) fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
+    let b = buf.get(at..at + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}

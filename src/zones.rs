@@ -1,0 +1,135 @@
+//! Zone routing: which upstream group answers a name. The longest configured zone that
+//! ends the name wins; `.` is the default. Owns the [`Zone`] value type; knows nothing of
+//! sockets or caching.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::wire::name;
+
+/// A zone apex, stored lower-cased in wire form and shown with a trailing dot.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Zone(Box<[u8]>);
+
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a domain name (empty or over-long label, or over 255 octets)")]
+pub struct BadZone(String);
+
+impl FromStr for Zone {
+    type Err = BadZone;
+    fn from_str(s: &str) -> Result<Self, BadZone> {
+        let trimmed = s.trim();
+        if trimmed.is_empty() || trimmed.contains(char::is_whitespace) {
+            return Err(BadZone(s.to_string()));
+        }
+        name::from_text(trimmed).map(|w| Zone(w.into())).ok_or_else(|| BadZone(s.to_string()))
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&name::to_text(&self.0))
+    }
+}
+
+impl fmt::Debug for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Zone({self})")
+    }
+}
+
+impl Zone {
+    pub fn root() -> Zone {
+        Zone(Box::new([0]))
+    }
+    /// Whether `qname` (lower-cased wire form) is this zone or below it.
+    #[inline]
+    pub fn contains(&self, qname: &[u8]) -> bool {
+        name::ends_with(qname, &self.0)
+    }
+    fn depth(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// The upstream servers that answer for one zone, tried in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamGroup {
+    pub zone: Zone,
+    pub servers: Vec<SocketAddr>,
+}
+
+/// Every configured group, most specific zone first.
+#[derive(Debug, Clone)]
+pub struct Router {
+    groups: Vec<Arc<UpstreamGroup>>,
+}
+
+impl Router {
+    /// Builds the table; a later group for the same zone replaces an earlier one.
+    pub fn new(groups: impl IntoIterator<Item = UpstreamGroup>) -> Router {
+        let mut list: Vec<Arc<UpstreamGroup>> = Vec::new();
+        for g in groups {
+            list.retain(|old| old.zone != g.zone);
+            list.push(Arc::new(g));
+        }
+        list.sort_by_key(|g| std::cmp::Reverse(g.zone.depth()));
+        Router { groups: list }
+    }
+
+    /// The group for `qname` (lower-cased wire form), or `None` when no zone covers it.
+    #[inline]
+    pub fn route(&self, qname: &[u8]) -> Option<&Arc<UpstreamGroup>> {
+        // Sorted by wire length, so the first match is the longest suffix.
+        self.groups.iter().find(|g| g.zone.contains(qname))
+    }
+
+    pub fn groups(&self) -> &[Arc<UpstreamGroup>] {
+        &self.groups
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(zone: &str, port: u16) -> UpstreamGroup {
+        UpstreamGroup { zone: zone.parse().unwrap(), servers: vec![SocketAddr::from(([127, 0, 0, 1], port))] }
+    }
+
+    fn port_for(router: &Router, qname: &str) -> Option<u16> {
+        router.route(&name::from_text(qname).unwrap()).map(|g| g.servers[0].port())
+    }
+
+    #[test]
+    fn longest_suffix_wins_and_root_is_the_default() {
+        let r = Router::new([group(".", 1), group("cluster.local", 2), group("svc.cluster.local.", 3)]);
+        assert_eq!(port_for(&r, "example.com"), Some(1));
+        assert_eq!(port_for(&r, "cluster.local"), Some(2));
+        assert_eq!(port_for(&r, "kube-dns.kube-system.svc.Cluster.Local"), Some(3));
+        assert_eq!(port_for(&r, "notcluster.local"), Some(1));
+    }
+
+    #[test]
+    fn no_default_means_no_route() {
+        let r = Router::new([group("cluster.local", 2)]);
+        assert_eq!(port_for(&r, "example.com"), None);
+    }
+
+    #[test]
+    fn later_group_for_same_zone_replaces_earlier() {
+        let r = Router::new([group("a.example", 1), group("A.example.", 2)]);
+        assert_eq!(r.groups().len(), 1);
+        assert_eq!(port_for(&r, "x.a.example"), Some(2));
+    }
+
+    #[test]
+    fn zone_parses_and_displays_canonically() {
+        assert_eq!("Cluster.Local".parse::<Zone>().unwrap().to_string(), "cluster.local.");
+        assert_eq!(".".parse::<Zone>().unwrap(), Zone::root());
+        assert!("a..b".parse::<Zone>().is_err());
+        assert!("".parse::<Zone>().is_err());
+    }
+}
