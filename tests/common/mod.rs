@@ -1,0 +1,342 @@
+//! Shared fixtures for the integration tests: real servers (BIND `named`, the nodedns
+//! binary) started on loopback with ports chosen per test, a DNS client built on
+//! `hickory-proto`, and a programmable fake upstream for faults real servers cannot produce.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::RecordType;
+
+/// Fails loudly when a tool the tests need is missing (CI installs them; no silent skips).
+pub fn require(tool: &str) {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(found, "`{tool}` is required by this test: run `bash .ci/run` or install it (see README)");
+}
+
+/// A loopback port free for both UDP and TCP at the time of the call.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    loop {
+        // Spread tests over the range so parallel tests rarely race for one port.
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20000 + ((std::process::id() as usize * 7919 + n * 104_729) % 30000) as u16;
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Sends SIGTERM and waits up to `limit` for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        unsafe_kill(self.child.id(), "TERM");
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+}
+
+/// A BIND `named` authoritative for zones written by the test, on 127.0.0.1.
+pub struct Named {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    _proc: Proc,
+}
+
+/// The standard test zone: addresses, CNAME chains, a large RRset (90 A records, over
+/// 1232 octets; BIND refuses RRsets over 100), SOA minimum 60 s.
+pub fn test_zone(origin: &str) -> String {
+    let mut z = format!(
+        "$TTL 300\n@ IN SOA ns.{origin}. admin.{origin}. 1 3600 600 86400 60\n@ IN NS ns.{origin}.\nns IN A 127.0.0.1\n\
+         www IN A 192.0.2.1\nwww IN AAAA 2001:db8::1\nalias IN CNAME www\nchain1 IN CNAME chain2\nchain2 IN CNAME alias\n\
+         short 5 IN A 192.0.2.5\n"
+    );
+    for i in 0..90 {
+        z.push_str(&format!("big IN A 10.0.{}.{}\n", i / 250, i % 250 + 1));
+    }
+    for i in 0..200 {
+        z.push_str(&format!("host{i} IN A 10.1.{}.{}\n", i / 250, i % 250 + 1));
+    }
+    z
+}
+
+impl Named {
+    /// Starts `named` serving each (origin, zone text) pair; waits until it answers.
+    pub fn start(zones: &[(&str, String)]) -> Named {
+        require("named");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let mut conf = format!(
+            "options {{ directory \"{d}\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; recursion no;\n\
+             pid-file \"{d}/named.pid\"; session-keyfile \"{d}/session.key\"; dnssec-validation no; querylog yes; }};\n\
+             controls {{ }};\n"
+        );
+        for (origin, text) in zones {
+            std::fs::write(dir.path().join(format!("{origin}.zone")), text).unwrap();
+            conf.push_str(&format!("zone \"{origin}\" {{ type primary; file \"{d}/{origin}.zone\"; }};\n"));
+        }
+        std::fs::write(dir.path().join("named.conf"), conf).unwrap();
+        let child = Command::new("named")
+            .args(["-g", "-n", "1", "-c"])
+            .arg(dir.path().join("named.conf"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("named.stderr")).unwrap())
+            .spawn()
+            .expect("start named");
+        let named = Named { addr: loopback(port), dir, _proc: Proc { child, name: "named" } };
+        let probe = format!("{}.", zones[0].0);
+        wait_until(Duration::from_secs(15), "named answers", || {
+            query_udp(named.addr, &probe, RecordType::SOA, 0x20, Duration::from_millis(200))
+                .is_some_and(|r| r.metadata.response_code == ResponseCode::NoError)
+        });
+        named
+    }
+
+    /// How many queries for `name` (lower-case, no trailing dot) and `qtype` named has logged.
+    pub fn queries_for(&self, name: &str, qtype: &str) -> usize {
+        // With -g every category, queries included, goes to stderr, which is not buffered.
+        let log = std::fs::read_to_string(self.dir.path().join("named.stderr")).unwrap_or_default();
+        let needle = format!("query: {name} IN {qtype} ");
+        log.lines().filter(|l| l.to_ascii_lowercase().contains(&needle.to_ascii_lowercase())).count()
+    }
+}
+
+/// A running nodedns binary.
+pub struct Nodedns {
+    pub dns: SocketAddr,
+    pub metrics: SocketAddr,
+    pub proc: Proc,
+    pub stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Nodedns {
+    /// Starts nodedns on fresh ports with the given extra arguments (e.g. `--upstream`).
+    pub fn start(args: &[String]) -> Nodedns {
+        Self::start_with_config(None, args)
+    }
+
+    pub fn start_with_config(config: Option<&str>, args: &[String]) -> Nodedns {
+        let dir = tempfile::tempdir().unwrap();
+        let dns = loopback(free_port());
+        let metrics = loopback(free_port());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodedns"));
+        cmd.arg("run").arg("--listen").arg(dns.to_string()).arg("--metrics").arg(metrics.to_string());
+        if let Some(text) = config {
+            let path = dir.path().join("nodedns.yaml");
+            std::fs::write(&path, text).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        let stderr = dir.path().join("stderr.log");
+        let child = cmd
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start nodedns");
+        let mut nd = Nodedns { dns, metrics, proc: Proc { child, name: "nodedns" }, stderr, _dir: dir };
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if http_get(nd.metrics, "/ready").is_some_and(|(code, _)| code == 200) {
+                return nd;
+            }
+            if let Ok(Some(status)) = nd.proc.child.try_wait() {
+                panic!("nodedns exited during start-up ({status}): {}", nd.log());
+            }
+            assert!(Instant::now() < until, "nodedns not ready in 10 s: {}", nd.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The value of the metric sample whose line starts with `prefix` (name plus labels).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        let (_, body) = http_get(self.metrics, "/metrics").expect("metrics endpoint");
+        body.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn metrics_text(&self) -> String {
+        http_get(self.metrics, "/metrics").expect("metrics endpoint").1
+    }
+}
+
+/// Minimal HTTP/1.0 GET; returns status code and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+pub fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !ready() {
+        assert!(Instant::now() < until, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Builds a query octet by octet: hickory's encoder lower-cases names, and these tests
+/// check that the client's case comes back.
+pub fn build_query(name: &str, qtype: RecordType, id: u16, edns: bool) -> Vec<u8> {
+    let mut q = Vec::with_capacity(64);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&u16::from(qtype).to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    if edns {
+        q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+    }
+    q
+}
+
+/// One UDP query with EDNS; `None` on timeout.
+pub fn query_udp(server: SocketAddr, name: &str, qtype: RecordType, id: u16, timeout: Duration) -> Option<Message> {
+    exchange_udp(server, &build_query(name, qtype, id, true), timeout).map(|b| Message::from_vec(&b).expect("parseable response"))
+}
+
+/// Sends raw octets over UDP and returns the raw response, `None` on timeout.
+pub fn exchange_udp(server: SocketAddr, packet: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(timeout)).unwrap();
+    sock.send_to(packet, server).unwrap();
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// Asserts the response answers our query: same ID, same question (case included).
+pub fn assert_matches_query(resp: &Message, id: u16, name: &str) {
+    assert_eq!(resp.metadata.id, id);
+    assert_eq!(resp.metadata.message_type, MessageType::Response);
+    assert_eq!(resp.queries[0].name().to_string(), name, "question case must be preserved");
+}
+
+pub fn rcode(resp: &Message) -> ResponseCode {
+    resp.metadata.response_code
+}
+
+/// Runs `dig` and returns its output.
+pub fn dig(server: SocketAddr, args: &[&str]) -> String {
+    require("dig");
+    let out = Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .arg("-p")
+        .arg(server.port().to_string())
+        .args(["+time=3", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("run dig");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a [`FakeUpstream`] does with each query.
+#[derive(Clone, Copy, Debug)]
+pub enum Behaviour {
+    /// Answer `name IN A 192.0.2.99` (TTL 300) after the delay.
+    AnswerAfter(Duration),
+    /// Never answer.
+    Silent,
+}
+
+/// An in-process UDP upstream for fault injection, counting the queries it receives.
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    pub received: Arc<AtomicUsize>,
+}
+
+impl FakeUpstream {
+    pub fn start(behaviour: Behaviour) -> FakeUpstream {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let received = Arc::new(AtomicUsize::new(0));
+        let count = received.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                count.fetch_add(1, Ordering::SeqCst);
+                let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+                let Behaviour::AnswerAfter(delay) = behaviour else { continue };
+                let sock = sock.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let _ = sock.send_to(&fake_answer(&query), peer);
+                });
+            }
+        });
+        FakeUpstream { addr, received }
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
+fn fake_answer(query: &Message) -> Vec<u8> {
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record};
+    let mut resp = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+    resp.metadata.recursion_desired = true;
+    resp.metadata.recursion_available = true;
+    let q = query.queries[0].clone();
+    let name = q.name().clone();
+    resp.add_query(q);
+    resp.add_answer(Record::from_rdata(name, 300, RData::A(A::new(192, 0, 2, 99))));
+    resp.to_vec().unwrap()
+}
+
+/// Lines of a file, for log assertions.
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::File::open(path).map(|f| BufReader::new(f).lines().map_while(Result::ok).collect()).unwrap_or_default()
+}
