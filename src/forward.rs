@@ -11,8 +11,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
+use std::net::SocketAddr;
+
 use futures::future::{BoxFuture, Shared};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 
 use crate::cache::{Cache, CacheKey, Entry};
 use crate::metrics::Metrics;
@@ -44,6 +47,8 @@ pub enum ForwardError {
 }
 
 type Outcome = Result<Arc<Entry>, ForwardError>;
+/// One exchange: the server asked, when, and what came of it.
+type Attempt = (SocketAddr, Instant, Result<upstream::Exchange, UpstreamError>);
 type Pending = Shared<BoxFuture<'static, Outcome>>;
 
 /// Upstream answers that mean "ask someone else" rather than "this is the answer".
@@ -81,6 +86,13 @@ impl Forwarder {
                     self.metrics.coalesced.inc();
                     pending.clone()
                 }
+                // A fetch stores its answer before leaving the table, so a caller that missed
+                // the cache just before that fetch finished finds the answer here instead of
+                // asking again.
+                None if let Some((entry, _)) = self.cache.lookup(&key.as_ref(), Instant::now()) => {
+                    self.metrics.coalesced.inc();
+                    return Ok(entry);
+                }
                 None => {
                     // Spawned while the table is locked, so the task's own removal of the key
                     // cannot run before the key is inserted.
@@ -94,44 +106,68 @@ impl Forwarder {
         pending.await
     }
 
-    /// Asks the group for `key`'s zone, cycling through its servers until one answers or the
-    /// deadline passes, and stores the answer.
+    /// Asks the group for `key`'s zone and stores the answer. A new attempt (to the next
+    /// server, round the group) starts whenever `attempt_timeout` passes without an answer,
+    /// while earlier attempts keep listening: a late answer to any of them still wins. So a
+    /// lost datagram costs one attempt timeout, not a client's five-second retry.
     async fn fetch(self: Arc<Self>, key: CacheKey) -> Outcome {
-        let _inflight = InflightGuard::new(&self, &key);
+        let key = Arc::new(key);
+        let _inflight = InflightGuard::new(&self, key.clone());
         let group = self.router.route(key.name()).ok_or(ForwardError::NoRoute)?.clone();
         let deadline = Instant::now() + self.settings.deadline;
         let opts = QueryOptions { udp_payload: self.settings.udp_payload };
-        // Timeouts keep cycling until the deadline (loss is hidden by retransmission); hard
-        // errors such as "connection refused" end the search after three rounds.
-        let max_attempts = group.servers.len() * 3;
+        let rounds = self.settings.deadline.as_millis().div_ceil(self.settings.attempt_timeout.as_millis().max(1)) as usize;
+        let max_attempts = rounds.max(group.servers.len() * 2);
+        let mut attempts: FuturesUnordered<BoxFuture<'static, Attempt>> = FuturesUnordered::new();
+        let mut started = 0;
         let mut last_error = UpstreamError::Timeout;
         let mut refused: Option<Arc<Entry>> = None;
-        for attempt in 0..usize::MAX {
+        loop {
             let now = Instant::now();
-            if now >= deadline || (attempt >= max_attempts && last_error != UpstreamError::Timeout) {
+            let may_start = started < max_attempts && now < deadline;
+            if attempts.is_empty() && !may_start {
                 break;
             }
-            let server = group.servers[attempt % group.servers.len()];
-            let to = server.to_string();
-            self.metrics.upstream_request(&to);
-            let timeout = self.settings.attempt_timeout.min(deadline - now);
-            match upstream::exchange(server, &key, opts, timeout).await {
-                Ok(ex) => {
-                    let rcode = ex.response.rcode();
-                    self.metrics.upstream_response(&to, rcode, now.elapsed().as_secs_f64(), ex.ignored);
-                    let entry = Arc::new(Entry::from_response(&ex.msg, &ex.response, self.cache.policy(), Instant::now()));
-                    if try_next_on(rcode) && attempt + 1 < group.servers.len() {
-                        refused = Some(entry);
-                        continue;
+            let start_next = if attempts.is_empty() {
+                true
+            } else {
+                tokio::select! {
+                    Some((server, t0, result)) = attempts.next() => {
+                        let to = server.to_string();
+                        match result {
+                            Ok(ex) => {
+                                let rcode = ex.response.rcode();
+                                self.metrics.upstream_response(&to, rcode, t0.elapsed().as_secs_f64(), ex.ignored);
+                                let entry = Arc::new(Entry::from_response(&ex.msg, &ex.response, self.cache.policy(), Instant::now()));
+                                if !(try_next_on(rcode) && may_start) {
+                                    self.cache.insert((*key).clone(), entry.clone());
+                                    return Ok(entry);
+                                }
+                                refused = Some(entry);
+                            }
+                            Err(e) => {
+                                tracing::debug!(upstream = %to, error = %e, "upstream attempt failed");
+                                self.metrics.upstream_error(&to, error_reason(&e));
+                                last_error = e;
+                            }
+                        }
+                        may_start
                     }
-                    self.cache.insert(key.clone(), entry.clone());
-                    return Ok(entry);
+                    _ = tokio::time::sleep(self.settings.attempt_timeout), if may_start => true,
                 }
-                Err(e) => {
-                    tracing::debug!(upstream = %to, error = %e, "upstream attempt failed");
-                    self.metrics.upstream_error(&to, error_reason(&e));
-                    last_error = e;
-                }
+            };
+            if start_next && may_start {
+                let server = group.servers[started % group.servers.len()];
+                started += 1;
+                self.metrics.upstream_request(&server.to_string());
+                let (key, timeout) = (key.clone(), deadline.saturating_duration_since(now));
+                attempts.push(
+                    async move {
+                        let t0 = Instant::now();
+                        (server, t0, upstream::exchange(server, &key, opts, timeout).await)
+                    }
+                    .boxed(),
+                );
             }
         }
         refused.ok_or(ForwardError::Upstream(last_error))
@@ -150,11 +186,11 @@ fn error_reason(e: &UpstreamError) -> &'static str {
 /// Keeps the in-flight gauge and table honest however the fetch ends (answer, error, panic).
 struct InflightGuard<'a> {
     forwarder: &'a Forwarder,
-    key: &'a CacheKey,
+    key: Arc<CacheKey>,
 }
 
 impl<'a> InflightGuard<'a> {
-    fn new(forwarder: &'a Forwarder, key: &'a CacheKey) -> Self {
+    fn new(forwarder: &'a Forwarder, key: Arc<CacheKey>) -> Self {
         forwarder.metrics.inflight_misses.inc();
         InflightGuard { forwarder, key }
     }
@@ -163,6 +199,6 @@ impl<'a> InflightGuard<'a> {
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
         self.forwarder.metrics.inflight_misses.dec();
-        self.forwarder.inflight.lock().unwrap_or_else(PoisonError::into_inner).remove(self.key);
+        self.forwarder.inflight.lock().unwrap_or_else(PoisonError::into_inner).remove(&*self.key);
     }
 }

@@ -188,9 +188,17 @@ fn scalar<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     })
 }
 
+/// One address of a list, parsed as its own element so an error points at its line.
+struct Addr(SocketAddr);
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_addr(&String::deserialize(d)?).map(Addr).map_err(serde::de::Error::custom)
+    }
+}
+
 fn addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
-    let list = Vec::<String>::deserialize(d)?;
-    list.iter().map(|s| parse_addr(s).map_err(serde::de::Error::custom)).collect()
+    Ok(Vec::<Addr>::deserialize(d)?.into_iter().map(|a| a.0).collect())
 }
 
 fn opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {

@@ -77,13 +77,13 @@ pub fn parse_file(name: &str, text: &str) -> Result<FileConfig, ConfigError> {
     let config: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        let line = inner.location().map(|l| l.line()).unwrap_or_else(|| locate(text, &key));
-        // serde_yaml_ng appends " at line L column C"; the prefix already says where.
-        let message = inner.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        // The key path is exact; the parser's own mark is used only when the path cannot be
+        // found in the text (it points at the enclosing node for list elements).
+        let line = locate(text, &key).or_else(|| inner.location().map(|l| l.line())).unwrap_or(1);
+        let message = strip_parser_decorations(&inner.to_string());
         ConfigError::Invalid { file: name.into(), line, key, message }
     })?;
-    validate(&config).map_err(|(key, message)| ConfigError::Invalid { file: name.into(), line: locate(text, &key), key, message })?;
+    validate(&config).map_err(|(key, message)| ConfigError::Invalid { file: name.into(), line: locate(text, &key).unwrap_or(1), key, message })?;
     Ok(config)
 }
 
@@ -127,11 +127,22 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
     Ok(())
 }
 
-/// Best-effort line of a dotted key path (`cache.positive.max_ttl`, `forward[1].zone`) in
-/// block-style YAML: each segment is searched for after the previous one's line.
-fn locate(text: &str, path: &str) -> usize {
+/// serde_yaml_ng wraps messages as "PATH: MESSAGE at line L column C"; we print the key
+/// and line ourselves.
+fn strip_parser_decorations(message: &str) -> String {
+    let message = message.split(" at line ").next().unwrap_or(message);
+    match message.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => rest.to_string(),
+        _ => message.to_string(),
+    }
+}
+
+/// Line of a dotted key path (`cache.positive.max_ttl`, `forward[1].zone`) in block-style
+/// YAML: each segment is searched for after the previous one's line. `None` when the first
+/// segment is not found.
+fn locate(text: &str, path: &str) -> Option<usize> {
     let mut from = 0;
-    let mut found = 1;
+    let mut found = None;
     for segment in path.split('.') {
         let (key, index) = match segment.split_once('[') {
             Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
@@ -144,12 +155,12 @@ fn locate(text: &str, path: &str) -> usize {
         }) else {
             break;
         };
-        found = at + 1;
+        found = Some(at + 1);
         from = at + 1;
         if let Some(n) = index {
             // The n-th list item after the key.
             if let Some(&(item, _)) = text.lines().enumerate().skip(from).filter(|(_, l)| l.trim_start().starts_with("- ")).nth(n).as_ref() {
-                found = item + 1;
+                found = Some(item + 1);
                 from = item;
             }
         }

@@ -1,0 +1,91 @@
+use super::*;
+
+fn error_of(text: &str) -> String {
+    parse_file("nodedns.yaml", text).unwrap_err().to_string()
+}
+
+#[test]
+fn empty_file_means_defaults() {
+    let c = parse_file("f", "").unwrap();
+    assert_eq!(c.listen, vec!["127.0.0.1:1053".parse().unwrap()]);
+    assert_eq!(c.server.udp_payload, 1232);
+    assert_eq!(c.server.query_deadline, Duration::from_secs(2));
+}
+
+#[test]
+fn full_file_parses() {
+    let c = parse_file(
+        "f",
+        "listen: [\"127.0.0.1:53\", \"[::1]:53\", 169.254.20.10]\nupstreams: [10.96.0.10:53]\nforward:\n  - zone: cluster.local\n    upstreams: [10.96.0.10:53, 10.96.0.11]\ncache:\n  positive: {max_entries: 1000, max_bytes: 8Mi, min_ttl: 5s, max_ttl: 1h}\n  servfail_ttl: 2s\nserver:\n  query_deadline: 1500ms\nlog:\n  queries: true\n  format: json\n",
+    )
+    .unwrap();
+    assert_eq!(c.listen.len(), 3);
+    assert_eq!(c.listen[2], "169.254.20.10:53".parse().unwrap());
+    assert_eq!(c.forward[0].zone.to_string(), "cluster.local.");
+    assert_eq!(c.forward[0].upstreams[1], "10.96.0.11:53".parse().unwrap());
+    assert_eq!(c.cache.positive.max_bytes, 8 << 20);
+    assert_eq!(c.cache.positive.min_ttl, Duration::from_secs(5));
+    assert_eq!(c.cache.negative.max_ttl, Duration::from_secs(1800), "untouched half keeps defaults");
+    assert_eq!(c.server.query_deadline, Duration::from_millis(1500));
+    assert!(c.log.queries);
+}
+
+#[test]
+fn unknown_key_is_named_with_file_and_line() {
+    let e = error_of("listen: [127.0.0.1:53]\ncache:\n  positive:\n    max_entrys: 5\n");
+    assert!(e.starts_with("nodedns.yaml:4: cache.positive"), "{e}");
+    assert!(e.contains("unknown field `max_entrys`"), "{e}");
+}
+
+#[test]
+fn bad_address_is_named_with_line_and_key() {
+    let e = error_of("listen: [127.0.0.1:53]\nupstreams:\n  - 10.0.0.1:53\n  - not-an-address\n");
+    assert!(e.starts_with("nodedns.yaml:4: upstreams[1]"), "{e}");
+    assert!(e.contains("not-an-address"), "{e}");
+}
+
+#[test]
+fn bad_duration_and_size_are_named() {
+    let e = error_of("server:\n  query_deadline: soon\n");
+    assert!(e.starts_with("nodedns.yaml:2: server.query_deadline"), "{e}");
+    let e = error_of("cache:\n  negative: {max_entries: 1, max_bytes: 12Qb, min_ttl: 0s, max_ttl: 1s}\n");
+    assert!(e.contains("cache.negative"), "{e}");
+    assert!(e.contains("unknown size unit"), "{e}");
+}
+
+#[test]
+fn impossible_values_are_rejected_at_their_key() {
+    let e = error_of("listen: [127.0.0.1:53]\ncache:\n  positive: {max_entries: 10, max_bytes: 1Mi, min_ttl: 1h, max_ttl: 1m}\n");
+    assert_eq!(e, "nodedns.yaml:3: cache.positive.min_ttl: is larger than max_ttl");
+    let e = error_of("server:\n  udp_payload: 100\n");
+    assert_eq!(e, "nodedns.yaml:2: server.udp_payload: must be at least 512 (RFC 6891)");
+    let e = error_of("forward:\n  - zone: a.example\n    upstreams: [10.0.0.1]\n  - zone: b.example\n    upstreams: []\n");
+    assert!(e.starts_with("nodedns.yaml:5: forward[1].upstreams"), "{e}");
+    let e = error_of("forward:\n  - zone: a..example\n    upstreams: [10.0.0.1]\n");
+    assert!(e.starts_with("nodedns.yaml:2: forward[0].zone"), "{e}");
+}
+
+#[test]
+fn forwarding_to_our_own_listen_address_is_refused() {
+    let file = parse_file("f", "listen: [\"0.0.0.0:53\"]\nupstreams: [127.0.0.1:53]\n").unwrap();
+    let e = Settings::build(file, Overrides::default()).unwrap_err().to_string();
+    assert!(e.contains("would loop"), "{e}");
+    let file = parse_file("f", "listen: [\"127.0.0.1:1053\"]\nupstreams: [127.0.0.1:53]\n").unwrap();
+    assert!(Settings::build(file, Overrides::default()).is_ok());
+}
+
+#[test]
+fn command_line_overrides_the_file() {
+    let file = parse_file("f", "listen: [127.0.0.1:53]\nupstreams: [10.0.0.1]\n").unwrap();
+    let o = Overrides {
+        listen: vec!["127.0.0.2:53".parse().unwrap()],
+        upstreams: vec!["10.0.0.2:53".parse().unwrap()],
+        forward: vec![("cluster.local".parse().unwrap(), vec!["10.0.0.3:53".parse().unwrap()])],
+        metrics: None,
+    };
+    let s = Settings::build(file, o).unwrap();
+    assert_eq!(s.listen, vec!["127.0.0.2:53".parse().unwrap()]);
+    let root = s.router.route(&[0]).unwrap();
+    assert_eq!(root.servers, vec!["10.0.0.2:53".parse().unwrap()]);
+    assert_eq!(s.router.groups().len(), 2);
+}

@@ -128,7 +128,8 @@ impl Handler {
 
     fn write_entry(&self, entry: &Entry, query: &Query<'_>, limit: usize, req: &Request<'_>) -> Vec<u8> {
         let mut out = vec![0u8; limit.max(MAX_COMPOSED)];
-        let len = entry.write_for(query, 0, self.settings.udp_payload, limit, &mut out);
+        let age = entry.age_if_fresh(Instant::now()).unwrap_or(0);
+        let len = entry.write_for(query, age, self.settings.udp_payload, limit, &mut out);
         out.truncate(len);
         self.finish(query, entry.rcode(), Source::Forward, "miss", req);
         out
