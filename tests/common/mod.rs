@@ -96,28 +96,10 @@ pub fn test_zone(origin: &str) -> String {
 impl Named {
     /// Starts `named` serving each (origin, zone text) pair; waits until it answers.
     pub fn start(zones: &[(&str, String)]) -> Named {
-        require("named");
-        let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let d = dir.path().display();
-        let mut conf = format!(
-            "options {{ directory \"{d}\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; recursion no;\n\
-             pid-file \"{d}/named.pid\"; session-keyfile \"{d}/session.key\"; dnssec-validation no; querylog yes; }};\n\
-             controls {{ }};\n"
-        );
-        for (origin, text) in zones {
-            std::fs::write(dir.path().join(format!("{origin}.zone")), text).unwrap();
-            conf.push_str(&format!("zone \"{origin}\" {{ type primary; file \"{d}/{origin}.zone\"; }};\n"));
-        }
-        std::fs::write(dir.path().join("named.conf"), conf).unwrap();
-        let child = Command::new("named")
-            .args(["-g", "-n", "1", "-c"])
-            .arg(dir.path().join("named.conf"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("named.stderr")).unwrap())
-            .spawn()
-            .expect("start named");
-        let named = Named { addr: loopback(port), dir, _proc: Proc { child, name: "named" } };
+        let dir = tempfile::tempdir().unwrap();
+        let child = Self::spawn(dir.path(), port, zones, None);
+        let named = Named { addr: loopback(port), dir, _proc: child };
         let probe = format!("{}.", zones[0].0);
         wait_until(Duration::from_secs(15), "named answers", || {
             query_udp(named.addr, &probe, RecordType::SOA, 0x20, Duration::from_millis(200))
@@ -126,12 +108,57 @@ impl Named {
         named
     }
 
+    /// Writes the configuration and zone files into `dir` and starts `named` on
+    /// 127.0.0.1:`port`, inside network namespace `netns` when given.
+    pub fn spawn(dir: &Path, port: u16, zones: &[(&str, String)], netns: Option<&str>) -> Proc {
+        require("named");
+        let d = dir.display();
+        let mut conf = format!(
+            "options {{ directory \"{d}\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; recursion no;\n\
+             pid-file \"{d}/named.pid\"; session-keyfile \"{d}/session.key\"; dnssec-validation no; querylog yes; }};\n\
+             controls {{ }};\n"
+        );
+        for (origin, text) in zones {
+            std::fs::write(dir.join(format!("{origin}.zone")), text).unwrap();
+            conf.push_str(&format!("zone \"{origin}\" {{ type primary; file \"{d}/{origin}.zone\"; }};\n"));
+        }
+        std::fs::write(dir.join("named.conf"), conf).unwrap();
+        let mut cmd = in_netns(netns, "named");
+        let child = cmd
+            .args(["-g", "-n", "1", "-c"])
+            .arg(dir.join("named.conf"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("named.stderr")).unwrap())
+            .spawn()
+            .expect("start named");
+        Proc { child, name: "named" }
+    }
+
     /// How many queries for `name` (lower-case, no trailing dot) and `qtype` named has logged.
     pub fn queries_for(&self, name: &str, qtype: &str) -> usize {
+        named_queries_for(self.dir.path(), name, qtype)
+    }
+}
+
+/// Counts the queries for `name`/`qtype` in the log of a `named` spawned in `dir`.
+pub fn named_queries_for(dir: &Path, name: &str, qtype: &str) -> usize {
+    {
         // With -g every category, queries included, goes to stderr, which is not buffered.
-        let log = std::fs::read_to_string(self.dir.path().join("named.stderr")).unwrap_or_default();
+        let log = std::fs::read_to_string(dir.join("named.stderr")).unwrap_or_default();
         let needle = format!("query: {name} IN {qtype} ");
         log.lines().filter(|l| l.to_ascii_lowercase().contains(&needle.to_ascii_lowercase())).count()
+    }
+}
+
+/// A command, run inside network namespace `netns` when given.
+pub fn in_netns(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
     }
 }
 
