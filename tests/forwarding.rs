@@ -219,3 +219,79 @@ fn metrics_use_coredns_names_and_health_endpoints_answer() {
     assert_eq!(http_get(nd.metrics, "/health").unwrap().0, 200);
     assert_eq!(http_get(nd.metrics, "/ready").unwrap().0, 200);
 }
+
+#[test]
+fn upstream_servfail_is_cached_briefly() {
+    let failing = FakeUpstream::start(Behaviour::ServFail);
+    let nd = Nodedns::start(&["--upstream".into(), failing.addr.to_string()]);
+    for id in 0..5 {
+        let r = query_udp(nd.dns, "broken.example.", RecordType::A, id, T).unwrap();
+        assert_eq!(rcode(&r), ResponseCode::ServFail);
+    }
+    assert_eq!(failing.count(), 1, "SERVFAIL served from cache within servfail_ttl");
+    std::thread::sleep(Duration::from_millis(5100));
+    query_udp(nd.dns, "broken.example.", RecordType::A, 9, T).unwrap();
+    assert_eq!(failing.count(), 2, "asked again once servfail_ttl (5 s) passed");
+}
+
+#[test]
+fn serves_on_ipv6_loopback_too() {
+    let named = Named::start(&[("test.example", test_zone("test.example"))]);
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, free_port()));
+    let nd = Nodedns::start(&["--listen".into(), v6.to_string(), "--upstream".into(), named.addr.to_string()]);
+    let out = dig(v6, &["www.test.example", "AAAA", "+short"]);
+    assert_eq!(out.trim(), "2001:db8::1");
+    let out = dig(v6, &["www.test.example", "A", "+short", "+tcp"]);
+    assert_eq!(out.trim(), "192.0.2.1");
+    drop(nd);
+}
+
+#[test]
+fn tcp_answers_out_of_order_and_idle_connections_are_closed() {
+    use std::io::{Read, Write};
+    let slow = FakeUpstream::start(Behaviour::AnswerAfter(Duration::from_millis(300)));
+    let named = Named::start(&[("test.example", test_zone("test.example"))]);
+    let config = "server:\n  tcp_idle_timeout: 1s\n";
+    let nd = Nodedns::start_with_config(
+        Some(config),
+        &["--upstream".into(), slow.addr.to_string(), "--forward".into(), format!("test.example={}", named.addr)],
+    );
+    let mut s = std::net::TcpStream::connect(nd.dns).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut wire = Vec::new();
+    for (id, name) in [(1u16, "slow.example."), (2, "www.test.example.")] {
+        let q = build_query(name, RecordType::A, id, false);
+        wire.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        wire.extend_from_slice(&q);
+    }
+    s.write_all(&wire).unwrap();
+    let mut order = Vec::new();
+    for _ in 0..2 {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap();
+        let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut msg).unwrap();
+        order.push(u16::from_be_bytes([msg[0], msg[1]]));
+    }
+    assert_eq!(order, vec![2, 1], "the fast answer is not held behind the slow one");
+
+    // Now idle: the server closes the connection after tcp_idle_timeout (1 s).
+    let idle_since = Instant::now();
+    let mut byte = [0u8; 1];
+    let n = s.read(&mut byte).expect("clean close, not a read timeout");
+    assert_eq!(n, 0);
+    let idle = idle_since.elapsed();
+    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_millis(1600), "closed after {idle:?}");
+}
+
+#[test]
+fn query_log_writes_one_structured_line_per_query() {
+    let named = Named::start(&[("test.example", test_zone("test.example"))]);
+    let nd = Nodedns::start_with_config(Some("log:\n  queries: true\n  format: json\n"), &["--upstream".into(), named.addr.to_string()]);
+    query_udp(nd.dns, "www.test.example.", RecordType::A, 1, T).unwrap();
+    query_udp(nd.dns, "www.test.example.", RecordType::A, 2, T).unwrap();
+    wait_until(T, "two query log lines", || nd.log().lines().filter(|l| l.contains("\"target\":\"nodedns::query\"")).count() == 2);
+    let lines: Vec<String> = nd.log().lines().filter(|l| l.contains("nodedns::query")).map(String::from).collect();
+    assert!(lines[0].contains("\"name\":\"www.test.example.\"") && lines[0].contains("\"cache\":\"miss\""), "{}", lines[0]);
+    assert!(lines[1].contains("\"cache\":\"hit\"") && lines[1].contains("\"rcode\":\"NOERROR\""), "{}", lines[1]);
+}

@@ -165,3 +165,30 @@ fn byte_bound_holds_for_large_entries() {
     }
     assert!(cache.weight().0 <= 64 * 1024);
 }
+
+#[test]
+fn flood_of_one_off_names_does_not_evict_the_hot_set() {
+    let cap = Capacity { max_entries: 2000, max_bytes: 1 << 30 };
+    let cache = Cache::new(cap, cap, policy());
+    let now = Instant::now();
+    let insert = |qname: &str| {
+        let msg = response(&format!("{qname}."), RecordType::A, ResponseCode::NoError, vec![a(&format!("{qname}."), 300, [1, 2, 3, 4])], vec![], false);
+        let name = testutil::wire_name(qname);
+        cache.insert(KeyRef::new(&name, 1, 1, false, false).to_owned(), Arc::new(entry_for(&msg, qname, 1, now)));
+    };
+    let hot: Vec<Vec<u8>> = (0..500).map(|i| testutil::wire_name(&format!("hot{i}.example"))).collect();
+    for i in 0..500 {
+        insert(&format!("hot{i}.example"));
+    }
+    let hits = |cache: &Cache| hot.iter().filter(|n| cache.lookup(&KeyRef::new(n, 1, 1, false, false), now).is_some()).count();
+    assert_eq!(hits(&cache), 500);
+    // 50,000 unique names, 25 times the capacity, while the hot set is asked for once per
+    // 2,000 new names: more than an LRU has room for between two touches of a hot name.
+    for round in 0..25 {
+        for j in 0..2000 {
+            insert(&format!("flood{round}-{j}.example"));
+        }
+        hits(&cache);
+    }
+    assert!(hits(&cache) >= 490, "hot entries left: {}", hits(&cache));
+}

@@ -4,12 +4,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Semaphore, mpsc};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -67,8 +70,10 @@ impl TcpServer {
     }
 
     async fn connection(self: &Arc<Self>, stream: tokio::net::TcpStream, peer: SocketAddr) {
-        let (mut reader, mut writer) = stream.into_split();
+        let (reader, mut writer) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(self.limits.max_inflight_per_connection);
+        let activity = Arc::new(Activity::new());
+        let written = activity.clone();
         let write_loop = async move {
             while let Some(msg) = rx.recv().await {
                 let mut framed = Vec::with_capacity(msg.len() + 2);
@@ -77,33 +82,48 @@ impl TcpServer {
                 if writer.write_all(&framed).await.is_err() {
                     return;
                 }
+                written.touch();
             }
             let _ = writer.shutdown().await;
         };
-        let read_loop = self.read_queries(&mut reader, peer, tx);
+        let read_loop = self.read_queries(reader, peer, tx, activity);
         tokio::join!(read_loop, write_loop);
     }
 
-    /// Reads framed queries until EOF, error, idle timeout or shutdown; every response goes
-    /// to `tx`. Returns (dropping `tx`'s last clone) once in-flight answers are sent.
-    async fn read_queries(self: &Arc<Self>, reader: &mut OwnedReadHalf, peer: SocketAddr, tx: mpsc::Sender<Vec<u8>>) {
-        let inflight = Arc::new(Semaphore::new(self.limits.max_inflight_per_connection));
+    /// Reads framed queries until EOF, a framing error, idle timeout or shutdown; every
+    /// response goes to `tx`. The connection is idle when no query is in flight and nothing
+    /// was read or written for `idle_timeout` (RFC 7766 section 6.2.3); a client that sends
+    /// part of a frame and stalls is idle too.
+    async fn read_queries(self: &Arc<Self>, reader: OwnedReadHalf, peer: SocketAddr, tx: mpsc::Sender<Vec<u8>>, activity: Arc<Activity>) {
+        let max_inflight = self.limits.max_inflight_per_connection;
+        let inflight = Arc::new(Semaphore::new(max_inflight));
+        let codec = LengthDelimitedCodec::builder().length_field_length(2).max_frame_length(MAX_MESSAGE).new_codec();
+        let mut frames = FramedRead::new(reader, codec);
         let mut out = vec![0u8; MAX_MESSAGE];
         loop {
+            let idle_deadline = activity.last() + self.limits.idle_timeout;
             let frame = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return,
-                frame = tokio::time::timeout(self.limits.idle_timeout, read_frame(reader)) => frame,
+                frame = frames.next() => frame,
+                _ = tokio::time::sleep_until(idle_deadline) => {
+                    if inflight.available_permits() < max_inflight {
+                        activity.touch();
+                    } else if activity.last() + self.limits.idle_timeout <= tokio::time::Instant::now() {
+                        return;
+                    }
+                    continue;
+                }
             };
             let packet = match frame {
-                Ok(Ok(Some(p))) => p,
-                Ok(Ok(None)) => return,
-                Ok(Err(FrameError::TooShort)) => {
+                Some(Ok(p)) if p.len() >= HEADER_LEN => p,
+                Some(Ok(_)) | Some(Err(_)) => {
                     self.metrics.dropped(DropReason::TcpFraming);
                     return;
                 }
-                Ok(Err(FrameError::Io)) | Err(_) => return,
+                None => return,
             };
+            activity.touch();
             let req = Request { transport: Transport::Tcp, client: peer, started: Instant::now(), metrics: &self.listener_metrics };
             match self.handler.answer_local(&packet, &mut out, &req) {
                 Local::Reply(len) => {
@@ -129,22 +149,20 @@ impl TcpServer {
     }
 }
 
-enum FrameError {
-    TooShort,
-    Io,
+/// When a connection last read or wrote a message.
+struct Activity {
+    since: tokio::time::Instant,
+    last_ms: AtomicU64,
 }
 
-/// Reads one length-prefixed message; `None` on a clean end of stream between messages.
-async fn read_frame(reader: &mut OwnedReadHalf) -> Result<Option<Vec<u8>>, FrameError> {
-    let len = match reader.read_u16().await {
-        Ok(len) => usize::from(len),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(_) => return Err(FrameError::Io),
-    };
-    if len < HEADER_LEN {
-        return Err(FrameError::TooShort);
+impl Activity {
+    fn new() -> Self {
+        Activity { since: tokio::time::Instant::now(), last_ms: AtomicU64::new(0) }
     }
-    let mut packet = vec![0u8; len];
-    reader.read_exact(&mut packet).await.map_err(|_| FrameError::Io)?;
-    Ok(Some(packet))
+    fn touch(&self) {
+        self.last_ms.store(self.since.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn last(&self) -> tokio::time::Instant {
+        self.since + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
 }

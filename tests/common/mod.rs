@@ -315,6 +315,8 @@ pub enum Behaviour {
     AnswerAfter(Duration),
     /// Never answer.
     Silent,
+    /// Answer SERVFAIL at once.
+    ServFail,
 }
 
 /// An in-process UDP upstream for fault injection, counting the queries it receives.
@@ -334,12 +336,19 @@ impl FakeUpstream {
             while let Ok((n, peer)) = sock.recv_from(&mut buf) {
                 count.fetch_add(1, Ordering::SeqCst);
                 let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
-                let Behaviour::AnswerAfter(delay) = behaviour else { continue };
-                let sock = sock.try_clone().unwrap();
-                std::thread::spawn(move || {
-                    std::thread::sleep(delay);
-                    let _ = sock.send_to(&fake_answer(&query), peer);
-                });
+                match behaviour {
+                    Behaviour::Silent => {}
+                    Behaviour::ServFail => {
+                        let _ = sock.send_to(&fake_servfail(&query), peer);
+                    }
+                    Behaviour::AnswerAfter(delay) => {
+                        let sock = sock.try_clone().unwrap();
+                        std::thread::spawn(move || {
+                            std::thread::sleep(delay);
+                            let _ = sock.send_to(&fake_answer(&query), peer);
+                        });
+                    }
+                }
             }
         });
         FakeUpstream { addr, received }
@@ -348,6 +357,13 @@ impl FakeUpstream {
     pub fn count(&self) -> usize {
         self.received.load(Ordering::SeqCst)
     }
+}
+
+fn fake_servfail(query: &Message) -> Vec<u8> {
+    let mut resp = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+    resp.metadata.response_code = ResponseCode::ServFail;
+    resp.add_query(query.queries[0].clone());
+    resp.to_vec().unwrap()
 }
 
 fn fake_answer(query: &Message) -> Vec<u8> {
