@@ -5,12 +5,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, FileConfig, LogFormat, Overrides, Settings, file::parse_addr};
+use crate::upstream::UpstreamSpec;
 use crate::zones::Zone;
 
 #[derive(Parser, Debug)]
@@ -39,21 +41,22 @@ struct RunArgs {
     /// Address to serve DNS on, UDP and TCP (repeatable). Default 127.0.0.1:1053.
     #[arg(long, value_parser = parse_addr)]
     listen: Vec<SocketAddr>,
-    /// Default upstream for every zone (repeatable). Default: the nameservers in /etc/resolv.conf.
-    #[arg(long, value_parser = parse_addr)]
-    upstream: Vec<SocketAddr>,
-    /// Forward a zone to its own upstreams: ZONE=ADDR:PORT[,ADDR:PORT...] (repeatable).
+    /// Default upstream for every zone (repeatable): ADDR:PORT (UDP, TCP on truncation),
+    /// udp://, tcp:// or tls://ADDR:PORT#server-name. Default: the nameservers in /etc/resolv.conf.
+    #[arg(long, value_parser = UpstreamSpec::from_str)]
+    upstream: Vec<UpstreamSpec>,
+    /// Forward a zone to its own upstreams: ZONE=UPSTREAM[,UPSTREAM...] (repeatable).
     #[arg(long, value_parser = parse_forward)]
-    forward: Vec<(Zone, Vec<SocketAddr>)>,
+    forward: Vec<(Zone, Vec<UpstreamSpec>)>,
     /// Address for /metrics, /health and /ready. Default 127.0.0.1:9253.
     #[arg(long, value_parser = parse_addr)]
     metrics: Option<SocketAddr>,
 }
 
-fn parse_forward(text: &str) -> Result<(Zone, Vec<SocketAddr>), String> {
+fn parse_forward(text: &str) -> Result<(Zone, Vec<UpstreamSpec>), String> {
     let (zone, servers) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected ZONE=ADDR:PORT[,ADDR:PORT...]"))?;
     let zone: Zone = zone.parse().map_err(|e| format!("{e}"))?;
-    let servers = servers.split(',').map(parse_addr).collect::<Result<Vec<_>, _>>()?;
+    let servers = servers.split(',').map(UpstreamSpec::from_str).collect::<Result<Vec<_>, _>>()?;
     Ok((zone, servers))
 }
 

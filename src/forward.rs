@@ -8,10 +8,9 @@
 //! herd). Does not parse client queries or touch client sockets.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-use std::net::SocketAddr;
 
 use futures::future::{BoxFuture, Shared};
 use futures::stream::FuturesUnordered;
@@ -19,19 +18,34 @@ use futures::{FutureExt, StreamExt};
 
 use crate::cache::{Cache, CacheKey, Entry};
 use crate::metrics::Metrics;
-use crate::upstream::{self, QueryOptions, UpstreamError};
+use rand::seq::SliceRandom;
+
+use crate::upstream::{self, Upstream, UpstreamError};
 use crate::wire::Rcode;
 use crate::zones::Router;
 
-/// Timing and size settings of the miss path.
+/// How the miss path chooses among a group's upstreams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// In the configured order: the first healthy upstream gets everything.
+    Sequential,
+    /// Each query starts at the next upstream.
+    RoundRobin,
+    /// A random order per query.
+    Random,
+    /// Lowest smoothed RTT first.
+    Fastest,
+}
+
+/// Settings of the miss path.
 #[derive(Clone, Copy, Debug)]
 pub struct ForwardSettings {
-    /// How long one attempt at one upstream may take before the next is tried.
-    pub attempt_timeout: Duration,
     /// How long the whole resolution may take, across attempts.
     pub deadline: Duration,
-    /// The UDP payload size advertised upstream.
-    pub udp_payload: u16,
+    pub policy: Policy,
+    /// Attempts (first sends and retransmissions) per question, at least one per upstream.
+    pub max_attempts: usize,
 }
 
 /// Why a miss produced no response to pass on. The client gets SERVFAIL (or REFUSED for
@@ -47,8 +61,8 @@ pub enum ForwardError {
 }
 
 type Outcome = Result<Arc<Entry>, ForwardError>;
-/// One exchange: the server asked, when, and what came of it.
-type Attempt = (SocketAddr, Instant, Result<upstream::Exchange, UpstreamError>);
+/// One exchange: the upstream asked and what came of it.
+type Attempt = (Arc<Upstream>, Result<upstream::Exchange, UpstreamError>);
 type Pending = Shared<BoxFuture<'static, Outcome>>;
 
 /// Upstream answers that mean "ask someone else" rather than "this is the answer".
@@ -57,7 +71,8 @@ fn try_next_on(rcode: Rcode) -> bool {
 }
 
 pub struct Forwarder {
-    router: Router,
+    router: Router<Arc<Upstream>>,
+    round_robin: AtomicUsize,
     cache: Arc<Cache>,
     settings: ForwardSettings,
     metrics: Arc<Metrics>,
@@ -65,11 +80,11 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(router: Router, cache: Arc<Cache>, settings: ForwardSettings, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Forwarder { router, cache, settings, metrics, inflight: Mutex::new(HashMap::new()) })
+    pub fn new(router: Router<Arc<Upstream>>, cache: Arc<Cache>, settings: ForwardSettings, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Forwarder { router, round_robin: AtomicUsize::new(0), cache, settings, metrics, inflight: Mutex::new(HashMap::new()) })
     }
 
-    pub fn router(&self) -> &Router {
+    pub fn router(&self) -> &Router<Arc<Upstream>> {
         &self.router
     }
 
@@ -106,20 +121,26 @@ impl Forwarder {
         pending.await
     }
 
-    /// Asks the group for `key`'s zone and stores the answer. A new attempt (to the next
-    /// server, round the group) starts whenever `attempt_timeout` passes without an answer,
-    /// while earlier attempts keep listening: a late answer to any of them still wins. So a
-    /// lost datagram costs one attempt timeout, not a client's five-second retry.
+    /// Asks the group for `key`'s zone and stores the answer.
+    ///
+    /// Upstreams are tried in the order the policy gives (healthy ones first). A new attempt
+    /// starts whenever the current upstream's adaptive timeout passes without an answer
+    /// (doubling with each round of the group), while earlier attempts keep listening: a
+    /// late answer to any of them still wins. A lost datagram therefore costs a few
+    /// round-trip times, not a client's five-second retry (brief, story 3). Upstreams over
+    /// their rate cap are skipped; an attempt that fails outright moves on at once.
     async fn fetch(self: Arc<Self>, key: CacheKey) -> Outcome {
         let key = Arc::new(key);
         let _inflight = InflightGuard::new(&self, key.clone());
         let group = self.router.route(key.name()).ok_or(ForwardError::NoRoute)?.clone();
+        let order = self.order(&group.servers);
         let deadline = Instant::now() + self.settings.deadline;
-        let opts = QueryOptions { udp_payload: self.settings.udp_payload };
-        let rounds = self.settings.deadline.as_millis().div_ceil(self.settings.attempt_timeout.as_millis().max(1)) as usize;
-        let max_attempts = rounds.max(group.servers.len() * 2);
+        let max_attempts = self.settings.max_attempts.max(order.len());
         let mut attempts: FuturesUnordered<BoxFuture<'static, Attempt>> = FuturesUnordered::new();
         let mut started = 0;
+        let mut next = 0;
+        let mut current: Option<Arc<Upstream>> = None;
+        let mut timer = Duration::ZERO;
         let mut last_error = UpstreamError::Timeout;
         let mut refused: Option<Arc<Entry>> = None;
         loop {
@@ -132,54 +153,79 @@ impl Forwarder {
                 true
             } else {
                 tokio::select! {
-                    Some((server, t0, result)) = attempts.next() => {
-                        let to = server.to_string();
+                    Some((upstream, result)) = attempts.next() => {
                         match result {
                             Ok(ex) => {
                                 let rcode = ex.response.rcode();
-                                self.metrics.upstream_response(&to, rcode, t0.elapsed().as_secs_f64(), ex.ignored);
                                 let entry = Arc::new(Entry::from_response(&ex.msg, &ex.response, self.cache.policy(), Instant::now()));
                                 if !(try_next_on(rcode) && may_start) {
                                     self.cache.insert((*key).clone(), entry.clone());
                                     return Ok(entry);
                                 }
+                                tracing::debug!(upstream = %upstream.label(), rcode = rcode.as_str(), "trying the next upstream");
                                 refused = Some(entry);
                             }
                             Err(e) => {
-                                tracing::debug!(upstream = %to, error = %e, "upstream attempt failed");
-                                self.metrics.upstream_error(&to, error_reason(&e));
+                                tracing::debug!(upstream = %upstream.label(), error = %e, "upstream attempt failed");
                                 last_error = e;
                             }
                         }
                         may_start
                     }
-                    _ = tokio::time::sleep(self.settings.attempt_timeout), if may_start => true,
+                    _ = tokio::time::sleep(timer), if may_start => {
+                        if let Some(previous) = &current {
+                            previous.metrics().retransmits.inc();
+                        }
+                        true
+                    }
                 }
             };
-            if start_next && may_start {
-                let server = group.servers[started % group.servers.len()];
-                started += 1;
-                self.metrics.upstream_request(&server.to_string());
-                let (key, timeout) = (key.clone(), deadline.saturating_duration_since(now));
-                attempts.push(
-                    async move {
-                        let t0 = Instant::now();
-                        (server, t0, upstream::exchange(server, &key, opts, timeout).await)
-                    }
-                    .boxed(),
-                );
+            if !(start_next && may_start) {
+                continue;
             }
+            // The next upstream in order that is under its rate cap.
+            let Some(i) = (0..order.len()).map(|i| (next + i) % order.len()).find(|&i| order[i].admit()) else {
+                last_error = UpstreamError::RateLimited;
+                if attempts.is_empty() {
+                    break;
+                }
+                started += 1;
+                continue;
+            };
+            let upstream = order[i].clone();
+            next = i + 1;
+            let round = (started / order.len()).min(6) as u32;
+            timer = upstream.retransmit_timeout() * 2u32.pow(round);
+            started += 1;
+            current = Some(upstream.clone());
+            let (key, timeout) = (key.clone(), deadline.saturating_duration_since(now));
+            attempts.push(
+                async move {
+                    let result = upstream.exchange(&key, timeout).await;
+                    (upstream, result)
+                }
+                .boxed(),
+            );
         }
         refused.ok_or(ForwardError::Upstream(last_error))
     }
-}
 
-fn error_reason(e: &UpstreamError) -> &'static str {
-    match e {
-        UpstreamError::Timeout => "timeout",
-        UpstreamError::Io(_) => "network",
-        UpstreamError::Closed => "closed",
-        UpstreamError::Invalid(_) => "invalid_response",
+    /// The group's upstreams in the order the policy gives, healthy ones first (all of them
+    /// when none is healthy, as CoreDNS does: health checking may be what is broken).
+    fn order(&self, servers: &[Arc<Upstream>]) -> Vec<Arc<Upstream>> {
+        let mut order: Vec<Arc<Upstream>> = servers.to_vec();
+        match self.settings.policy {
+            Policy::Sequential => {}
+            Policy::RoundRobin => {
+                let n = self.round_robin.fetch_add(1, Ordering::Relaxed) % order.len().max(1);
+                order.rotate_left(n);
+            }
+            Policy::Random => order.shuffle(&mut rand::rng()),
+            Policy::Fastest => order.sort_by_key(|u| u.smoothed_rtt().unwrap_or(Duration::ZERO)),
+        }
+        // Stable: keeps the policy's order within each half.
+        order.sort_by_key(|u| !u.is_up());
+        order
     }
 }
 

@@ -3,10 +3,10 @@
 //! sockets or caching.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::upstream::UpstreamSpec;
 use crate::wire::name;
 
 /// A zone apex, stored lower-cased in wire form and shown with a trailing dot.
@@ -54,23 +54,24 @@ impl Zone {
     }
 }
 
-/// The upstream servers that answer for one zone, tried in order.
+/// The upstream servers that answer for one zone. `T` is how a server is described: its
+/// configured [`UpstreamSpec`] here, the running upstream in `forward`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamGroup {
+pub struct UpstreamGroup<T = UpstreamSpec> {
     pub zone: Zone,
-    pub servers: Vec<SocketAddr>,
+    pub servers: Vec<T>,
 }
 
 /// Every configured group, most specific zone first.
 #[derive(Debug, Clone)]
-pub struct Router {
-    groups: Vec<Arc<UpstreamGroup>>,
+pub struct Router<T = UpstreamSpec> {
+    groups: Vec<Arc<UpstreamGroup<T>>>,
 }
 
-impl Router {
+impl<T> Router<T> {
     /// Builds the table; a later group for the same zone replaces an earlier one.
-    pub fn new(groups: impl IntoIterator<Item = UpstreamGroup>) -> Router {
-        let mut list: Vec<Arc<UpstreamGroup>> = Vec::new();
+    pub fn new(groups: impl IntoIterator<Item = UpstreamGroup<T>>) -> Router<T> {
+        let mut list: Vec<Arc<UpstreamGroup<T>>> = Vec::new();
         for g in groups {
             list.retain(|old| old.zone != g.zone);
             list.push(Arc::new(g));
@@ -81,13 +82,19 @@ impl Router {
 
     /// The group for `qname` (lower-cased wire form), or `None` when no zone covers it.
     #[inline]
-    pub fn route(&self, qname: &[u8]) -> Option<&Arc<UpstreamGroup>> {
+    pub fn route(&self, qname: &[u8]) -> Option<&Arc<UpstreamGroup<T>>> {
         // Sorted by wire length, so the first match is the longest suffix.
         self.groups.iter().find(|g| g.zone.contains(qname))
     }
 
-    pub fn groups(&self) -> &[Arc<UpstreamGroup>] {
+    pub fn groups(&self) -> &[Arc<UpstreamGroup<T>>] {
         &self.groups
+    }
+
+    /// The same table with every server described by `f(server)` instead.
+    pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> Router<U> {
+        let groups = self.groups.iter().map(|g| Arc::new(UpstreamGroup { zone: g.zone.clone(), servers: g.servers.iter().map(&mut f).collect() }));
+        Router { groups: groups.collect() }
     }
 }
 
@@ -96,11 +103,11 @@ mod tests {
     use super::*;
 
     fn group(zone: &str, port: u16) -> UpstreamGroup {
-        UpstreamGroup { zone: zone.parse().unwrap(), servers: vec![SocketAddr::from(([127, 0, 0, 1], port))] }
+        UpstreamGroup { zone: zone.parse().unwrap(), servers: vec![UpstreamSpec::prefer_udp(([127, 0, 0, 1], port).into())] }
     }
 
     fn port_for(router: &Router, qname: &str) -> Option<u16> {
-        router.route(&name::from_text(qname).unwrap()).map(|g| g.servers[0].port())
+        router.route(&name::from_text(qname).unwrap()).map(|g| g.servers[0].addr.port())
     }
 
     #[test]

@@ -65,5 +65,5 @@ fn unparseable_flag_values_are_rejected() {
     let (ok, out) = nodedns(&["run", "--forward", "cluster.local"]);
     assert!(!ok && out.contains("ZONE=ADDR:PORT"), "{out}");
     let (ok, out) = nodedns(&["run", "--upstream", "nonsense"]);
-    assert!(!ok && out.contains("not an address"), "{out}");
+    assert!(!ok && out.contains("not an upstream"), "{out}");
 }

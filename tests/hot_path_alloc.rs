@@ -11,7 +11,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use nodedns::cache::{Cache, Capacity, Entry, KeyRef, TtlPolicy};
-use nodedns::forward::{ForwardSettings, Forwarder};
+use nodedns::forward::{ForwardSettings, Forwarder, Policy};
 use nodedns::metrics::Metrics;
 use nodedns::server::handler::{Handler, HandlerSettings, Local, Request, Transport};
 use nodedns::wire::{MAX_MESSAGE, UpstreamResponse, name};
@@ -48,7 +48,7 @@ fn cache_hit_allocates_nothing() {
     let cap = Capacity { max_entries: 1000, max_bytes: 1 << 20 };
     let cache = Arc::new(Cache::new(cap, cap, policy.clone()));
     let metrics = Arc::new(Metrics::new());
-    let settings = ForwardSettings { attempt_timeout: Duration::from_millis(500), deadline: Duration::from_secs(2), udp_payload: 1232 };
+    let settings = ForwardSettings { deadline: Duration::from_secs(2), policy: Policy::Sequential, max_attempts: 8 };
     let forwarder = Forwarder::new(Router::new([]), cache.clone(), settings, metrics.clone());
     let handler = Handler::new(cache.clone(), forwarder, HandlerSettings { udp_payload: 1232, deadline: Duration::from_secs(2), query_log: false });
     let listener = metrics.listener("dns://127.0.0.1:53", "udp", false);

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::forward::Policy;
+use crate::upstream::UpstreamSpec;
 use crate::zones::Zone;
 
 #[derive(Debug, Deserialize)]
@@ -16,8 +18,8 @@ pub struct FileConfig {
     pub listen: Vec<SocketAddr>,
     #[serde(deserialize_with = "opt_addr")]
     pub metrics: Option<SocketAddr>,
-    #[serde(deserialize_with = "addrs")]
-    pub upstreams: Vec<SocketAddr>,
+    #[serde(deserialize_with = "upstreams")]
+    pub upstreams: Vec<UpstreamSpec>,
     pub forward: Vec<ForwardRule>,
     pub resolv_conf: String,
     pub cache: CacheSection,
@@ -47,8 +49,8 @@ impl Default for FileConfig {
 pub struct ForwardRule {
     #[serde(deserialize_with = "zone")]
     pub zone: Zone,
-    #[serde(deserialize_with = "addrs")]
-    pub upstreams: Vec<SocketAddr>,
+    #[serde(deserialize_with = "upstreams")]
+    pub upstreams: Vec<UpstreamSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,12 +116,68 @@ impl Default for ServerSection {
 pub struct UpstreamSection {
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub min_timeout: Duration,
+    pub policy: Policy,
+    pub max_attempts: usize,
+    pub max_fails: u32,
+    #[serde(deserialize_with = "duration")]
+    pub probe_interval: Duration,
+    pub max_qps: u32,
+    pub pool: PoolSection,
+    pub tls: TlsSection,
 }
 
 impl Default for UpstreamSection {
     fn default() -> Self {
-        UpstreamSection { timeout: Duration::from_millis(500) }
+        UpstreamSection {
+            timeout: Duration::from_millis(500),
+            min_timeout: Duration::from_millis(20),
+            policy: Policy::Sequential,
+            max_attempts: 8,
+            max_fails: 3,
+            probe_interval: Duration::from_millis(500),
+            max_qps: 0,
+            pool: PoolSection::default(),
+            tls: TlsSection::default(),
+        }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSection {
+    pub max_connections: usize,
+    pub max_inflight_per_connection: usize,
+    pub queue_length: usize,
+    #[serde(deserialize_with = "duration")]
+    pub queue_wait: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    pub max_queries_per_connection: u64,
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolSection {
+    fn default() -> Self {
+        PoolSection {
+            max_connections: 4,
+            max_inflight_per_connection: 64,
+            queue_length: 1024,
+            queue_wait: Duration::from_millis(250),
+            idle_timeout: Duration::from_secs(2),
+            max_queries_per_connection: 0,
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM bundle of trusted roots for `tls://` upstreams; empty means the system's.
+    pub ca_file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +257,19 @@ impl<'de> Deserialize<'de> for Addr {
 
 fn addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
     Ok(Vec::<Addr>::deserialize(d)?.into_iter().map(|a| a.0).collect())
+}
+
+/// One upstream of a list, parsed as its own element so an error points at its line.
+struct Upstream(UpstreamSpec);
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map(Upstream).map_err(serde::de::Error::custom)
+    }
+}
+
+fn upstreams<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<UpstreamSpec>, D::Error> {
+    Ok(Vec::<Upstream>::deserialize(d)?.into_iter().map(|u| u.0).collect())
 }
 
 fn opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {

@@ -12,6 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cache::{Capacity, TtlPolicy};
+use crate::forward::ForwardSettings;
+use crate::upstream::{PoolSettings, Protocol, QueryOptions, UpstreamSettings, UpstreamSpec};
 use crate::zones::{Router, UpstreamGroup, Zone};
 pub use file::{FileConfig, LogFormat};
 
@@ -29,8 +31,8 @@ pub enum ConfigError {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Vec<SocketAddr>,
-    pub upstreams: Vec<SocketAddr>,
-    pub forward: Vec<(Zone, Vec<SocketAddr>)>,
+    pub upstreams: Vec<UpstreamSpec>,
+    pub forward: Vec<(Zone, Vec<UpstreamSpec>)>,
     pub metrics: Option<SocketAddr>,
 }
 
@@ -50,7 +52,8 @@ pub struct Settings {
     pub router: Router,
     pub cache: CacheSettings,
     pub udp_payload: u16,
-    pub upstream_timeout: Duration,
+    pub upstream: UpstreamSettings,
+    pub forward: ForwardSettings,
     pub query_deadline: Duration,
     pub tcp_idle_timeout: Duration,
     pub max_tcp_clients: usize,
@@ -112,6 +115,22 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
     }
     if c.upstream.timeout.is_zero() {
         return err("upstream.timeout", "must be positive");
+    }
+    if c.upstream.min_timeout.is_zero() || c.upstream.min_timeout > c.upstream.timeout {
+        return err("upstream.min_timeout", "must be positive and at most upstream.timeout");
+    }
+    if c.upstream.max_attempts == 0 {
+        return err("upstream.max_attempts", "must be at least 1");
+    }
+    let p = &c.upstream.pool;
+    if p.max_connections == 0 {
+        return err("upstream.pool.max_connections", "must be at least 1");
+    }
+    if p.max_inflight_per_connection == 0 || p.max_inflight_per_connection > 4096 {
+        return err("upstream.pool.max_inflight_per_connection", "must be between 1 and 4096");
+    }
+    if p.idle_timeout.is_zero() || p.connect_timeout.is_zero() {
+        return err("upstream.pool.idle_timeout", "pool timeouts must be positive");
     }
     if c.server.max_tcp_clients == 0 || c.server.max_tcp_inflight == 0 {
         return err("server.max_tcp_clients", "TCP limits must be at least 1");
@@ -178,7 +197,8 @@ impl Settings {
         groups.extend(overrides.forward.into_iter().map(|(zone, servers)| UpstreamGroup { zone, servers }));
         let has_root = groups.iter().any(|g| g.zone == Zone::root());
         if upstreams.is_empty() && !has_root {
-            upstreams = resolv_conf::nameservers_from(Path::new(&file.resolv_conf)).map_err(ConfigError::Settings)?;
+            let servers = resolv_conf::nameservers_from(Path::new(&file.resolv_conf)).map_err(ConfigError::Settings)?;
+            upstreams = servers.into_iter().map(UpstreamSpec::prefer_udp).collect();
         }
         if !upstreams.is_empty() {
             // Explicit `.` rules (from --forward) take precedence: they come later.
@@ -189,6 +209,32 @@ impl Settings {
         }
         let router = Router::new(groups);
         refuse_loops(&listen, &router)?;
+        let u = &file.upstream;
+        let tls = if router.groups().iter().any(|g| g.servers.iter().any(|s| matches!(s.protocol, Protocol::Tls { .. }))) {
+            let ca = (!u.tls.ca_file.is_empty()).then(|| Path::new(&u.tls.ca_file));
+            Some(crate::upstream::tls::client_config(ca).map_err(|e| ConfigError::Settings(format!("upstream.tls.ca_file: {e}")))?)
+        } else {
+            None
+        };
+        let upstream = UpstreamSettings {
+            min_timeout: u.min_timeout,
+            max_timeout: u.timeout,
+            max_fails: u.max_fails,
+            probe_interval: u.probe_interval,
+            max_qps: u.max_qps,
+            pool: PoolSettings {
+                max_connections: u.pool.max_connections,
+                max_inflight_per_connection: u.pool.max_inflight_per_connection,
+                queue_length: u.pool.queue_length,
+                queue_wait: u.pool.queue_wait,
+                idle_timeout: u.pool.idle_timeout,
+                max_queries_per_connection: u.pool.max_queries_per_connection,
+                connect_timeout: u.pool.connect_timeout,
+            },
+            query: QueryOptions { udp_payload: file.server.udp_payload },
+            tls,
+        };
+        let forward = ForwardSettings { deadline: file.server.query_deadline, policy: u.policy, max_attempts: u.max_attempts };
         let c = file.cache;
         let secs = |d: Duration| d.as_secs().min(u64::from(u32::MAX)) as u32;
         Ok(Settings {
@@ -207,7 +253,8 @@ impl Settings {
                 },
             },
             udp_payload: file.server.udp_payload,
-            upstream_timeout: file.upstream.timeout,
+            upstream,
+            forward,
             query_deadline: file.server.query_deadline,
             tcp_idle_timeout: file.server.tcp_idle_timeout,
             max_tcp_clients: file.server.max_tcp_clients,
@@ -224,7 +271,7 @@ impl Settings {
 /// whose resolv.conf points back at the node cache, which would forward every miss to itself.
 fn refuse_loops(listen: &[SocketAddr], router: &Router) -> Result<(), ConfigError> {
     for group in router.groups() {
-        for up in &group.servers {
+        for up in group.servers.iter().map(|s| s.addr) {
             for l in listen {
                 let same_ip = l.ip() == up.ip() || (l.ip().is_unspecified() && (up.ip().is_loopback() || up.ip().is_unspecified()));
                 if l.port() == up.port() && same_ip {

@@ -22,7 +22,7 @@ fn full_file_parses() {
     assert_eq!(c.listen.len(), 3);
     assert_eq!(c.listen[2], "169.254.20.10:53".parse().unwrap());
     assert_eq!(c.forward[0].zone.to_string(), "cluster.local.");
-    assert_eq!(c.forward[0].upstreams[1], "10.96.0.11:53".parse().unwrap());
+    assert_eq!(c.forward[0].upstreams[1].to_string(), "10.96.0.11:53");
     assert_eq!(c.cache.positive.max_bytes, 8 << 20);
     assert_eq!(c.cache.positive.min_ttl, Duration::from_secs(5));
     assert_eq!(c.cache.negative.max_ttl, Duration::from_secs(1800), "untouched half keeps defaults");
@@ -80,7 +80,7 @@ fn command_line_overrides_the_file() {
     let o = Overrides {
         listen: vec!["127.0.0.2:53".parse().unwrap()],
         upstreams: vec!["10.0.0.2:53".parse().unwrap()],
-        forward: vec![("cluster.local".parse().unwrap(), vec!["10.0.0.3:53".parse().unwrap()])],
+        forward: vec![("cluster.local".parse().unwrap(), vec!["tcp://10.0.0.3:53".parse().unwrap()])],
         metrics: None,
     };
     let s = Settings::build(file, o).unwrap();

@@ -77,6 +77,13 @@ struct ProxyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyProtoLabels {
+    proxy_name: String,
+    to: String,
+    proto: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -164,6 +171,20 @@ pub struct Metrics {
     upstream_errors: Family<ToReasonLabels, Counter>,
     upstream_ignored: Family<ToLabels, Counter>,
     dropped: Family<ReasonLabels, Counter>,
+    up_connections: Family<ToLabels, Gauge>,
+    up_in_use: Family<ToLabels, Gauge>,
+    up_inflight: Family<ToLabels, Gauge>,
+    up_queue_depth: Family<ToLabels, Gauge>,
+    up_queue_wait: Family<ToLabels, Histogram, DurationBuckets>,
+    up_queue_rejected: Family<ToLabels, Counter>,
+    up_connects: Family<ToLabels, Counter>,
+    up_connect_failures: Family<ToLabels, Counter>,
+    up_healthy: Family<ToLabels, Gauge>,
+    up_rtt: Family<ToLabels, Histogram, DurationBuckets>,
+    up_retransmits: Family<ToLabels, Counter>,
+    up_rate_limited: Family<ToLabels, Counter>,
+    conn_cache_hits: Family<ProxyProtoLabels, Counter>,
+    conn_cache_misses: Family<ProxyProtoLabels, Counter>,
     pub coalesced: Counter,
     pub inflight_misses: Gauge,
     pub deadline_exceeded: Counter,
@@ -193,6 +214,20 @@ impl Metrics {
             upstream_errors: Family::default(),
             upstream_ignored: Family::default(),
             dropped: Family::default(),
+            up_connections: Family::default(),
+            up_in_use: Family::default(),
+            up_inflight: Family::default(),
+            up_queue_depth: Family::default(),
+            up_queue_wait: Family::new_with_constructor(DurationBuckets),
+            up_queue_rejected: Family::default(),
+            up_connects: Family::default(),
+            up_connect_failures: Family::default(),
+            up_healthy: Family::default(),
+            up_rtt: Family::new_with_constructor(DurationBuckets),
+            up_retransmits: Family::default(),
+            up_rate_limited: Family::default(),
+            conn_cache_hits: Family::default(),
+            conn_cache_misses: Family::default(),
             coalesced: Counter::default(),
             inflight_misses: Gauge::default(),
             deadline_exceeded: Counter::default(),
@@ -211,6 +246,20 @@ impl Metrics {
         r.register("coredns_proxy_request_duration_seconds", "Histogram of the time each request took.", m.proxy_duration.clone());
         r.register("nodedns_upstream_errors", "Upstream exchanges that failed, by reason.", m.upstream_errors.clone());
         r.register("nodedns_upstream_ignored_responses", "Datagrams on an upstream socket that were not the awaited answer (wrong ID or question).", m.upstream_ignored.clone());
+        r.register("nodedns_upstream_connections", "Open TCP/TLS connections to the upstream.", m.up_connections.clone());
+        r.register("nodedns_upstream_connections_in_use", "Connections to the upstream with at least one query in flight.", m.up_in_use.clone());
+        r.register("nodedns_upstream_inflight_queries", "Queries in flight on the upstream's connection pool.", m.up_inflight.clone());
+        r.register("nodedns_upstream_queue_depth", "Queries waiting for a slot in the upstream's connection pool.", m.up_queue_depth.clone());
+        r.register("nodedns_upstream_queue_wait_seconds", "Time queries waited for a pool slot.", m.up_queue_wait.clone());
+        r.register("nodedns_upstream_queue_rejected", "Queries refused by a full pool queue or after the maximum wait.", m.up_queue_rejected.clone());
+        r.register("nodedns_upstream_connects", "Connection attempts to the upstream.", m.up_connects.clone());
+        r.register("nodedns_upstream_connect_failures", "Failed connection attempts to the upstream.", m.up_connect_failures.clone());
+        r.register("nodedns_upstream_healthy", "1 while the upstream is considered healthy, 0 while it is marked down.", m.up_healthy.clone());
+        r.register("nodedns_upstream_rtt_seconds", "Round-trip time of answered upstream queries.", m.up_rtt.clone());
+        r.register("nodedns_upstream_retransmits", "Queries sent again because the previous attempt was not answered within the adaptive timeout.", m.up_retransmits.clone());
+        r.register("nodedns_upstream_rate_limited", "Queries not sent to the upstream because of its queries-per-second cap.", m.up_rate_limited.clone());
+        r.register("coredns_proxy_conn_cache_hits", "Counter of connection cache hits per upstream and protocol.", m.conn_cache_hits.clone());
+        r.register("coredns_proxy_conn_cache_misses", "Counter of connection cache misses per upstream and protocol.", m.conn_cache_misses.clone());
         r.register("nodedns_dropped_queries", "Queries dropped without any answer, by reason.", m.dropped.clone());
         r.register("nodedns_coalesced_queries", "Cache misses that waited for an identical query already in flight instead of asking upstream.", m.coalesced.clone());
         r.register("nodedns_inflight_misses", "Distinct questions currently being asked upstream.", m.inflight_misses.clone());
@@ -261,27 +310,35 @@ impl Metrics {
         self.dropped.get_or_create(&ReasonLabels { reason: reason.as_str().into() }).inc();
     }
 
-    /// Records one upstream exchange that produced a response.
-    pub fn upstream_response(&self, to: &str, rcode: Rcode, seconds: f64, ignored: u32) {
-        let rcode = rcode.as_str().to_string();
-        self.forward_responses.get_or_create(&ToRcodeLabels { to: to.into(), rcode: rcode.clone() }).inc();
-        self.forward_duration.get_or_create(&ToRcodeLabels { to: to.into(), rcode: rcode.clone() }).observe(seconds);
-        self.proxy_duration.get_or_create(&ProxyLabels { proxy_name: "forward".into(), to: to.into(), rcode }).observe(seconds);
-        self.upstream_ignored_inc(to, ignored);
-    }
-
-    pub fn upstream_request(&self, to: &str) {
-        self.forward_requests.get_or_create(&ToLabels { to: to.into() }).inc();
-    }
-
-    pub fn upstream_error(&self, to: &str, reason: &str) {
-        self.upstream_errors.get_or_create(&ToReasonLabels { to: to.into(), reason: reason.into() }).inc();
-    }
-
-    fn upstream_ignored_inc(&self, to: &str, n: u32) {
-        if n > 0 {
-            self.upstream_ignored.get_or_create(&ToLabels { to: to.into() }).inc_by(u64::from(n));
-        }
+    /// Resolves the metrics of one upstream, labelled `to` (its address as configured).
+    pub fn upstream(&self, to: &str, proto: &str) -> UpstreamMetrics {
+        let l = ToLabels { to: to.into() };
+        let p = ProxyProtoLabels { proxy_name: "forward".into(), to: to.into(), proto: proto.into() };
+        let m = UpstreamMetrics {
+            to: to.into(),
+            requests: self.forward_requests.get_or_create_owned(&l),
+            responses: self.forward_responses.clone(),
+            duration: self.forward_duration.clone(),
+            proxy_duration: self.proxy_duration.clone(),
+            errors: self.upstream_errors.clone(),
+            ignored: self.upstream_ignored.get_or_create_owned(&l),
+            connections: self.up_connections.get_or_create_owned(&l),
+            in_use: self.up_in_use.get_or_create_owned(&l),
+            inflight: self.up_inflight.get_or_create_owned(&l),
+            queue_depth: self.up_queue_depth.get_or_create_owned(&l),
+            queue_wait: self.up_queue_wait.get_or_create_owned(&l),
+            queue_rejected: self.up_queue_rejected.get_or_create_owned(&l),
+            connects: self.up_connects.get_or_create_owned(&l),
+            connect_failures: self.up_connect_failures.get_or_create_owned(&l),
+            healthy: self.up_healthy.get_or_create_owned(&l),
+            rtt: self.up_rtt.get_or_create_owned(&l),
+            retransmits: self.up_retransmits.get_or_create_owned(&l),
+            rate_limited: self.up_rate_limited.get_or_create_owned(&l),
+            conn_reused: self.conn_cache_hits.get_or_create_owned(&p),
+            conn_opened: self.conn_cache_misses.get_or_create_owned(&p),
+        };
+        m.healthy.set(1);
+        m
     }
 
     /// Sets the cache-size gauges; called just before each scrape.
@@ -299,6 +356,51 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// One upstream's metrics, resolved once when the upstream is created.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    to: String,
+    pub requests: Counter,
+    responses: Family<ToRcodeLabels, Counter>,
+    duration: Family<ToRcodeLabels, Histogram, DurationBuckets>,
+    proxy_duration: Family<ProxyLabels, Histogram, DurationBuckets>,
+    errors: Family<ToReasonLabels, Counter>,
+    pub ignored: Counter,
+    pub connections: Gauge,
+    pub in_use: Gauge,
+    pub inflight: Gauge,
+    pub queue_depth: Gauge,
+    pub queue_wait: Histogram,
+    pub queue_rejected: Counter,
+    pub connects: Counter,
+    pub connect_failures: Counter,
+    pub healthy: Gauge,
+    pub rtt: Histogram,
+    pub retransmits: Counter,
+    pub rate_limited: Counter,
+    pub conn_reused: Counter,
+    pub conn_opened: Counter,
+}
+
+impl UpstreamMetrics {
+    /// Records one exchange that produced a response.
+    pub fn response(&self, rcode: Rcode, seconds: f64, ignored: u32) {
+        let rcode = rcode.as_str().to_string();
+        let labels = ToRcodeLabels { to: self.to.clone(), rcode: rcode.clone() };
+        self.responses.get_or_create(&labels).inc();
+        self.duration.get_or_create(&labels).observe(seconds);
+        self.proxy_duration.get_or_create(&ProxyLabels { proxy_name: "forward".into(), to: self.to.clone(), rcode }).observe(seconds);
+        self.rtt.observe(seconds);
+        if ignored > 0 {
+            self.ignored.inc_by(u64::from(ignored));
+        }
+    }
+
+    pub fn error(&self, reason: &str) {
+        self.errors.get_or_create(&ToReasonLabels { to: self.to.clone(), reason: reason.into() }).inc();
     }
 }
 

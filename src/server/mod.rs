@@ -18,7 +18,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::forward::{ForwardSettings, Forwarder};
+use crate::forward::Forwarder;
+use crate::upstream::{Upstream, UpstreamSettings, UpstreamSpec};
+use crate::zones::Router;
 use crate::metrics::Metrics;
 use crate::metrics::http::{self, Readiness};
 use handler::{Handler, HandlerSettings};
@@ -29,17 +31,24 @@ fn server_label(addr: SocketAddr) -> String {
     format!("dns://{addr}")
 }
 
+/// One running upstream per distinct spec, shared by every zone that names it.
+fn start_upstreams(router: &Router<UpstreamSpec>, settings: &UpstreamSettings, metrics: &Metrics) -> anyhow::Result<Router<Arc<Upstream>>> {
+    let mut running: Vec<Arc<Upstream>> = Vec::new();
+    for spec in router.groups().iter().flat_map(|g| g.servers.iter()) {
+        if !running.iter().any(|u| u.spec() == spec) {
+            running.push(Upstream::new(spec, settings, metrics).map_err(anyhow::Error::msg)?);
+        }
+    }
+    Ok(router.map(|spec| running.iter().find(|u| u.spec() == spec).cloned().expect("started above")))
+}
+
 /// Runs until `stop` is cancelled, then stops accepting, lets in-flight queries finish for
 /// at most the configured grace period, and returns.
 pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let cache = Arc::new(Cache::new(settings.cache.positive, settings.cache.negative, settings.cache.ttl.clone()));
-    let forward = ForwardSettings {
-        attempt_timeout: settings.upstream_timeout,
-        deadline: settings.query_deadline,
-        udp_payload: settings.udp_payload,
-    };
-    let forwarder = Forwarder::new(settings.router.clone(), cache.clone(), forward, metrics.clone());
+    let router = start_upstreams(&settings.router, &settings.upstream, &metrics)?;
+    let forwarder = Forwarder::new(router, cache.clone(), settings.forward, metrics.clone());
     let handler_settings = HandlerSettings { udp_payload: settings.udp_payload, deadline: settings.query_deadline, query_log: settings.query_log };
     let handler = Arc::new(Handler::new(cache.clone(), forwarder, handler_settings));
     let tasks = TaskTracker::new();

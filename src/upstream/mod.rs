@@ -1,16 +1,29 @@
-//! Exchanges with one upstream server: send one question, return a validated response.
+//! Upstream servers: how nodedns talks to them and what it knows about them.
 //!
-//! Owns sockets toward upstreams and the checks that make a response believable: a UDP
-//! answer must come from the address and port queried (the socket is connected, so the
-//! kernel drops anything else), carry the random ID sent, and answer the question asked.
-//! Anything else is ignored and counted, and the wait goes on. Knows nothing of caching,
-//! zones or clients; choosing which server to ask belongs to `forward`.
+//! Owns sockets and connections toward upstreams and the checks that make a response
+//! believable: a UDP answer must come from the address and port queried (the socket is
+//! connected, so the kernel drops anything else), carry the random ID sent, and answer the
+//! question asked; anything else is ignored and counted. Knows nothing of caching, zones or
+//! clients; choosing which upstream to ask belongs to `forward`.
+//!
+//! - [`spec`]: how an upstream is written (`udp://`, `tcp://`, `tls://...#name`, bare).
+//! - [`endpoint`]: one upstream at run time: transports, RTT, health, rate cap, probes.
+//! - [`udp`]: one query from a fresh random-port socket.
+//! - [`pool`]: bounded, pipelined TCP/TLS connections with a bounded wait queue.
+//! - [`tls`]: DNS-over-TLS client configuration.
+//! - [`health`], [`ratelimit`]: the state behind selection.
 
-mod tcp;
+pub mod endpoint;
+pub mod health;
+pub mod pool;
+pub mod ratelimit;
+pub mod spec;
+pub mod tls;
 mod udp;
 
-use std::net::SocketAddr;
-use std::time::Duration;
+pub use endpoint::{Upstream, UpstreamSettings};
+pub use pool::PoolSettings;
+pub use spec::{Protocol, UpstreamSpec};
 
 use crate::cache::CacheKey;
 use crate::wire::compose::{self, MAX_COMPOSED};
@@ -21,6 +34,7 @@ use crate::wire::{ResponseError, UpstreamResponse};
 pub enum Transport {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl Transport {
@@ -28,6 +42,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         }
     }
 }
@@ -40,8 +55,35 @@ pub enum UpstreamError {
     Io(std::io::ErrorKind),
     #[error("connection closed before a response")]
     Closed,
+    #[error("cannot connect (or backing off after failed connects)")]
+    Connect,
+    #[error("connection pool full and its wait queue too")]
+    QueueFull,
+    #[error("over this upstream's queries-per-second cap")]
+    RateLimited,
     #[error("invalid response: {0}")]
     Invalid(#[from] ResponseError),
+}
+
+impl UpstreamError {
+    /// The `reason` label of `nodedns_upstream_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Io(_) => "network",
+            UpstreamError::Closed => "closed",
+            UpstreamError::Connect => "connect",
+            UpstreamError::QueueFull => "queue_full",
+            UpstreamError::RateLimited => "rate_limited",
+            UpstreamError::Invalid(_) => "invalid_response",
+        }
+    }
+
+    /// Whether this says something about the upstream's health (a full local queue or our
+    /// own rate cap does not).
+    pub fn counts_against_health(&self) -> bool {
+        !matches!(self, UpstreamError::QueueFull | UpstreamError::RateLimited)
+    }
 }
 
 impl From<std::io::Error> for UpstreamError {
@@ -67,30 +109,13 @@ pub struct QueryOptions {
     pub udp_payload: u16,
 }
 
-/// Asks `server` the question in `key`, over UDP and, if the answer is truncated, again
-/// over TCP (RFC 7766 section 5), all within `timeout`.
-pub async fn exchange(server: SocketAddr, key: &CacheKey, opts: QueryOptions, timeout: Duration) -> Result<Exchange, UpstreamError> {
-    tokio::time::timeout(timeout, async {
-        let udp = udp::exchange(server, key, opts).await?;
-        if !udp.response.is_truncated() {
-            return Ok(udp);
-        }
-        let mut tcp = tcp::exchange(server, key, opts).await?;
-        tcp.ignored += udp.ignored;
-        Ok(tcp)
-    })
-    .await
-    .unwrap_or(Err(UpstreamError::Timeout))
-}
-
-/// Composes the query for `key` with a fresh random ID. The name goes out lower-cased;
-/// each client gets its own case back from the cache entry.
-fn compose_query(key: &CacheKey, opts: QueryOptions) -> (u16, [u8; MAX_COMPOSED], usize) {
-    let id: u16 = rand::random();
+/// Composes the query for `key` with ID `id`. The name goes out lower-cased; each client
+/// gets its own case back from the cache entry.
+fn compose_query_with_id(key: &CacheKey, opts: QueryOptions, id: u16) -> ([u8; MAX_COMPOSED], usize) {
     let mut buf = [0u8; MAX_COMPOSED];
     let edns = Some((opts.udp_payload, key.dnssec_ok()));
     let len = compose::query(&mut buf, id, key.name(), key.qtype(), key.qclass(), key.checking_disabled(), edns);
-    (id, buf, len)
+    (buf, len)
 }
 
 /// Checks that `msg` is the response to query `id` for `key`. `Ok(None)` means "not ours":

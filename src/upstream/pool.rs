@@ -1,0 +1,316 @@
+//! The connection pool toward one TCP or TLS upstream (brief, story 4).
+//!
+//! - A hard maximum of open connections, never exceeded.
+//! - Pipelining (RFC 7766): many queries in flight per connection, matched by ID, up to a cap.
+//! - A bounded wait queue (length and time) when every connection is at its cap; past it
+//!   the query fails fast and the forwarder moves on.
+//! - Idle connections close exactly at their idle timeout; a connection that has carried
+//!   `max_queries` queries drains and closes; failed connects back off exponentially.
+//! - When a connection dies, its in-flight queries are retried once on another one.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+
+use super::{Exchange, QueryOptions, Transport, UpstreamError, accept, compose_query_with_id};
+use crate::cache::CacheKey;
+use crate::metrics::UpstreamMetrics;
+use crate::wire::MAX_MESSAGE;
+
+/// Limits of one upstream's pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub max_connections: usize,
+    pub max_inflight_per_connection: usize,
+    pub queue_length: usize,
+    pub queue_wait: Duration,
+    pub idle_timeout: Duration,
+    /// 0 means unlimited.
+    pub max_queries_per_connection: u64,
+    pub connect_timeout: Duration,
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// How to open a connection.
+#[derive(Clone)]
+pub enum Connector {
+    Tcp(SocketAddr),
+    Tls { addr: SocketAddr, server_name: ServerName<'static>, config: Arc<rustls::ClientConfig> },
+}
+
+impl Connector {
+    async fn connect(&self) -> std::io::Result<Box<dyn Stream>> {
+        match self {
+            Connector::Tcp(addr) => {
+                let s = TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                Ok(Box::new(s))
+            }
+            Connector::Tls { addr, server_name, config } => {
+                let s = TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(server_name.clone(), s).await?;
+                Ok(Box::new(tls))
+            }
+        }
+    }
+
+    fn transport(&self) -> Transport {
+        match self {
+            Connector::Tcp(_) => Transport::Tcp,
+            Connector::Tls { .. } => Transport::Tls,
+        }
+    }
+}
+
+pub struct Pool {
+    connector: Connector,
+    settings: PoolSettings,
+    /// One permit per query slot: `max_connections x max_inflight_per_connection`.
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    conns: tokio::sync::Mutex<Vec<Arc<Conn>>>,
+    backoff: Mutex<Backoff>,
+    metrics: UpstreamMetrics,
+}
+
+#[derive(Default)]
+struct Backoff {
+    until: Option<Instant>,
+    delay: Duration,
+}
+
+impl Pool {
+    pub fn new(connector: Connector, settings: PoolSettings, metrics: UpstreamMetrics) -> Self {
+        let slots = settings.max_connections * settings.max_inflight_per_connection;
+        Pool {
+            connector,
+            settings,
+            slots: Arc::new(Semaphore::new(slots)),
+            waiting: AtomicUsize::new(0),
+            conns: tokio::sync::Mutex::new(Vec::new()),
+            backoff: Mutex::new(Backoff::default()),
+            metrics,
+        }
+    }
+
+    /// Asks the question in `key` over a pooled connection.
+    pub async fn exchange(&self, key: &CacheKey, opts: QueryOptions) -> Result<Exchange, UpstreamError> {
+        let _slot = self.slot().await?;
+        // A connection that dies under the query gets it retried once on another one.
+        let mut last = UpstreamError::Closed;
+        for _ in 0..2 {
+            let conn = self.connection().await?;
+            match conn.exchange(key, opts).await {
+                Err(UpstreamError::Closed) => last = UpstreamError::Closed,
+                other => return other.map(|(msg, response)| Exchange { msg, response, transport: self.connector.transport(), ignored: 0 }),
+            }
+        }
+        Err(last)
+    }
+
+    /// Waits (bounded in queue length and time) for a query slot.
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, UpstreamError> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.settings.queue_length {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.metrics.queue_rejected.inc();
+            return Err(UpstreamError::QueueFull);
+        }
+        self.metrics.queue_depth.inc();
+        let started = Instant::now();
+        let permit = tokio::time::timeout(self.settings.queue_wait, self.slots.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.metrics.queue_depth.dec();
+        self.metrics.queue_wait.observe(started.elapsed().as_secs_f64());
+        match permit {
+            Ok(Ok(p)) => Ok(p),
+            _ => {
+                self.metrics.queue_rejected.inc();
+                Err(UpstreamError::QueueFull)
+            }
+        }
+    }
+
+    /// The least busy usable connection, or a new one if the pool has room. The caller holds
+    /// a slot, so some connection has room or the pool is not full.
+    async fn connection(&self) -> Result<Arc<Conn>, UpstreamError> {
+        let mut conns = self.conns.lock().await;
+        conns.retain(|c| !c.closed.load(Ordering::SeqCst));
+        let cap = self.settings.max_inflight_per_connection;
+        if let Some(c) = conns.iter().filter(|c| c.usable(cap, self.settings.max_queries_per_connection)).min_by_key(|c| c.inflight.load(Ordering::SeqCst)) {
+            self.metrics.conn_reused.inc();
+            return Ok(c.clone());
+        }
+        if conns.len() >= self.settings.max_connections {
+            // Every open connection is draining towards its query limit.
+            return Err(UpstreamError::QueueFull);
+        }
+        if let Some(until) = self.backoff.lock().unwrap_or_else(|e| e.into_inner()).until
+            && Instant::now() < until
+        {
+            return Err(UpstreamError::Connect);
+        }
+        self.metrics.connects.inc();
+        self.metrics.conn_opened.inc();
+        let stream = match tokio::time::timeout(self.settings.connect_timeout, self.connector.connect()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "upstream connect failed");
+                return Err(self.connect_failed());
+            }
+            Err(_) => return Err(self.connect_failed()),
+        };
+        *self.backoff.lock().unwrap_or_else(|e| e.into_inner()) = Backoff::default();
+        let conn = Conn::start(stream, self.settings, self.metrics.clone());
+        conns.push(conn.clone());
+        Ok(conn)
+    }
+
+    fn connect_failed(&self) -> UpstreamError {
+        self.metrics.connect_failures.inc();
+        let mut b = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        b.delay = (b.delay * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        b.until = Some(Instant::now() + b.delay);
+        UpstreamError::Connect
+    }
+
+    /// Open connections, for tests and metrics.
+    pub async fn open_connections(&self) -> usize {
+        self.conns.lock().await.iter().filter(|c| !c.closed.load(Ordering::SeqCst)).count()
+    }
+}
+
+/// One pipelined connection: a task owns the socket; queries reach it through a channel and
+/// answers come back through per-ID oneshot channels.
+struct Conn {
+    tx: mpsc::Sender<Vec<u8>>,
+    pending: Mutex<HashMap<u16, oneshot::Sender<Vec<u8>>>>,
+    inflight: AtomicUsize,
+    queries: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl Conn {
+    fn start(stream: Box<dyn Stream>, settings: PoolSettings, metrics: UpstreamMetrics) -> Arc<Conn> {
+        let (tx, rx) = mpsc::channel(settings.max_inflight_per_connection);
+        let conn = Arc::new(Conn {
+            tx,
+            pending: Mutex::new(HashMap::new()),
+            inflight: AtomicUsize::new(0),
+            queries: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        });
+        metrics.connections.inc();
+        tokio::spawn(conn.clone().run(stream, rx, settings, metrics));
+        conn
+    }
+
+    fn usable(&self, cap: usize, max_queries: u64) -> bool {
+        !self.closed.load(Ordering::SeqCst)
+            && self.inflight.load(Ordering::SeqCst) < cap
+            && (max_queries == 0 || self.queries.load(Ordering::SeqCst) < max_queries)
+    }
+
+    async fn exchange(&self, key: &CacheKey, opts: QueryOptions) -> Result<(Vec<u8>, crate::wire::UpstreamResponse), UpstreamError> {
+        let (id, receiver) = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut id: u16 = rand::random();
+            while pending.contains_key(&id) {
+                id = rand::random();
+            }
+            let (sender, receiver) = oneshot::channel();
+            pending.insert(id, sender);
+            (id, receiver)
+        };
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        let _done = InflightDone(self, id);
+        let (query, len) = compose_query_with_id(key, opts, id);
+        let mut framed = Vec::with_capacity(len + 2);
+        framed.extend_from_slice(&(len as u16).to_be_bytes());
+        framed.extend_from_slice(&query[..len]);
+        self.tx.send(framed).await.map_err(|_| UpstreamError::Closed)?;
+        let msg = receiver.await.map_err(|_| UpstreamError::Closed)?;
+        match accept(&msg, id, key)? {
+            Some(response) => Ok((msg, response)),
+            None => Err(UpstreamError::Invalid(crate::wire::ResponseError::WrongQuestion)),
+        }
+    }
+
+    /// Owns the socket: writes queries, dispatches answers by ID, and closes the connection
+    /// when idle for `idle_timeout`, when drained past its query limit, or on any error.
+    async fn run(self: Arc<Self>, stream: Box<dyn Stream>, mut rx: mpsc::Receiver<Vec<u8>>, settings: PoolSettings, metrics: UpstreamMetrics) {
+        let (reader, mut writer) = tokio::io::split(stream);
+        let codec = LengthDelimitedCodec::builder().length_field_length(2).max_frame_length(MAX_MESSAGE).new_codec();
+        let mut frames = FramedRead::new(reader, codec);
+        let mut last_activity = tokio::time::Instant::now();
+        loop {
+            let idle = self.inflight.load(Ordering::SeqCst) == 0;
+            let drained = settings.max_queries_per_connection > 0 && self.queries.load(Ordering::SeqCst) >= settings.max_queries_per_connection;
+            if idle && drained {
+                break;
+            }
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(frame) => {
+                        if writer.write_all(&frame).await.is_err() {
+                            break;
+                        }
+                        last_activity = tokio::time::Instant::now();
+                    }
+                    None => break,
+                },
+                frame = frames.next() => match frame {
+                    Some(Ok(msg)) if msg.len() >= 2 => {
+                        last_activity = tokio::time::Instant::now();
+                        let id = u16::from_be_bytes([msg[0], msg[1]]);
+                        let waiter = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                        match waiter {
+                            Some(w) => {
+                                let _ = w.send(msg.to_vec());
+                            }
+                            None => {
+                                metrics.ignored.inc();
+                            }
+                        }
+                    }
+                    _ => break,
+                },
+                _ = tokio::time::sleep_until(last_activity + settings.idle_timeout), if idle => {
+                    if self.inflight.load(Ordering::SeqCst) == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        self.closed.store(true, Ordering::SeqCst);
+        // Dropping the senders fails every query still waiting here: each is retried once.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let _ = writer.shutdown().await;
+        metrics.connections.dec();
+    }
+}
+
+/// Releases a query's in-flight count and pending slot however the exchange ends.
+struct InflightDone<'a>(&'a Conn, u16);
+
+impl Drop for InflightDone<'_> {
+    fn drop(&mut self) {
+        self.0.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
