@@ -70,6 +70,11 @@ impl Entry {
         (age < u64::from(self.lifetime)).then_some(age as u32)
     }
 
+    /// The most octets [`Entry::write_for`] can write for any client.
+    pub fn max_response_len(&self) -> usize {
+        (self.wire.len() + OPT_LEN).max(compose::MAX_COMPOSED)
+    }
+
     /// Octets this entry occupies, for the cache's byte bound.
     pub fn footprint(&self) -> usize {
         self.wire.len() + self.ttl_offsets.len() * 2 + size_of::<Self>()

@@ -7,6 +7,8 @@
 
 pub mod http;
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -132,6 +134,10 @@ fn type_index(qtype: u16) -> usize {
 #[inline]
 fn rcode_index(rcode: Rcode) -> usize {
     (rcode.0 as usize).min(RCODES - 1)
+}
+
+fn rcode_label(index: usize) -> &'static str {
+    if index == RCODES - 1 { "OTHER" } else { Rcode(index as u8).as_str() }
 }
 
 /// Why a datagram or connection got no answer at all.
@@ -287,7 +293,7 @@ impl Metrics {
         });
         let responses = SOURCES.map(|plugin| {
             std::array::from_fn(|code| {
-                let rcode = if code == RCODES - 1 { "OTHER" } else { Rcode(code as u8).as_str() };
+                let rcode = rcode_label(code);
                 self.responses.get_or_create_owned(&ResponseLabels {
                     server: server.into(),
                     zone: zone.clone(),
@@ -317,9 +323,15 @@ impl Metrics {
         let m = UpstreamMetrics {
             to: to.into(),
             requests: self.forward_requests.get_or_create_owned(&l),
-            responses: self.forward_responses.clone(),
-            duration: self.forward_duration.clone(),
-            proxy_duration: self.proxy_duration.clone(),
+            by_rcode: Arc::new(std::array::from_fn(|code| {
+                let rcode = rcode_label(code).to_string();
+                let labels = ToRcodeLabels { to: to.into(), rcode: rcode.clone() };
+                (
+                    self.forward_responses.get_or_create_owned(&labels),
+                    self.forward_duration.get_or_create_owned(&labels),
+                    self.proxy_duration.get_or_create_owned(&ProxyLabels { proxy_name: "forward".into(), to: to.into(), rcode }),
+                )
+            })),
             errors: self.upstream_errors.clone(),
             ignored: self.upstream_ignored.get_or_create_owned(&l),
             connections: self.up_connections.get_or_create_owned(&l),
@@ -364,9 +376,8 @@ impl Metrics {
 pub struct UpstreamMetrics {
     to: String,
     pub requests: Counter,
-    responses: Family<ToRcodeLabels, Counter>,
-    duration: Family<ToRcodeLabels, Histogram, DurationBuckets>,
-    proxy_duration: Family<ProxyLabels, Histogram, DurationBuckets>,
+    /// Per response code: responses, forward duration, proxy duration.
+    by_rcode: Arc<[(Counter, Histogram, Histogram); RCODES]>,
     errors: Family<ToReasonLabels, Counter>,
     pub ignored: Counter,
     pub connections: Gauge,
@@ -388,11 +399,10 @@ pub struct UpstreamMetrics {
 impl UpstreamMetrics {
     /// Records one exchange that produced a response.
     pub fn response(&self, rcode: Rcode, seconds: f64, ignored: u32) {
-        let rcode = rcode.as_str().to_string();
-        let labels = ToRcodeLabels { to: self.to.clone(), rcode: rcode.clone() };
-        self.responses.get_or_create(&labels).inc();
-        self.duration.get_or_create(&labels).observe(seconds);
-        self.proxy_duration.get_or_create(&ProxyLabels { proxy_name: "forward".into(), to: self.to.clone(), rcode }).observe(seconds);
+        let by_rcode = &self.by_rcode[rcode_index(rcode)];
+        by_rcode.0.inc();
+        by_rcode.1.observe(seconds);
+        by_rcode.2.observe(seconds);
         self.rtt.observe(seconds);
         if ignored > 0 {
             self.ignored.inc_by(u64::from(ignored));

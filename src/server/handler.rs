@@ -127,7 +127,7 @@ impl Handler {
     }
 
     fn write_entry(&self, entry: &Entry, query: &Query<'_>, limit: usize, req: &Request<'_>) -> Vec<u8> {
-        let mut out = vec![0u8; limit.max(MAX_COMPOSED)];
+        let mut out = vec![0u8; entry.max_response_len()];
         let age = entry.age_if_fresh(Instant::now()).unwrap_or(0);
         let len = entry.write_for(query, age, self.settings.udp_payload, limit, &mut out);
         out.truncate(len);

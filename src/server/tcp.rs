@@ -75,10 +75,16 @@ impl TcpServer {
         let activity = Arc::new(Activity::new());
         let written = activity.clone();
         let write_loop = async move {
+            let mut framed = Vec::new();
             while let Some(msg) = rx.recv().await {
-                let mut framed = Vec::with_capacity(msg.len() + 2);
-                framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-                framed.extend_from_slice(&msg);
+                // Every response already waiting goes out in the same write.
+                framed.clear();
+                let mut next = Some(msg);
+                while let Some(msg) = next {
+                    framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+                    framed.extend_from_slice(&msg);
+                    next = rx.try_recv().ok();
+                }
                 if writer.write_all(&framed).await.is_err() {
                     return;
                 }

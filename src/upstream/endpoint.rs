@@ -97,9 +97,11 @@ impl Upstream {
         self.rtt.smoothed()
     }
 
-    /// How long to wait for this upstream before sending the query again.
+    /// How long to wait for this upstream before sending the query again (to it or to the
+    /// next one). Over TCP or TLS the kernel already retransmits lost segments, so a second
+    /// copy only helps when the server is slow: wait the full timeout.
     pub fn retransmit_timeout(&self) -> Duration {
-        self.rtt.timeout()
+        if self.spec.is_stream() { self.rtt.max() } else { self.rtt.timeout() }
     }
 
     pub fn metrics(&self) -> &UpstreamMetrics {

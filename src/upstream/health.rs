@@ -28,6 +28,11 @@ impl Rtt {
         });
     }
 
+    /// The ceiling of [`Rtt::timeout`].
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+
     /// Smoothed RTT, `None` before the first sample.
     pub fn smoothed(&self) -> Option<Duration> {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).map(|(srtt, _)| Duration::from_secs_f64(srtt))

@@ -81,6 +81,8 @@ pub struct Pool {
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     conns: tokio::sync::Mutex<Vec<Arc<Conn>>>,
+    /// Signalled whenever a connection closes, for queries waiting on draining connections.
+    closed: Arc<tokio::sync::Notify>,
     backoff: Mutex<Backoff>,
     metrics: UpstreamMetrics,
 }
@@ -100,6 +102,7 @@ impl Pool {
             slots: Arc::new(Semaphore::new(slots)),
             waiting: AtomicUsize::new(0),
             conns: tokio::sync::Mutex::new(Vec::new()),
+            closed: Arc::new(tokio::sync::Notify::new()),
             backoff: Mutex::new(Backoff::default()),
             metrics,
         }
@@ -111,7 +114,7 @@ impl Pool {
         // A connection that dies under the query gets it retried once on another one.
         let mut last = UpstreamError::Closed;
         for _ in 0..2 {
-            let conn = self.connection().await?;
+            let conn = self.connection_or_wait().await?;
             match conn.exchange(key, opts).await {
                 Err(UpstreamError::Closed) => last = UpstreamError::Closed,
                 other => return other.map(|(msg, response)| Exchange { msg, response, transport: self.connector.transport(), ignored: 0 }),
@@ -145,15 +148,36 @@ impl Pool {
         }
     }
 
-    /// The least busy usable connection, or a new one if the pool has room. The caller holds
-    /// a slot, so some connection has room or the pool is not full.
+    /// Like [`Pool::connection`], but when every connection is draining toward its query
+    /// limit, waits (at most the queue wait) for one to close and make room.
+    async fn connection_or_wait(&self) -> Result<Arc<Conn>, UpstreamError> {
+        let until = tokio::time::Instant::now() + self.settings.queue_wait;
+        loop {
+            let room = self.closed.notified();
+            match self.connection().await {
+                Err(UpstreamError::QueueFull) if tokio::time::Instant::now() < until => {
+                    let _ = tokio::time::timeout_at(until, room).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// An idle connection if there is one; else a new one while the pool has room (servers
+    /// such as dnsmasq answer one query at a time per connection, so spreading load over the
+    /// allowed connections beats queueing it on one); else the least busy connection with
+    /// room to pipeline. The caller holds a slot, so one of these exists unless every
+    /// connection is draining toward its query limit.
     async fn connection(&self) -> Result<Arc<Conn>, UpstreamError> {
         let mut conns = self.conns.lock().await;
         conns.retain(|c| !c.closed.load(Ordering::SeqCst));
         let cap = self.settings.max_inflight_per_connection;
-        if let Some(c) = conns.iter().filter(|c| c.usable(cap, self.settings.max_queries_per_connection)).min_by_key(|c| c.inflight.load(Ordering::SeqCst)) {
+        let usable = || conns.iter().filter(|c| c.usable(cap, self.settings.max_queries_per_connection));
+        let least_busy = usable().min_by_key(|c| c.inflight()).cloned();
+        let idle = least_busy.as_ref().is_some_and(|c| c.inflight() == 0);
+        if let Some(c) = least_busy.filter(|_| idle || conns.len() >= self.settings.max_connections) {
             self.metrics.conn_reused.inc();
-            return Ok(c.clone());
+            return Ok(c);
         }
         if conns.len() >= self.settings.max_connections {
             // Every open connection is draining towards its query limit.
@@ -175,7 +199,7 @@ impl Pool {
             Err(_) => return Err(self.connect_failed()),
         };
         *self.backoff.lock().unwrap_or_else(|e| e.into_inner()) = Backoff::default();
-        let conn = Conn::start(stream, self.settings, self.metrics.clone());
+        let conn = Conn::start(stream, self.settings, self.metrics.clone(), self.closed.clone());
         conns.push(conn.clone());
         Ok(conn)
     }
@@ -196,33 +220,41 @@ impl Pool {
 
 /// One pipelined connection: a task owns the socket; queries reach it through a channel and
 /// answers come back through per-ID oneshot channels.
+///
+/// A query stays pending until its answer arrives, even if the caller stopped waiting (a
+/// faster attempt won): the connection is idle only when nothing is on the wire, so closing
+/// it never cuts off an answer (which would make the kernel reset the connection).
 struct Conn {
     tx: mpsc::Sender<Vec<u8>>,
-    pending: Mutex<HashMap<u16, oneshot::Sender<Vec<u8>>>>,
-    inflight: AtomicUsize,
+    pending: Mutex<HashMap<u16, Pending>>,
     queries: AtomicU64,
     closed: AtomicBool,
 }
 
+struct Pending {
+    sent: Instant,
+    waiter: oneshot::Sender<Vec<u8>>,
+}
+
 impl Conn {
-    fn start(stream: Box<dyn Stream>, settings: PoolSettings, metrics: UpstreamMetrics) -> Arc<Conn> {
+    fn start(stream: Box<dyn Stream>, settings: PoolSettings, metrics: UpstreamMetrics, on_close: Arc<tokio::sync::Notify>) -> Arc<Conn> {
         let (tx, rx) = mpsc::channel(settings.max_inflight_per_connection);
-        let conn = Arc::new(Conn {
-            tx,
-            pending: Mutex::new(HashMap::new()),
-            inflight: AtomicUsize::new(0),
-            queries: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
-        });
+        let conn = Arc::new(Conn { tx, pending: Mutex::new(HashMap::new()), queries: AtomicU64::new(0), closed: AtomicBool::new(false) });
         metrics.connections.inc();
-        tokio::spawn(conn.clone().run(stream, rx, settings, metrics));
+        let task = conn.clone();
+        tokio::spawn(async move {
+            task.run(stream, rx, settings, metrics).await;
+            on_close.notify_waiters();
+        });
         conn
     }
 
+    fn inflight(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     fn usable(&self, cap: usize, max_queries: u64) -> bool {
-        !self.closed.load(Ordering::SeqCst)
-            && self.inflight.load(Ordering::SeqCst) < cap
-            && (max_queries == 0 || self.queries.load(Ordering::SeqCst) < max_queries)
+        !self.closed.load(Ordering::SeqCst) && self.inflight() < cap && (max_queries == 0 || self.queries.load(Ordering::SeqCst) < max_queries)
     }
 
     async fn exchange(&self, key: &CacheKey, opts: QueryOptions) -> Result<(Vec<u8>, crate::wire::UpstreamResponse), UpstreamError> {
@@ -232,18 +264,18 @@ impl Conn {
             while pending.contains_key(&id) {
                 id = rand::random();
             }
-            let (sender, receiver) = oneshot::channel();
-            pending.insert(id, sender);
+            let (waiter, receiver) = oneshot::channel();
+            pending.insert(id, Pending { sent: Instant::now(), waiter });
             (id, receiver)
         };
-        self.inflight.fetch_add(1, Ordering::SeqCst);
         self.queries.fetch_add(1, Ordering::SeqCst);
-        let _done = InflightDone(self, id);
         let (query, len) = compose_query_with_id(key, opts, id);
         let mut framed = Vec::with_capacity(len + 2);
         framed.extend_from_slice(&(len as u16).to_be_bytes());
         framed.extend_from_slice(&query[..len]);
+        let unsent = Unsent(self, id);
         self.tx.send(framed).await.map_err(|_| UpstreamError::Closed)?;
+        std::mem::forget(unsent);
         let msg = receiver.await.map_err(|_| UpstreamError::Closed)?;
         match accept(&msg, id, key)? {
             Some(response) => Ok((msg, response)),
@@ -253,21 +285,40 @@ impl Conn {
 
     /// Owns the socket: writes queries, dispatches answers by ID, and closes the connection
     /// when idle for `idle_timeout`, when drained past its query limit, or on any error.
+    /// Queries unanswered for `idle_timeout` are given up (the server dropped them).
     async fn run(self: Arc<Self>, stream: Box<dyn Stream>, mut rx: mpsc::Receiver<Vec<u8>>, settings: PoolSettings, metrics: UpstreamMetrics) {
         let (reader, mut writer) = tokio::io::split(stream);
         let codec = LengthDelimitedCodec::builder().length_field_length(2).max_frame_length(MAX_MESSAGE).new_codec();
         let mut frames = FramedRead::new(reader, codec);
         let mut last_activity = tokio::time::Instant::now();
+        let mut in_use = false;
+        let mut reported = 0i64;
         loop {
-            let idle = self.inflight.load(Ordering::SeqCst) == 0;
+            let inflight = {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                pending.retain(|_, p| p.sent.elapsed() < settings.idle_timeout);
+                pending.len()
+            };
+            metrics.inflight.inc_by(inflight as i64 - reported);
+            reported = inflight as i64;
+            if in_use != (inflight > 0) {
+                in_use = inflight > 0;
+                if in_use { metrics.in_use.inc() } else { metrics.in_use.dec() };
+            }
+            let idle = inflight == 0;
             let drained = settings.max_queries_per_connection > 0 && self.queries.load(Ordering::SeqCst) >= settings.max_queries_per_connection;
             if idle && drained {
                 break;
             }
+            let wake = if idle { last_activity + settings.idle_timeout } else { tokio::time::Instant::now() + settings.idle_timeout / 4 };
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(frame) => {
-                        if writer.write_all(&frame).await.is_err() {
+                    Some(mut batch) => {
+                        // Every query already queued goes out in the same write.
+                        while let Ok(more) = rx.try_recv() {
+                            batch.extend_from_slice(&more);
+                        }
+                        if writer.write_all(&batch).await.is_err() {
                             break;
                         }
                         last_activity = tokio::time::Instant::now();
@@ -278,10 +329,10 @@ impl Conn {
                     Some(Ok(msg)) if msg.len() >= 2 => {
                         last_activity = tokio::time::Instant::now();
                         let id = u16::from_be_bytes([msg[0], msg[1]]);
-                        let waiter = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                        match waiter {
-                            Some(w) => {
-                                let _ = w.send(msg.to_vec());
+                        let answered = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                        match answered {
+                            Some(p) => {
+                                let _ = p.waiter.send(msg.to_vec());
                             }
                             None => {
                                 metrics.ignored.inc();
@@ -290,27 +341,33 @@ impl Conn {
                     }
                     _ => break,
                 },
-                _ = tokio::time::sleep_until(last_activity + settings.idle_timeout), if idle => {
-                    if self.inflight.load(Ordering::SeqCst) == 0 {
+                _ = tokio::time::sleep_until(wake) => {
+                    if idle && self.inflight() == 0 && rx.is_empty() {
                         break;
                     }
                 }
             }
         }
-        self.closed.store(true, Ordering::SeqCst);
-        // Dropping the senders fails every query still waiting here: each is retried once.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        // Close the socket before the pool may count this connection as gone, so the server
+        // never sees more than `max_connections` established at once.
         let _ = writer.shutdown().await;
+        drop((writer, frames));
+        self.closed.store(true, Ordering::SeqCst);
+        // Dropping the waiters fails every query still pending here: each is retried once.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        if in_use {
+            metrics.in_use.dec();
+        }
+        metrics.inflight.dec_by(reported);
         metrics.connections.dec();
     }
 }
 
-/// Releases a query's in-flight count and pending slot however the exchange ends.
-struct InflightDone<'a>(&'a Conn, u16);
+/// Removes a query that never reached the connection's writer (its caller gave up first).
+struct Unsent<'a>(&'a Conn, u16);
 
-impl Drop for InflightDone<'_> {
+impl Drop for Unsent<'_> {
     fn drop(&mut self) {
         self.0.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
-        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
     }
 }

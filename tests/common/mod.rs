@@ -77,12 +77,13 @@ pub struct Named {
 }
 
 /// The standard test zone: addresses, CNAME chains, a large RRset (90 A records, over
-/// 1232 octets; BIND refuses RRsets over 100), SOA minimum 60 s.
+/// 1232 octets; BIND refuses RRsets over 100), a wildcard `*.load` so load tests can ask
+/// endless distinct (uncached) names, SOA minimum 60 s.
 pub fn test_zone(origin: &str) -> String {
     let mut z = format!(
         "$TTL 300\n@ IN SOA ns.{origin}. admin.{origin}. 1 3600 600 86400 60\n@ IN NS ns.{origin}.\nns IN A 127.0.0.1\n\
          www IN A 192.0.2.1\nwww IN AAAA 2001:db8::1\nalias IN CNAME www\nchain1 IN CNAME chain2\nchain2 IN CNAME alias\n\
-         short 5 IN A 192.0.2.5\n"
+         short 5 IN A 192.0.2.5\n*.load IN A 10.9.9.9\n"
     );
     for i in 0..90 {
         z.push_str(&format!("big IN A 10.0.{}.{}\n", i / 250, i % 250 + 1));
@@ -111,10 +112,15 @@ impl Named {
     /// Writes the configuration and zone files into `dir` and starts `named` on
     /// 127.0.0.1:`port`, inside network namespace `netns` when given.
     pub fn spawn(dir: &Path, port: u16, zones: &[(&str, String)], netns: Option<&str>) -> Proc {
+        Self::spawn_on(dir, "127.0.0.1", port, zones, netns)
+    }
+
+    /// Like [`Named::spawn`], listening on `ip`.
+    pub fn spawn_on(dir: &Path, ip: &str, port: u16, zones: &[(&str, String)], netns: Option<&str>) -> Proc {
         require("named");
         let d = dir.display();
         let mut conf = format!(
-            "options {{ directory \"{d}\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; recursion no;\n\
+            "options {{ directory \"{d}\"; listen-on port {port} {{ {ip}; }}; listen-on-v6 {{ none; }}; recursion no;\n\
              pid-file \"{d}/named.pid\"; session-keyfile \"{d}/session.key\"; dnssec-validation no; querylog yes; }};\n\
              controls {{ }};\n"
         );
@@ -382,4 +388,65 @@ fn fake_answer(query: &Message) -> Vec<u8> {
 /// Lines of a file, for log assertions.
 pub fn read_lines(path: &Path) -> Vec<String> {
     std::fs::File::open(path).map(|f| BufReader::new(f).lines().map_while(Result::ok).collect()).unwrap_or_default()
+}
+
+/// What dnsperf reported.
+#[derive(Debug, Clone, Copy)]
+pub struct PerfResult {
+    pub completed: u64,
+    pub lost: u64,
+    pub qps: f64,
+}
+
+/// Runs dnsperf against `server` with `names` (one `NAME TYPE` per line), extra flags added.
+pub fn dnsperf(server: SocketAddr, names: &[String], args: &[&str]) -> PerfResult {
+    require("dnsperf");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("queries");
+    std::fs::write(&file, names.iter().map(|n| format!("{n} A\n")).collect::<String>()).unwrap();
+    let out = Command::new("dnsperf")
+        .args(["-s", &server.ip().to_string(), "-p", &server.port().to_string(), "-d"])
+        .arg(&file)
+        .args(args)
+        .output()
+        .expect("run dnsperf");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |label: &str| -> f64 {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split(':').nth(1)?.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no `{label}` in dnsperf output:\n{text}"))
+    };
+    PerfResult { completed: field("Queries completed") as u64, lost: field("Queries lost") as u64, qps: field("Queries per second") }
+}
+
+/// TCP connections a server on `port` holds open. `ss` reads sockets one by one, not as an
+/// atomic snapshot, so a connection closing while it reads can show its server end still
+/// established and its client end already in TIME-WAIT; such a connection is closed and is
+/// not counted, and a count is confirmed by a second reading (the smaller one is kept): a
+/// real excess persists, a torn read does not.
+pub fn established_to(port: u16) -> usize {
+    established_to_once(port).min(established_to_once(port))
+}
+
+fn established_to_once(port: u16) -> usize {
+    require("ss");
+    let out = Command::new("ss").args(["-Htna", &format!("( sport = :{port} or dport = :{port} )")]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).filter(|r: &Vec<&str>| r.len() >= 5).collect();
+    let server = format!("127.0.0.1:{port}");
+    let closing_clients: Vec<&str> = rows.iter().filter(|r| r[0] != "ESTAB" && r[4] == server).map(|r| r[3]).collect();
+    rows.iter().filter(|r| r[0] == "ESTAB" && r[3] == server && !closing_clients.contains(&r[4])).count()
+}
+
+/// Established TCP connections toward remote port `port` (i.e. opened by a client).
+pub fn established_from(port: u16) -> usize {
+    require("ss");
+    let out = Command::new("ss").args(["-Htn", "state", "established", &format!("( dport = :{port} )")]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+/// Distinct names under the test zone's wildcard: each is a cache miss.
+pub fn load_names(prefix: &str, n: usize, origin: &str) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}.load.{origin}")).collect()
 }
