@@ -39,9 +39,7 @@ fn dnsmasq(upstream: std::net::SocketAddr) -> (Proc, u16) {
 fn tcp_pool_toward_dnsmasq_never_exceeds_its_size_and_loses_nothing() {
     let named = Named::start(&[("test.example", test_zone("test.example"))]);
     let (_dnsmasq, port) = dnsmasq(named.addr);
-    // dnsmasq closes a TCP connection after 100 queries; retiring ours at 90 lets each one
-    // drain and close from our side instead of having queued queries cut off.
-    let config = "upstream:\n  pool:\n    max_connections: 4\n    max_queries_per_connection: 90\n";
+    let config = "upstream:\n  pool:\n    max_connections: 4\n";
     let nd = Nodedns::start_with_config(Some(config), &["--upstream".into(), format!("tcp://127.0.0.1:{port}")]);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -64,7 +62,11 @@ fn tcp_pool_toward_dnsmasq_never_exceeds_its_size_and_loses_nothing() {
     let most = most.load(Ordering::SeqCst);
     assert!(most <= 4, "dnsmasq saw {most} connections from a pool of 4");
     assert!(most >= 2, "load was spread over the pool ({most} connections)");
-    assert_eq!(nd.metric("nodedns_upstream_errors_total"), 0.0, "no query was cut off by a closing connection");
+    // dnsmasq closes each TCP connection after 100 queries, cutting off what was pipelined
+    // behind them; those queries were retried on another connection (none was lost above).
+    let text = nd.metrics_text();
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("nodedns_upstream_errors_total") && !l.contains("reason=\"closed\"")).collect();
+    assert!(errors.is_empty(), "only closed connections may fail an attempt: {errors:?}");
     eprintln!("80 client connections through a pool of 4: {:.0} q/s, at most {most} upstream connections", result.qps);
 }
 

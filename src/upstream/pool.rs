@@ -172,7 +172,7 @@ impl Pool {
         let mut conns = self.conns.lock().await;
         conns.retain(|c| !c.closed.load(Ordering::SeqCst));
         let cap = self.settings.max_inflight_per_connection;
-        let usable = || conns.iter().filter(|c| c.usable(cap, self.settings.max_queries_per_connection));
+        let usable = || conns.iter().filter(|c| c.usable(cap));
         let least_busy = usable().min_by_key(|c| c.inflight()).cloned();
         let idle = least_busy.as_ref().is_some_and(|c| c.inflight() == 0);
         if let Some(c) = least_busy.filter(|_| idle || conns.len() >= self.settings.max_connections) {
@@ -228,6 +228,9 @@ struct Conn {
     tx: mpsc::Sender<Vec<u8>>,
     pending: Mutex<HashMap<u16, Pending>>,
     queries: AtomicU64,
+    /// This connection's query limit (0: none): the configured one less up to a quarter at
+    /// random, so that connections filled evenly do not all drain at the same moment.
+    max_queries: u64,
     closed: AtomicBool,
 }
 
@@ -239,7 +242,9 @@ struct Pending {
 impl Conn {
     fn start(stream: Box<dyn Stream>, settings: PoolSettings, metrics: UpstreamMetrics, on_close: Arc<tokio::sync::Notify>) -> Arc<Conn> {
         let (tx, rx) = mpsc::channel(settings.max_inflight_per_connection);
-        let conn = Arc::new(Conn { tx, pending: Mutex::new(HashMap::new()), queries: AtomicU64::new(0), closed: AtomicBool::new(false) });
+        let limit = settings.max_queries_per_connection;
+        let max_queries = if limit == 0 { 0 } else { limit - rand::random_range(0..=limit / 4) };
+        let conn = Arc::new(Conn { tx, pending: Mutex::new(HashMap::new()), queries: AtomicU64::new(0), max_queries, closed: AtomicBool::new(false) });
         metrics.connections.inc();
         let task = conn.clone();
         tokio::spawn(async move {
@@ -253,8 +258,12 @@ impl Conn {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    fn usable(&self, cap: usize, max_queries: u64) -> bool {
-        !self.closed.load(Ordering::SeqCst) && self.inflight() < cap && (max_queries == 0 || self.queries.load(Ordering::SeqCst) < max_queries)
+    fn usable(&self, cap: usize) -> bool {
+        !self.closed.load(Ordering::SeqCst) && self.inflight() < cap && !self.drained()
+    }
+
+    fn drained(&self) -> bool {
+        self.max_queries > 0 && self.queries.load(Ordering::SeqCst) >= self.max_queries
     }
 
     async fn exchange(&self, key: &CacheKey, opts: QueryOptions) -> Result<(Vec<u8>, crate::wire::UpstreamResponse), UpstreamError> {
@@ -306,8 +315,7 @@ impl Conn {
                 if in_use { metrics.in_use.inc() } else { metrics.in_use.dec() };
             }
             let idle = inflight == 0;
-            let drained = settings.max_queries_per_connection > 0 && self.queries.load(Ordering::SeqCst) >= settings.max_queries_per_connection;
-            if idle && drained {
+            if idle && self.drained() {
                 break;
             }
             let wake = if idle { last_activity + settings.idle_timeout } else { tokio::time::Instant::now() + settings.idle_timeout / 4 };

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Story 4 of the brief, measured: kube-dns's dnsmasq serves TCP with one process per
+# connection and at most 20 of them. This runs dnsperf over TCP with 80 client connections
+# through nodedns (a pool of POOL connections to dnsmasq) and, for comparison, 20 and 40
+# connections straight at dnsmasq. dnsmasq has its cache off and forwards to a local named,
+# so every query is a miss all the way down. Prints queries/s, lost queries, and the most
+# connections dnsmasq held (sampled with ss), medians over ROUNDS rounds.
+#
+# Usage: bench/tcp-pool.sh       (defaults: POOL=4 QUERIES=30000 ROUNDS=3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+POOL=${POOL:-4}
+# Pool settings, nodedns's defaults unless given.
+MAX_QUERIES=${MAX_QUERIES:-0}
+INFLIGHT=${INFLIGHT:-64}
+QUERIES=${QUERIES:-30000}
+ROUNDS=${ROUNDS:-3}
+for tool in named dnsmasq dnsperf ss; do
+    command -v "$tool" >/dev/null || { echo "missing $tool: run bash .ci/run first" >&2; exit 1; }
+done
+cargo build --release --quiet
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+P_NAMED=25453 P_DNSMASQ=25454 P_NODEDNS=25455 P_METRICS=25456
+
+cat > "$work/zone" <<ZONE
+\$TTL 300
+@ IN SOA ns.bench.example. admin.bench.example. 1 3600 600 86400 60
+@ IN NS ns.bench.example.
+ns IN A 127.0.0.1
+*.load IN A 10.9.9.9
+ZONE
+cat > "$work/named.conf" <<CONF
+options { directory "$work"; listen-on port $P_NAMED { 127.0.0.1; }; listen-on-v6 { none; };
+  recursion no; pid-file "$work/named.pid"; session-keyfile "$work/s.key"; dnssec-validation no; };
+controls { };
+zone "bench.example" { type primary; file "$work/zone"; };
+CONF
+named -g -n 1 -c "$work/named.conf" >"$work/named.log" 2>&1 & pids+=($!)
+dnsmasq -k --conf-file=/dev/null --bind-interfaces --listen-address=127.0.0.1 --port=$P_DNSMASQ --cache-size=0 \
+    --no-resolv --no-hosts --pid-file= --user=root --server=127.0.0.1#$P_NAMED >"$work/dnsmasq.log" 2>&1 & pids+=($!)
+printf 'upstream:\n  pool:\n    max_connections: %s\n    max_queries_per_connection: %s\n    max_inflight_per_connection: %s\n' \
+    "$POOL" "$MAX_QUERIES" "$INFLIGHT" > "$work/nodedns.yaml"
+target/release/nodedns run --config "$work/nodedns.yaml" --listen 127.0.0.1:$P_NODEDNS --metrics 127.0.0.1:$P_METRICS \
+    --upstream tcp://127.0.0.1:$P_DNSMASQ >"$work/nodedns.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do dig +tcp +short @127.0.0.1 -p $P_NODEDNS a.load.bench.example 2>/dev/null | grep -q 10.9.9.9 && break; sleep 0.1; done
+
+# run LABEL PORT CONNECTIONS -> "qps lost max_connections"
+run() {
+    local label=$1 port=$2 conns=$3 round=$4
+    for i in $(seq "$QUERIES"); do echo "$label-$round-$i.load.bench.example A"; done > "$work/q"
+    : > "$work/samples"
+    # ss does not read sockets atomically: a connection closing mid-read can be counted on
+    # top of its replacement. Two readings, the smaller kept, filter that out.
+    count() { ss -Htn state established "( sport = :$P_DNSMASQ )" | wc -l; }
+    ( while :; do a=$(count); b=$(count); echo $((a < b ? a : b)) >> "$work/samples"; sleep 0.02; done ) & local sampler=$!
+    local out; out=$(dnsperf -m tcp -s 127.0.0.1 -p "$port" -d "$work/q" -c "$conns" -n 1 -l 60 2>&1)
+    kill $sampler; wait $sampler 2>/dev/null || true
+    local qps lost most
+    qps=$(awk '/Queries per second:/ {printf "%.0f", $4}' <<<"$out")
+    lost=$(awk '/Queries lost:/ {print $3}' <<<"$out")
+    most=$(sort -n "$work/samples" | tail -1)
+    echo "$qps $lost $most"
+    sleep 3   # let connections close before the next run
+}
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+declare -A r
+for round in $(seq "$ROUNDS"); do
+    r[nodedns]+="$(run nd $P_NODEDNS 80 "$round")"$'\n'
+    r[direct20]+="$(run d20 $P_DNSMASQ 20 "$round")"$'\n'
+    r[direct40]+="$(run d40 $P_DNSMASQ 40 "$round")"$'\n'
+    echo "round $round done" >&2
+done
+col() { printf '%s' "${r[$1]}" | awk -v c="$2" 'NF {print $c}' | median; }
+echo
+echo "TCP to dnsmasq (cache off, forwarding to named), $QUERIES distinct names per run, medians of $ROUNDS"
+printf '%-40s %10s %8s %22s\n' path "queries/s" lost "dnsmasq connections"
+printf '%-40s %10s %8s %22s\n' "80 clients -> nodedns (pool $POOL) -> dnsmasq" "$(col nodedns 1)" "$(col nodedns 2)" "$(col nodedns 3)"
+printf '%-40s %10s %8s %22s\n' "20 clients -> dnsmasq" "$(col direct20 1)" "$(col direct20 2)" "$(col direct20 3)"
+printf '%-40s %10s %8s %22s\n' "40 clients -> dnsmasq" "$(col direct40 1)" "$(col direct40 2)" "$(col direct40 3)"
