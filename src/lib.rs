@@ -7,7 +7,7 @@
 //! - [`cache`]: the bounded response cache and its TTL policy.
 //! - [`forward`]: the miss path: request coalescing, then the zone's upstream group.
 //! - [`zones`]: longest-suffix routing of names to upstream groups.
-//! - [`upstream`]: UDP and TCP exchanges with one upstream server.
+//! - [`upstream`]: one upstream server: UDP, the pipelined TCP/TLS pool, RTT and health.
 //! - [`metrics`]: Prometheus metrics (CoreDNS names) and the health/readiness endpoint.
 //! - [`config`]: the YAML file, resolv.conf, and the validated settings.
 //! - [`cli`]: the command line.
