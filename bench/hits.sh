@@ -17,36 +17,14 @@ RATE=${RATE:-50000}
 SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 
-for tool in named unbound dnsperf taskset; do
-    command -v "$tool" >/dev/null || { echo "missing $tool: run bash .ci/run first (it installs the packages)" >&2; exit 1; }
-done
-
+source bench/lib.sh
+require_tools named unbound dnsperf taskset dig
 cargo build --release --quiet
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
 P_NAMED=25353 P_NODEDNS=25354 P_UNBOUND=25355 P_METRICS=25356
 
 # Upstream zone and query file.
-{
-    echo '$TTL 3600'
-    echo '@ IN SOA ns.bench.example. admin.bench.example. 1 3600 600 86400 60'
-    echo '@ IN NS ns.bench.example.'
-    echo 'ns IN A 127.0.0.1'
-    for i in $(seq 0 $((NAMES - 1))); do echo "h$i IN A 10.$((i / 65536 % 256)).$((i / 256 % 256)).$((i % 256))"; done
-} > "$work/bench.zone"
+start_named $P_NAMED "$(for i in $(seq 0 $((NAMES - 1))); do echo "h$i IN A 10.$((i / 65536 % 256)).$((i / 256 % 256)).$((i % 256))"; done)"
 for i in $(seq 0 $((NAMES - 1))); do echo "h$i.bench.example A"; done > "$work/queries"
-
-cat > "$work/named.conf" <<CONF
-options { directory "$work"; listen-on port $P_NAMED { 127.0.0.1; }; listen-on-v6 { none; };
-  recursion no; pid-file "$work/named.pid"; session-keyfile "$work/s.key"; dnssec-validation no; };
-controls { };
-zone "bench.example" { type primary; file "$work/bench.zone"; };
-CONF
-named -g -n 1 -c "$work/named.conf" >"$work/named.log" 2>&1 &
-pids+=($!)
 
 # Unbound as a forwarding cache, like a node cache would run it: one thread, forwards "."
 # to the local named only, no validation.
@@ -79,13 +57,6 @@ taskset -c "$SERVER_CPU" target/release/nodedns run --listen 127.0.0.1:$P_NODEDN
     --upstream 127.0.0.1:$P_NAMED --metrics 127.0.0.1:$P_METRICS >"$work/nodedns.log" 2>&1 &
 pid_nodedns=$!; pids+=($pid_nodedns)
 
-wait_for() { # port
-    for _ in $(seq 100); do
-        dig +short +time=1 +tries=1 @127.0.0.1 -p "$1" ns.bench.example A 2>/dev/null | grep -q 127.0.0.1 && return 0
-        sleep 0.1
-    done
-    echo "server on port $1 did not answer" >&2; exit 1
-}
 wait_for $P_NAMED; wait_for $P_UNBOUND; wait_for $P_NODEDNS
 
 # Warm both caches with every name, then check that a second pass loses nothing.
@@ -113,7 +84,6 @@ run() {
         'BEGIN { printf "%.0f %.2f %.3f %s\n", q, t / hz * 1e6 / n, l, lost }'
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 declare -A results
 for mode in saturation fixed; do

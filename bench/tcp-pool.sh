@@ -16,37 +16,18 @@ MAX_QUERIES=${MAX_QUERIES:-0}
 INFLIGHT=${INFLIGHT:-64}
 QUERIES=${QUERIES:-30000}
 ROUNDS=${ROUNDS:-3}
-for tool in named dnsmasq dnsperf ss; do
-    command -v "$tool" >/dev/null || { echo "missing $tool: run bash .ci/run first" >&2; exit 1; }
-done
+source bench/lib.sh
+require_tools named dnsmasq dnsperf ss dig
 cargo build --release --quiet
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
 P_NAMED=25453 P_DNSMASQ=25454 P_NODEDNS=25455 P_METRICS=25456
-
-cat > "$work/zone" <<ZONE
-\$TTL 300
-@ IN SOA ns.bench.example. admin.bench.example. 1 3600 600 86400 60
-@ IN NS ns.bench.example.
-ns IN A 127.0.0.1
-*.load IN A 10.9.9.9
-ZONE
-cat > "$work/named.conf" <<CONF
-options { directory "$work"; listen-on port $P_NAMED { 127.0.0.1; }; listen-on-v6 { none; };
-  recursion no; pid-file "$work/named.pid"; session-keyfile "$work/s.key"; dnssec-validation no; };
-controls { };
-zone "bench.example" { type primary; file "$work/zone"; };
-CONF
-named -g -n 1 -c "$work/named.conf" >"$work/named.log" 2>&1 & pids+=($!)
+start_named $P_NAMED '*.load IN A 10.9.9.9'
 dnsmasq -k --conf-file=/dev/null --bind-interfaces --listen-address=127.0.0.1 --port=$P_DNSMASQ --cache-size=0 \
     --no-resolv --no-hosts --pid-file= --user=root --server=127.0.0.1#$P_NAMED >"$work/dnsmasq.log" 2>&1 & pids+=($!)
 printf 'upstream:\n  pool:\n    max_connections: %s\n    max_queries_per_connection: %s\n    max_inflight_per_connection: %s\n' \
     "$POOL" "$MAX_QUERIES" "$INFLIGHT" > "$work/nodedns.yaml"
 target/release/nodedns run --config "$work/nodedns.yaml" --listen 127.0.0.1:$P_NODEDNS --metrics 127.0.0.1:$P_METRICS \
     --upstream tcp://127.0.0.1:$P_DNSMASQ >"$work/nodedns.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do dig +tcp +short @127.0.0.1 -p $P_NODEDNS a.load.bench.example 2>/dev/null | grep -q 10.9.9.9 && break; sleep 0.1; done
+wait_for $P_NODEDNS tcp
 
 # run LABEL PORT CONNECTIONS -> "qps lost max_connections"
 run() {
@@ -66,7 +47,6 @@ run() {
     echo "$qps $lost $most"
     sleep 3   # let connections close before the next run
 }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 declare -A r
 for round in $(seq "$ROUNDS"); do

@@ -68,11 +68,7 @@ pub fn skip(msg: &[u8], start: usize) -> Result<usize, NameError> {
         let len = *msg.get(pos).ok_or(NameError::Truncated)?;
         match len & 0xc0 {
             POINTER => {
-                // The pointer must point backwards, at something already in the message.
-                let target = (usize::from(len & 0x3f) << 8) | usize::from(*msg.get(pos + 1).ok_or(NameError::Truncated)?);
-                if target >= start {
-                    return Err(NameError::BadLabel);
-                }
+                pointer_target(msg, pos, start)?;
                 return Ok(pos + 2);
             }
             0 => {
@@ -108,10 +104,7 @@ pub fn expand_lowercased(
         let len = *msg.get(pos).ok_or(NameError::Truncated)?;
         match len & 0xc0 {
             POINTER => {
-                let target = (usize::from(len & 0x3f) << 8) | usize::from(*msg.get(pos + 1).ok_or(NameError::Truncated)?);
-                if target >= limit {
-                    return Err(NameError::BadLabel);
-                }
+                let target = pointer_target(msg, pos, limit)?;
                 after.get_or_insert(pos + 2);
                 limit = target;
                 pos = target;
@@ -134,6 +127,14 @@ pub fn expand_lowercased(
             _ => return Err(NameError::BadLabel),
         }
     }
+}
+
+/// The offset a compression pointer at `pos` points to, which must lie before `limit`:
+/// pointing strictly backwards is what rules out loops.
+fn pointer_target(msg: &[u8], pos: usize, limit: usize) -> Result<usize, NameError> {
+    let low = *msg.get(pos + 1).ok_or(NameError::Truncated)?;
+    let target = (usize::from(msg[pos] & 0x3f) << 8) | usize::from(low);
+    if target >= limit { Err(NameError::BadLabel) } else { Ok(target) }
 }
 
 /// Presentation form of a wire name (`www.example.com.`), for logs and errors only.

@@ -1,0 +1,46 @@
+# Shared by the bench scripts: tool checks, a scratch directory whose processes are stopped
+# on exit, an authoritative named for bench.example, and a median.
+# Source it after `cd` to the repository root; it sets `work` and `pids`.
+
+require_tools() {
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "missing $tool: run bash .ci/run first (it installs the packages)" >&2; exit 1; }
+    done
+}
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+# start_named PORT ZONE_BODY: named, authoritative for bench.example with the given records.
+start_named() {
+    local port=$1
+    {
+        echo '$TTL 3600'
+        echo '@ IN SOA ns.bench.example. admin.bench.example. 1 3600 600 86400 60'
+        echo '@ IN NS ns.bench.example.'
+        echo 'ns IN A 127.0.0.1'
+        printf '%s\n' "$2"
+    } > "$work/bench.zone"
+    cat > "$work/named.conf" <<CONF
+options { directory "$work"; listen-on port $port { 127.0.0.1; }; listen-on-v6 { none; };
+  recursion no; pid-file "$work/named.pid"; session-keyfile "$work/s.key"; dnssec-validation no; };
+controls { };
+zone "bench.example" { type primary; file "$work/bench.zone"; };
+CONF
+    named -g -n 1 -c "$work/named.conf" >"$work/named.log" 2>&1 &
+    pids+=($!)
+}
+
+# wait_for PORT [TCP]: until a server on PORT answers ns.bench.example.
+wait_for() {
+    for _ in $(seq 100); do
+        dig ${2:++tcp} +short +time=1 +tries=1 @127.0.0.1 -p "$1" ns.bench.example A 2>/dev/null | grep -q 127.0.0.1 && return 0
+        sleep 0.1
+    done
+    echo "server on port $1 did not answer" >&2
+    exit 1
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
