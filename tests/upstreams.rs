@@ -208,3 +208,27 @@ fn round_robin_spreads_queries_over_the_group() {
     assert_eq!(first.count() + second.count(), 100);
     assert!((40..=60).contains(&first.count()), "first got {}", first.count());
 }
+
+#[test]
+fn a_server_that_accepts_and_hangs_up_gets_backoff_not_a_reconnect_storm() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(stream); // hang up at once
+        }
+    });
+    let nd = Nodedns::start(&["--upstream".into(), format!("tcp://{addr}")]);
+    let started = Instant::now();
+    for i in 0..200u16 {
+        let r = query_udp(nd.dns, &format!("hangup{i}.example."), RecordType::A, i, T).expect("SERVFAIL, not silence");
+        assert_eq!(rcode(&r), ResponseCode::ServFail);
+    }
+    let elapsed = started.elapsed();
+    // Backoff doubles from 50 ms: a few connections per second at most, not one per attempt.
+    let allowed = 10 + (elapsed.as_secs_f64() * 4.0) as usize;
+    assert!(accepted.load(Ordering::SeqCst) <= allowed, "{} connections in {elapsed:?}", accepted.load(Ordering::SeqCst));
+}

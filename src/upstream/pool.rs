@@ -83,14 +83,28 @@ pub struct Pool {
     conns: tokio::sync::Mutex<Vec<Arc<Conn>>>,
     /// Signalled whenever a connection closes, for queries waiting on draining connections.
     closed: Arc<tokio::sync::Notify>,
-    backoff: Mutex<Backoff>,
+    backoff: Arc<Mutex<Backoff>>,
     metrics: UpstreamMetrics,
 }
 
+/// Exponential backoff after failed connects, and after connections the server closed
+/// without answering anything (a server that accepts and hangs up must not get a reconnect
+/// storm).
 #[derive(Default)]
 struct Backoff {
     until: Option<Instant>,
     delay: Duration,
+}
+
+impl Backoff {
+    fn failed(&mut self) {
+        self.delay = (self.delay * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        self.until = Some(Instant::now() + self.delay);
+    }
+
+    fn blocks(&self) -> bool {
+        self.until.is_some_and(|until| Instant::now() < until)
+    }
 }
 
 impl Pool {
@@ -103,7 +117,7 @@ impl Pool {
             waiting: AtomicUsize::new(0),
             conns: tokio::sync::Mutex::new(Vec::new()),
             closed: Arc::new(tokio::sync::Notify::new()),
-            backoff: Mutex::new(Backoff::default()),
+            backoff: Arc::new(Mutex::new(Backoff::default())),
             metrics,
         }
     }
@@ -183,9 +197,7 @@ impl Pool {
             // Every open connection is draining towards its query limit.
             return Err(UpstreamError::QueueFull);
         }
-        if let Some(until) = self.backoff.lock().unwrap_or_else(|e| e.into_inner()).until
-            && Instant::now() < until
-        {
+        if self.backoff.lock().unwrap_or_else(|e| e.into_inner()).blocks() {
             return Err(UpstreamError::Connect);
         }
         self.metrics.connects.inc();
@@ -198,17 +210,14 @@ impl Pool {
             }
             Err(_) => return Err(self.connect_failed()),
         };
-        *self.backoff.lock().unwrap_or_else(|e| e.into_inner()) = Backoff::default();
-        let conn = Conn::start(stream, self.settings, self.metrics.clone(), self.closed.clone());
+        let conn = Conn::start(stream, self.settings, self.metrics.clone(), self.closed.clone(), self.backoff.clone());
         conns.push(conn.clone());
         Ok(conn)
     }
 
     fn connect_failed(&self) -> UpstreamError {
         self.metrics.connect_failures.inc();
-        let mut b = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        b.delay = (b.delay * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
-        b.until = Some(Instant::now() + b.delay);
+        self.backoff.lock().unwrap_or_else(|e| e.into_inner()).failed();
         UpstreamError::Connect
     }
 
@@ -240,7 +249,13 @@ struct Pending {
 }
 
 impl Conn {
-    fn start(stream: Box<dyn Stream>, settings: PoolSettings, metrics: UpstreamMetrics, on_close: Arc<tokio::sync::Notify>) -> Arc<Conn> {
+    fn start(
+        stream: Box<dyn Stream>,
+        settings: PoolSettings,
+        metrics: UpstreamMetrics,
+        on_close: Arc<tokio::sync::Notify>,
+        backoff: Arc<Mutex<Backoff>>,
+    ) -> Arc<Conn> {
         let (tx, rx) = mpsc::channel(settings.max_inflight_per_connection);
         let limit = settings.max_queries_per_connection;
         let max_queries = if limit == 0 { 0 } else { limit - rand::random_range(0..=limit / 4) };
@@ -248,7 +263,14 @@ impl Conn {
         metrics.connections.inc();
         let task = conn.clone();
         tokio::spawn(async move {
-            task.run(stream, rx, settings, metrics).await;
+            let answered = task.clone().run(stream, rx, settings, metrics).await;
+            let mut backoff = backoff.lock().unwrap_or_else(|e| e.into_inner());
+            if answered > 0 {
+                *backoff = Backoff::default();
+            } else if task.queries.load(Ordering::SeqCst) > 0 {
+                backoff.failed();
+            }
+            drop(backoff);
             on_close.notify_waiters();
         });
         conn
@@ -294,8 +316,10 @@ impl Conn {
 
     /// Owns the socket: writes queries, dispatches answers by ID, and closes the connection
     /// when idle for `idle_timeout`, when drained past its query limit, or on any error.
-    /// Queries unanswered for `idle_timeout` are given up (the server dropped them).
-    async fn run(self: Arc<Self>, stream: Box<dyn Stream>, mut rx: mpsc::Receiver<Vec<u8>>, settings: PoolSettings, metrics: UpstreamMetrics) {
+    /// Queries unanswered for `idle_timeout` are given up (the server dropped them). Returns
+    /// how many answers the connection carried.
+    async fn run(self: Arc<Self>, stream: Box<dyn Stream>, mut rx: mpsc::Receiver<Vec<u8>>, settings: PoolSettings, metrics: UpstreamMetrics) -> u64 {
+        let mut answers = 0;
         let (reader, mut writer) = tokio::io::split(stream);
         let codec = LengthDelimitedCodec::builder().length_field_length(2).max_frame_length(MAX_MESSAGE).new_codec();
         let mut frames = FramedRead::new(reader, codec);
@@ -340,6 +364,7 @@ impl Conn {
                         let answered = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                         match answered {
                             Some(p) => {
+                                answers += 1;
                                 let _ = p.waiter.send(msg.to_vec());
                             }
                             None => {
@@ -368,6 +393,7 @@ impl Conn {
         }
         metrics.inflight.dec_by(reported);
         metrics.connections.dec();
+        answers
     }
 }
 
