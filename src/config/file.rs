@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use ipnet::IpNet;
+
 use crate::forward::Policy;
+use crate::server::admission::Action;
 use crate::upstream::UpstreamSpec;
 use crate::zones::Zone;
 
@@ -96,11 +99,28 @@ pub struct ServerSection {
     pub max_tcp_inflight: usize,
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    #[serde(deserialize_with = "networks")]
+    pub allow: Vec<IpNet>,
+    pub deny_action: Action,
+    pub client_qps: u32,
+    pub client_burst: u32,
+    pub rate_limit_action: Action,
+    pub client_table_size: usize,
+    pub max_tcp_per_client: usize,
+    pub max_inflight_misses: usize,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
+            allow: vec!["127.0.0.0/8".parse().expect("literal"), "::1/128".parse().expect("literal")],
+            deny_action: Action::Refuse,
+            client_qps: 0,
+            client_burst: 0,
+            rate_limit_action: Action::Drop,
+            client_table_size: 65536,
+            max_tcp_per_client: 256,
+            max_inflight_misses: 10_000,
             udp_payload: 1232,
             query_deadline: Duration::from_secs(2),
             tcp_idle_timeout: Duration::from_secs(10),
@@ -257,6 +277,21 @@ impl<'de> Deserialize<'de> for Addr {
 
 fn addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
     Ok(Vec::<Addr>::deserialize(d)?.into_iter().map(|a| a.0).collect())
+}
+
+/// One network of a list (`10.244.0.0/16`, or a bare address meaning just that address).
+struct Network(IpNet);
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let net = text.parse::<IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+        net.map(Network).map_err(|_| serde::de::Error::custom(format!("`{text}` is not a network (e.g. 10.244.0.0/16)")))
+    }
+}
+
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    Ok(Vec::<Network>::deserialize(d)?.into_iter().map(|n| n.0).collect())
 }
 
 /// One upstream of a list, parsed as its own element so an error points at its line.

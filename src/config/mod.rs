@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::cache::{Capacity, TtlPolicy};
 use crate::forward::ForwardSettings;
+use crate::server::admission::{Action, ClientLimit};
 use crate::upstream::{PoolSettings, Protocol, QueryOptions, UpstreamSettings, UpstreamSpec};
 use crate::zones::{Router, UpstreamGroup, Zone};
 pub use file::{FileConfig, LogFormat};
@@ -59,6 +60,11 @@ pub struct Settings {
     pub max_tcp_clients: usize,
     pub max_tcp_inflight: usize,
     pub shutdown_grace: Duration,
+    pub allow: Vec<ipnet::IpNet>,
+    pub deny_action: Action,
+    pub client_limit: Option<ClientLimit>,
+    pub max_tcp_per_client: usize,
+    pub max_inflight_misses: usize,
     pub log_level: String,
     pub log_format: LogFormat,
     pub query_log: bool,
@@ -134,6 +140,9 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
     }
     if c.server.max_tcp_clients == 0 || c.server.max_tcp_inflight == 0 {
         return err("server.max_tcp_clients", "TCP limits must be at least 1");
+    }
+    if c.server.max_tcp_per_client == 0 || c.server.max_inflight_misses == 0 || c.server.client_table_size == 0 {
+        return err("server.max_inflight_misses", "limits must be at least 1");
     }
     if c.listen.is_empty() {
         return err("listen", "needs at least one address");
@@ -260,6 +269,16 @@ impl Settings {
             max_tcp_clients: file.server.max_tcp_clients,
             max_tcp_inflight: file.server.max_tcp_inflight,
             shutdown_grace: file.server.shutdown_grace,
+            allow: file.server.allow.clone(),
+            deny_action: file.server.deny_action,
+            client_limit: (file.server.client_qps > 0).then_some(ClientLimit {
+                qps: file.server.client_qps,
+                burst: if file.server.client_burst == 0 { file.server.client_qps } else { file.server.client_burst },
+                action: file.server.rate_limit_action,
+                table_size: file.server.client_table_size,
+            }),
+            max_tcp_per_client: file.server.max_tcp_per_client,
+            max_inflight_misses: file.server.max_inflight_misses,
             log_level: file.log.level,
             log_format: file.log.format,
             query_log: file.log.queries,

@@ -86,6 +86,13 @@ struct ProxyProtoLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeniedLabels {
+    server: String,
+    reason: String,
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -149,6 +156,8 @@ pub enum DropReason {
     TcpClientLimit,
     /// A TCP connection sent a frame we cannot use.
     TcpFraming,
+    /// One source address already had `max_tcp_per_client` connections.
+    TcpPerClientLimit,
 }
 
 impl DropReason {
@@ -157,6 +166,7 @@ impl DropReason {
             DropReason::NotAQuery => "not_a_query",
             DropReason::TcpClientLimit => "tcp_client_limit",
             DropReason::TcpFraming => "tcp_framing",
+            DropReason::TcpPerClientLimit => "tcp_per_client_limit",
         }
     }
 }
@@ -191,6 +201,8 @@ pub struct Metrics {
     up_rate_limited: Family<ToLabels, Counter>,
     conn_cache_hits: Family<ProxyProtoLabels, Counter>,
     conn_cache_misses: Family<ProxyProtoLabels, Counter>,
+    denied: Family<DeniedLabels, Counter>,
+    overloaded: Family<CacheLabels, Counter>,
     pub coalesced: Counter,
     pub inflight_misses: Gauge,
     pub deadline_exceeded: Counter,
@@ -234,6 +246,8 @@ impl Metrics {
             up_rate_limited: Family::default(),
             conn_cache_hits: Family::default(),
             conn_cache_misses: Family::default(),
+            denied: Family::default(),
+            overloaded: Family::default(),
             coalesced: Counter::default(),
             inflight_misses: Gauge::default(),
             deadline_exceeded: Counter::default(),
@@ -266,6 +280,8 @@ impl Metrics {
         r.register("nodedns_upstream_rate_limited", "Queries not sent to the upstream because of its queries-per-second cap.", m.up_rate_limited.clone());
         r.register("coredns_proxy_conn_cache_hits", "Counter of connection cache hits per upstream and protocol.", m.conn_cache_hits.clone());
         r.register("coredns_proxy_conn_cache_misses", "Counter of connection cache misses per upstream and protocol.", m.conn_cache_misses.clone());
+        r.register("nodedns_denied_queries", "Queries not served because of the client allow list or its rate limit, by reason and by what the client got.", m.denied.clone());
+        r.register("nodedns_overloaded_queries", "Misses answered SERVFAIL at once because max_inflight_misses were already being resolved.", m.overloaded.clone());
         r.register("nodedns_dropped_queries", "Queries dropped without any answer, by reason.", m.dropped.clone());
         r.register("nodedns_coalesced_queries", "Cache misses that waited for an identical query already in flight instead of asking upstream.", m.coalesced.clone());
         r.register("nodedns_inflight_misses", "Distinct questions currently being asked upstream.", m.inflight_misses.clone());
@@ -308,7 +324,13 @@ impl Metrics {
         });
         let cache_miss = self.cache_misses.get_or_create_owned(&CacheLabels { server: server.into(), zones: zone.clone(), view: view.clone() });
         let dropped = self.dropped.get_or_create_owned(&ReasonLabels { reason: DropReason::NotAQuery.as_str().into() });
-        ListenerMetrics { requests, duration, responses, hits, cache_miss, dropped }
+        let denied = ["acl", "rate_limit"].map(|reason| {
+            ["refuse", "drop", "truncate"].map(|action| {
+                self.denied.get_or_create_owned(&DeniedLabels { server: server.into(), reason: reason.into(), action: action.into() })
+            })
+        });
+        let overloaded = self.overloaded.get_or_create_owned(&CacheLabels { server: server.into(), zones: zone.clone(), view: view.clone() });
+        ListenerMetrics { requests, duration, responses, hits, cache_miss, dropped, denied, overloaded }
     }
 
     /// Counts a drop for reasons off the per-datagram path.
@@ -423,6 +445,9 @@ pub struct ListenerMetrics {
     hits: [Counter; 2],
     cache_miss: Counter,
     dropped: Counter,
+    /// By reason (acl, rate_limit), then action (refuse, drop, truncate).
+    denied: [[Counter; 3]; 2],
+    overloaded: Counter,
 }
 
 impl ListenerMetrics {
@@ -448,5 +473,25 @@ impl ListenerMetrics {
     #[inline]
     pub fn dropped_not_a_query(&self) {
         self.dropped.inc();
+    }
+
+    #[inline]
+    pub fn denied(&self, reason: crate::server::admission::Reason, action: crate::server::admission::Action) {
+        use crate::server::admission::{Action, Reason};
+        let r = match reason {
+            Reason::NotAllowed => 0,
+            Reason::RateLimited => 1,
+        };
+        let a = match action {
+            Action::Refuse => 0,
+            Action::Drop => 1,
+            Action::Truncate => 2,
+        };
+        self.denied[r][a].inc();
+    }
+
+    #[inline]
+    pub fn overloaded(&self) {
+        self.overloaded.inc();
     }
 }

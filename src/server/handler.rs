@@ -7,12 +7,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::admission::{Action, Admission, Reason, Verdict};
 use crate::cache::{Cache, Entry, Kind, KeyRef};
 use crate::forward::{ForwardError, Forwarder};
 use crate::metrics::{ListenerMetrics, Source};
 use crate::wire::compose::{self, MAX_COMPOSED};
 use crate::wire::name::{self, MAX_NAME};
-use crate::wire::{MAX_MESSAGE, Query, QueryError, Rcode, TYPE_AXFR, TYPE_IXFR};
+use crate::wire::{Flags, MAX_MESSAGE, Query, QueryError, Rcode, TYPE_AXFR, TYPE_IXFR};
 
 /// What the hot path decided.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,6 +38,8 @@ pub enum Transport {
 /// Settings the query path reads on every query.
 #[derive(Clone, Copy, Debug)]
 pub struct HandlerSettings {
+    /// Misses resolved at once, across all listeners.
+    pub max_inflight_misses: usize,
     /// Our EDNS UDP payload size: the most we send over UDP, and what we advertise.
     pub udp_payload: u16,
     /// Overall time a client waits for a miss before getting SERVFAIL.
@@ -55,12 +60,33 @@ pub struct Request<'a> {
 pub struct Handler {
     cache: Arc<Cache>,
     forwarder: Arc<Forwarder>,
+    admission: Admission,
+    /// Bounds the misses being resolved at once; past it, misses fail fast with SERVFAIL
+    /// while hits keep flowing.
+    misses: Arc<Semaphore>,
     settings: HandlerSettings,
 }
 
 impl Handler {
-    pub fn new(cache: Arc<Cache>, forwarder: Arc<Forwarder>, settings: HandlerSettings) -> Self {
-        Handler { cache, forwarder, settings }
+    pub fn new(cache: Arc<Cache>, forwarder: Arc<Forwarder>, admission: Admission, settings: HandlerSettings) -> Self {
+        let misses = Arc::new(Semaphore::new(settings.max_inflight_misses));
+        Handler { cache, forwarder, admission, misses, settings }
+    }
+
+    /// A slot for one more miss, or `None` when `max_inflight_misses` are already being
+    /// resolved; the caller then answers with [`Handler::answer_overloaded`].
+    pub fn begin_miss(&self) -> Option<OwnedSemaphorePermit> {
+        self.misses.clone().try_acquire_owned().ok()
+    }
+
+    /// SERVFAIL at once for a miss that found no slot.
+    pub fn answer_overloaded(&self, packet: &[u8], out: &mut [u8], req: &Request<'_>) -> Local {
+        let mut lower = [0u8; MAX_NAME];
+        let Ok((query, _)) = Query::parse(packet, &mut lower) else { return Local::Drop };
+        req.metrics.overloaded();
+        let len = compose::error_response(out, &query.header, Some(query.question), Rcode::SERVFAIL, query.edns, self.settings.udp_payload);
+        self.finish(&query, Rcode::SERVFAIL, Source::Local, "overload", req);
+        Local::Reply(len)
     }
 
     fn limit(&self, query: &Query<'_>, transport: Transport) -> usize {
@@ -74,11 +100,17 @@ impl Handler {
     /// [`MAX_MESSAGE`] octets.
     #[inline]
     pub fn answer_local(&self, packet: &[u8], out: &mut [u8], req: &Request<'_>) -> Local {
+        let verdict = self.admission.check(req.client.ip(), req.started);
         let mut lower = [0u8; MAX_NAME];
         let (query, name_len) = match Query::parse(packet, &mut lower) {
             Ok(parsed) => parsed,
-            Err(e) => return self.reject(e, out, req),
+            Err(e) if verdict == Verdict::Serve => return self.reject(e, out, req),
+            // Clients we do not serve get no error messages either.
+            Err(_) => return Local::Drop,
         };
+        if let Verdict::Deny(action, reason) = verdict {
+            return self.deny(&query, action, reason, out, req);
+        }
         if query.qtype == TYPE_AXFR || query.qtype == TYPE_IXFR {
             // A cache has no zones to transfer.
             let len = compose::error_response(out, &query.header, Some(query.question), Rcode::REFUSED, query.edns, self.settings.udp_payload);
@@ -86,7 +118,7 @@ impl Handler {
             return Local::Reply(len);
         }
         let dnssec_ok = query.edns.is_some_and(|e| e.dnssec_ok);
-        let checking_disabled = query.header.flags.has(crate::wire::Flags::CD);
+        let checking_disabled = query.header.flags.has(Flags::CD);
         let key = KeyRef::new(&lower[..name_len], query.qtype, query.qclass, dnssec_ok, checking_disabled);
         match self.cache.lookup(&key, req.started) {
             Some((entry, age)) => {
@@ -108,7 +140,7 @@ impl Handler {
         // The hot path already parsed this packet successfully.
         let (query, name_len) = Query::parse(packet, &mut lower).ok()?;
         let dnssec_ok = query.edns.is_some_and(|e| e.dnssec_ok);
-        let checking_disabled = query.header.flags.has(crate::wire::Flags::CD);
+        let checking_disabled = query.header.flags.has(Flags::CD);
         let key = KeyRef::new(&lower[..name_len], query.qtype, query.qclass, dnssec_ok, checking_disabled).to_owned();
         let outcome = tokio::time::timeout(self.settings.deadline, self.forwarder.resolve(key)).await;
         let limit = self.limit(&query, req.transport);
@@ -141,6 +173,21 @@ impl Handler {
         out.truncate(len);
         self.finish(query, rcode, Source::Local, "error", req);
         out
+    }
+
+    fn deny(&self, query: &Query<'_>, action: Action, reason: Reason, out: &mut [u8], req: &Request<'_>) -> Local {
+        req.metrics.denied(reason, action);
+        let (rcode, truncate) = match action {
+            Action::Drop => return Local::Drop,
+            Action::Refuse => (Rcode::REFUSED, false),
+            Action::Truncate => (Rcode::NOERROR, true),
+        };
+        let len = compose::error_response(out, &query.header, Some(query.question), rcode, query.edns, self.settings.udp_payload);
+        if truncate {
+            out[2] |= (Flags::TC >> 8) as u8;
+        }
+        self.finish(query, rcode, Source::Local, reason.as_str(), req);
+        Local::Reply(len)
     }
 
     fn reject(&self, error: QueryError, out: &mut [u8], req: &Request<'_>) -> Local {

@@ -4,6 +4,7 @@
 //! - [`handler`]: the query path shared by both transports (the hot path lives there).
 //! - [`udp`], [`tcp`]: the transports. They own sockets and framing, never DNS policy.
 
+pub mod admission;
 pub mod handler;
 pub mod tcp;
 pub mod udp;
@@ -23,6 +24,7 @@ use crate::upstream::{Upstream, UpstreamSettings, UpstreamSpec};
 use crate::zones::Router;
 use crate::metrics::Metrics;
 use crate::metrics::http::{self, Readiness};
+use admission::Admission;
 use handler::{Handler, HandlerSettings};
 use tcp::{TcpLimits, TcpServer};
 
@@ -49,8 +51,14 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
     let cache = Arc::new(Cache::new(settings.cache.positive, settings.cache.negative, settings.cache.ttl.clone()));
     let router = start_upstreams(&settings.router, &settings.upstream, &metrics)?;
     let forwarder = Forwarder::new(router, cache.clone(), settings.forward, metrics.clone());
-    let handler_settings = HandlerSettings { udp_payload: settings.udp_payload, deadline: settings.query_deadline, query_log: settings.query_log };
-    let handler = Arc::new(Handler::new(cache.clone(), forwarder, handler_settings));
+    let handler_settings = HandlerSettings {
+        max_inflight_misses: settings.max_inflight_misses,
+        udp_payload: settings.udp_payload,
+        deadline: settings.query_deadline,
+        query_log: settings.query_log,
+    };
+    let admission = Admission::new(settings.allow.clone(), settings.deny_action, settings.client_limit);
+    let handler = Arc::new(Handler::new(cache.clone(), forwarder, admission, handler_settings));
     let tasks = TaskTracker::new();
     let listeners = TaskTracker::new();
 
@@ -74,6 +82,7 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
     let limits = TcpLimits {
         idle_timeout: settings.tcp_idle_timeout,
         max_clients: settings.max_tcp_clients,
+        max_per_client: settings.max_tcp_per_client,
         max_inflight_per_connection: settings.max_tcp_inflight,
     };
     for (addr, listener) in tcp_listeners {
@@ -84,6 +93,7 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
             limits,
             tasks: tasks.clone(),
             stop: stop.clone(),
+            per_client: Default::default(),
         });
         listeners.spawn(server.serve(listener));
         tracing::info!(%addr, "serving DNS over TCP");

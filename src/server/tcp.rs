@@ -2,8 +2,9 @@
 //! (possibly out of order), an idle timeout, a cap on concurrent connections, and a cap on
 //! queries in flight per connection so one client cannot hold unbounded work.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,8 @@ use crate::wire::header::HEADER_LEN;
 pub struct TcpLimits {
     pub idle_timeout: Duration,
     pub max_clients: usize,
+    /// Connections from one source address at once.
+    pub max_per_client: usize,
     pub max_inflight_per_connection: usize,
 }
 
@@ -36,6 +39,9 @@ pub struct TcpServer {
     pub limits: TcpLimits,
     pub tasks: TaskTracker,
     pub stop: CancellationToken,
+    /// Open connections per source address (entries removed at zero, so bounded by
+    /// `max_clients`).
+    pub per_client: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl TcpServer {
@@ -58,13 +64,17 @@ impl TcpServer {
                 self.metrics.dropped(DropReason::TcpClientLimit);
                 continue;
             };
+            let Some(per_client) = ClientSlot::take(&self, peer.ip()) else {
+                self.metrics.dropped(DropReason::TcpPerClientLimit);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let this = self.clone();
             self.tasks.spawn(async move {
                 this.metrics.tcp_clients.inc();
                 this.connection(stream, peer).await;
                 this.metrics.tcp_clients.dec();
-                drop(permit);
+                drop((permit, per_client));
             });
         }
     }
@@ -139,6 +149,14 @@ impl TcpServer {
                 }
                 Local::Drop => {}
                 Local::Miss => {
+                    let Some(slot) = self.handler.begin_miss() else {
+                        if let Local::Reply(len) = self.handler.answer_overloaded(&packet, &mut out, &req)
+                            && tx.send(out[..len].to_vec()).await.is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    };
                     // Waiting here for a slot is what bounds one connection's work.
                     let Ok(permit) = inflight.clone().acquire_owned().await else { return };
                     let (this, tx, started) = (self.clone(), tx.clone(), req.started);
@@ -147,9 +165,36 @@ impl TcpServer {
                         if let Some(response) = this.handler.answer_miss(&packet, &req).await {
                             let _ = tx.send(response).await;
                         }
-                        drop(permit);
+                        drop((permit, slot));
                     });
                 }
+            }
+        }
+    }
+}
+
+/// One of a source address's connection slots, given back on drop.
+struct ClientSlot(Arc<TcpServer>, IpAddr);
+
+impl ClientSlot {
+    fn take(server: &Arc<TcpServer>, ip: IpAddr) -> Option<ClientSlot> {
+        let mut table = server.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let n = table.entry(ip).or_insert(0);
+        if *n >= server.limits.max_per_client {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot(server.clone(), ip))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut table = self.0.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = table.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                table.remove(&self.1);
             }
         }
     }

@@ -50,6 +50,12 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, metrics: ListenerMe
             }
             Local::Drop => {}
             Local::Miss => {
+                let Some(slot) = handler.begin_miss() else {
+                    if let Local::Reply(len) = handler.answer_overloaded(&buf[..n], &mut out, &req) {
+                        let _ = socket.send_to(&out[..len], peer).await;
+                    }
+                    continue;
+                };
                 let packet = buf[..n].to_vec();
                 let (socket, handler, metrics, started) = (socket.clone(), handler.clone(), metrics.clone(), req.started);
                 tasks.spawn(async move {
@@ -57,6 +63,7 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, metrics: ListenerMe
                     if let Some(response) = handler.answer_miss(&packet, &req).await {
                         let _ = socket.send_to(&response, peer).await;
                     }
+                    drop(slot);
                 });
             }
         }

@@ -280,7 +280,12 @@ pub fn query_udp(server: SocketAddr, name: &str, qtype: RecordType, id: u16, tim
 
 /// Sends raw octets over UDP and returns the raw response, `None` on timeout.
 pub fn exchange_udp(server: SocketAddr, packet: &[u8], timeout: Duration) -> Option<Vec<u8>> {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    exchange_udp_from("127.0.0.1", server, packet, timeout)
+}
+
+/// Like [`exchange_udp`], from a socket bound to `source` (another loopback address).
+pub fn exchange_udp_from(source: &str, server: SocketAddr, packet: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind((source, 0)).unwrap();
     sock.set_read_timeout(Some(timeout)).unwrap();
     sock.send_to(packet, server).unwrap();
     let mut buf = vec![0u8; 65535];
@@ -323,6 +328,9 @@ pub enum Behaviour {
     Silent,
     /// Answer SERVFAIL at once.
     ServFail,
+    /// At once, two decoys from the right address (a wrong ID, then the right ID for another
+    /// question, both answering 6.6.6.6); the real answer after the delay.
+    DecoysThenAnswer(Duration),
 }
 
 /// An in-process UDP upstream for fault injection, counting the queries it receives.
@@ -354,6 +362,19 @@ impl FakeUpstream {
                             let _ = sock.send_to(&fake_answer(&query), peer);
                         });
                     }
+                    Behaviour::DecoysThenAnswer(delay) => {
+                        let mut wrong_id = query.clone();
+                        wrong_id.metadata.id = query.metadata.id.wrapping_add(1);
+                        let _ = sock.send_to(&fake_answer_with(&wrong_id, [6, 6, 6, 6]), peer);
+                        let mut wrong_question = query.clone();
+                        wrong_question.queries[0].set_name(hickory_proto::rr::Name::from_ascii("other.example.").unwrap());
+                        let _ = sock.send_to(&fake_answer_with(&wrong_question, [6, 6, 6, 6]), peer);
+                        let sock = sock.try_clone().unwrap();
+                        std::thread::spawn(move || {
+                            std::thread::sleep(delay);
+                            let _ = sock.send_to(&fake_answer(&query), peer);
+                        });
+                    }
                 }
             }
         });
@@ -373,6 +394,10 @@ fn fake_servfail(query: &Message) -> Vec<u8> {
 }
 
 fn fake_answer(query: &Message) -> Vec<u8> {
+    fake_answer_with(query, [192, 0, 2, 99])
+}
+
+fn fake_answer_with(query: &Message, addr: [u8; 4]) -> Vec<u8> {
     use hickory_proto::rr::rdata::A;
     use hickory_proto::rr::{RData, Record};
     let mut resp = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
@@ -381,7 +406,7 @@ fn fake_answer(query: &Message) -> Vec<u8> {
     let q = query.queries[0].clone();
     let name = q.name().clone();
     resp.add_query(q);
-    resp.add_answer(Record::from_rdata(name, 300, RData::A(A::new(192, 0, 2, 99))));
+    resp.add_answer(Record::from_rdata(name, 300, RData::A(A::new(addr[0], addr[1], addr[2], addr[3]))));
     resp.to_vec().unwrap()
 }
 
