@@ -22,5 +22,7 @@ pub mod upstream;
 pub mod wire;
 pub mod zones;
 
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(test)]
 mod testutil;

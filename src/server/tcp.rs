@@ -113,8 +113,7 @@ impl TcpServer {
     async fn read_queries(self: &Arc<Self>, reader: OwnedReadHalf, peer: SocketAddr, tx: mpsc::Sender<Vec<u8>>, activity: Arc<Activity>) {
         let max_inflight = self.limits.max_inflight_per_connection;
         let inflight = Arc::new(Semaphore::new(max_inflight));
-        let codec = LengthDelimitedCodec::builder().length_field_length(2).max_frame_length(MAX_MESSAGE).new_codec();
-        let mut frames = FramedRead::new(reader, codec);
+        let mut frames = FramedRead::new(reader, frame_codec());
         let mut out = vec![0u8; MAX_MESSAGE];
         loop {
             let idle_deadline = activity.last() + self.limits.idle_timeout;
@@ -171,6 +170,11 @@ impl TcpServer {
             }
         }
     }
+}
+
+/// RFC 1035 section 4.2.2 framing: each message preceded by its two-octet length.
+pub fn frame_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().length_field_length(2).max_frame_length(MAX_MESSAGE).new_codec()
 }
 
 /// One of a source address's connection slots, given back on drop.

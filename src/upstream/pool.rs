@@ -19,12 +19,11 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::codec::FramedRead;
 
 use super::{Exchange, QueryOptions, Transport, UpstreamError, accept, compose_query_with_id};
 use crate::cache::CacheKey;
 use crate::metrics::UpstreamMetrics;
-use crate::wire::MAX_MESSAGE;
 
 /// Limits of one upstream's pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -321,8 +320,7 @@ impl Conn {
     async fn run(self: Arc<Self>, stream: Box<dyn Stream>, mut rx: mpsc::Receiver<Vec<u8>>, settings: PoolSettings, metrics: UpstreamMetrics) -> u64 {
         let mut answers = 0;
         let (reader, mut writer) = tokio::io::split(stream);
-        let codec = LengthDelimitedCodec::builder().length_field_length(2).max_frame_length(MAX_MESSAGE).new_codec();
-        let mut frames = FramedRead::new(reader, codec);
+        let mut frames = FramedRead::new(reader, crate::server::tcp::frame_codec());
         let mut last_activity = tokio::time::Instant::now();
         let mut in_use = false;
         let mut reported = 0i64;

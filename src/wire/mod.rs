@@ -33,7 +33,7 @@ pub const MAX_MESSAGE: usize = 65535;
 
 /// Reads a big-endian u16 at `at`, or `None` past the end.
 #[inline]
-pub(crate) fn read_u16(buf: &[u8], at: usize) -> Option<u16> {
+pub fn read_u16(buf: &[u8], at: usize) -> Option<u16> {
     let b = buf.get(at..at + 2)?;
     Some(u16::from_be_bytes([b[0], b[1]]))
 }

@@ -1,0 +1,102 @@
+//! Entry points for the fuzz targets in `fuzz/` and for replaying their corpus in tests
+//! (`tests/fuzz_corpus.rs`). Each takes arbitrary octets, drives one path the way real input
+//! does, and panics only when an invariant is broken; every other outcome is fine.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio_util::codec::Decoder;
+
+use crate::cache::{Cache, Capacity, Entry, KeyRef, TtlPolicy};
+use crate::forward::{ForwardSettings, Forwarder, Policy};
+use crate::metrics::{ListenerMetrics, Metrics};
+use crate::server::admission::{Action, Admission};
+use crate::server::handler::{Handler, HandlerSettings, Local, Request, Transport};
+use crate::server::tcp::frame_codec;
+use crate::wire::name::{self, MAX_NAME};
+use crate::wire::{MAX_MESSAGE, Query, UpstreamResponse};
+use crate::zones::Router;
+
+fn policy() -> TtlPolicy {
+    TtlPolicy { positive_min_ttl: 0, positive_max_ttl: 3600, negative_min_ttl: 0, negative_max_ttl: 1800, servfail_ttl: 5 }
+}
+
+/// A client query through the whole local path: admission, parsing, cache lookup, and
+/// every error response. Whatever is written must itself parse as a response.
+pub fn client_query(data: &[u8]) {
+    let (handler, metrics) = handler();
+    answer(handler, metrics, data, Transport::Udp);
+}
+
+fn answer(handler: &Handler, metrics: &ListenerMetrics, data: &[u8], transport: Transport) {
+    let mut out = vec![0u8; MAX_MESSAGE];
+    let req = Request { transport, client: SocketAddr::from(([127, 0, 0, 1], 5353)), started: Instant::now(), metrics };
+    if let Local::Reply(len) = handler.answer_local(data, &mut out, &req) {
+        assert!(len >= 12 && len <= MAX_MESSAGE, "reply of {len} octets");
+        assert!(out[2] & 0x80 != 0, "a reply must be a response");
+    }
+}
+
+/// An upstream response through validation, storage and serving: anything accepted must be
+/// written back, for a client asking the same question, as a well-formed response to it.
+pub fn upstream_response(data: &[u8]) {
+    let mut lower = [0u8; MAX_NAME];
+    let Ok((end, len)) = name::read_lowercased(data, 12, &mut lower) else { return };
+    let (Some(qtype), Some(qclass)) = (crate::wire::read_u16(data, end), crate::wire::read_u16(data, end + 2)) else { return };
+    let qname = &lower[..len];
+    let Ok(parsed) = UpstreamResponse::parse(data, qname, qtype, qclass) else { return };
+    let entry = Entry::from_response(data, &parsed, &policy(), Instant::now());
+    let cache = Cache::new(Capacity { max_entries: 16, max_bytes: 1 << 20 }, Capacity { max_entries: 16, max_bytes: 1 << 20 }, policy());
+    cache.insert(KeyRef::new(qname, qtype, qclass, false, false).to_owned(), Arc::new(entry));
+    let Some((entry, _)) = cache.lookup(&KeyRef::new(qname, qtype, qclass, false, false), Instant::now()) else { return };
+
+    // A client asking that question, with and without EDNS, over UDP and TCP limits.
+    for edns in [None, Some((1232u16, false)), Some((4096, true))] {
+        let mut query = vec![0u8; crate::wire::compose::MAX_COMPOSED];
+        let n = crate::wire::compose::query(&mut query, 0x4242, &data[12..end], qtype, qclass, false, edns);
+        let mut client_lower = [0u8; MAX_NAME];
+        let Ok((client, _)) = Query::parse(&query[..n], &mut client_lower) else { continue };
+        for limit in [512, 1232, MAX_MESSAGE] {
+            let mut out = vec![0u8; MAX_MESSAGE];
+            let written = entry.write_for(&client, 7, 1232, limit, &mut out);
+            assert!(written <= limit.max(crate::wire::compose::MAX_COMPOSED), "wrote {written} past the limit {limit}");
+            let again = UpstreamResponse::parse(&out[..written], qname, qtype, qclass);
+            assert!(again.is_ok(), "what we serve must parse: {again:?}");
+        }
+    }
+}
+
+/// Configuration text through the loader: any input either loads or is an error message
+/// naming a line.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Err(e) = crate::config::parse_file("fuzz.yaml", text) {
+        assert!(e.to_string().starts_with("fuzz.yaml"), "error without the file: {e}");
+    }
+}
+
+/// A TCP byte stream through the server's framing, each frame through the query path.
+pub fn tcp_stream(data: &[u8]) {
+    let (handler, metrics) = handler();
+    let mut codec = frame_codec();
+    let mut buf = bytes::BytesMut::from(data);
+    while let Ok(Some(frame)) = codec.decode(&mut buf) {
+        answer(handler, metrics, &frame, Transport::Tcp);
+    }
+}
+
+/// One handler for the whole run: building it per input would dominate the fuzzer's time.
+fn handler() -> (&'static Handler, &'static ListenerMetrics) {
+    static HANDLER: OnceLock<(Handler, ListenerMetrics)> = OnceLock::new();
+    let (h, m) = HANDLER.get_or_init(|| {
+        let metrics = Arc::new(Metrics::new());
+        let cache = Arc::new(Cache::new(Capacity { max_entries: 64, max_bytes: 1 << 20 }, Capacity { max_entries: 64, max_bytes: 1 << 20 }, policy()));
+        let settings = ForwardSettings { deadline: Duration::from_secs(1), policy: Policy::Sequential, max_attempts: 1 };
+        let forwarder = Forwarder::new(Router::new([]), cache.clone(), settings, metrics.clone());
+        let admission = Admission::new(vec!["127.0.0.0/8".parse().expect("literal")], Action::Refuse, None);
+        let handler_settings = HandlerSettings { max_inflight_misses: 1, udp_payload: 1232, deadline: Duration::from_secs(1), query_log: false };
+        (Handler::new(cache, forwarder, admission, handler_settings), metrics.listener("dns://fuzz", "udp", false))
+    });
+    (h, m)
+}
