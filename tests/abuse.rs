@@ -169,3 +169,48 @@ fn forged_upstream_responses_are_never_accepted() {
     assert_eq!(again.answers[0].data.to_string(), "192.0.2.99");
     assert_eq!(nd.metric("nodedns_upstream_ignored_responses_total"), 2.0, "the two decoys from the upstream's own address were counted and ignored");
 }
+
+#[test]
+fn records_for_other_names_in_a_response_are_never_served_as_their_answers() {
+    let poisoner = FakeUpstream::start(Behaviour::Poison);
+    let nd = Nodedns::start(&["--upstream".into(), poisoner.addr.to_string()]);
+    let r = query_udp(nd.dns, "bait.example.", RecordType::A, 1, T).unwrap();
+    assert_eq!(r.answers.len(), 1);
+    // The planted record is not an answer for victim.example: that question goes upstream.
+    let r = query_udp(nd.dns, "victim.example.", RecordType::A, 2, T).unwrap();
+    assert_eq!(poisoner.count(), 2, "victim.example was asked upstream, not answered from the bait's extra record");
+    assert_eq!(r.answers[0].data.to_string(), "192.0.2.99");
+}
+
+#[test]
+fn a_malformed_upstream_answer_is_never_passed_on_or_cached() {
+    let broken = FakeUpstream::start(Behaviour::Garbage);
+    let good = FakeUpstream::start(Behaviour::AnswerAfter(Duration::ZERO));
+    let nd = Nodedns::start(&["--forward".into(), format!(".={},{}", broken.addr, good.addr)]);
+    let r = query_udp(nd.dns, "x.example.", RecordType::A, 1, T).unwrap();
+    assert_eq!(r.answers.len(), 1, "the next upstream answered");
+    assert!(broken.count() >= 1 && good.count() == 1);
+    assert!(nd.metric("nodedns_upstream_errors_total{to=") >= 1.0);
+
+    let only_broken = Nodedns::start(&["--upstream".into(), broken.addr.to_string()]);
+    let before = broken.count();
+    let r = query_udp(only_broken.dns, "y.example.", RecordType::A, 2, T).unwrap();
+    assert_eq!(rcode(&r), ResponseCode::ServFail);
+    query_udp(only_broken.dns, "y.example.", RecordType::A, 3, T).unwrap();
+    assert!(broken.count() >= before + 2, "nothing from the broken answer was cached");
+}
+
+#[test]
+fn a_tcp_client_that_stalls_mid_frame_is_disconnected() {
+    use std::io::Write;
+    let named = Named::start(&[("test.example", test_zone("test.example"))]);
+    let nd = Nodedns::start_with_config(Some("server:\n  tcp_idle_timeout: 1s\n"), &["--upstream".into(), named.addr.to_string()]);
+    let mut s = TcpStream::connect(nd.dns).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(&[0, 40, 0x12]).unwrap(); // a length, then one octet of the 40 promised
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    assert_eq!(s.read(&mut byte).unwrap_or(0), 0, "closed");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_millis(1600), "closed after {waited:?}");
+}

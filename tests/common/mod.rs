@@ -328,6 +328,11 @@ pub enum Behaviour {
     Silent,
     /// Answer SERVFAIL at once.
     ServFail,
+    /// Octets that are not a DNS message, at once.
+    Garbage,
+    /// At once, the right answer plus an additional-section A record for `victim.example.`
+    /// (an attempt to plant an answer for a name that was not asked).
+    Poison,
     /// At once, two decoys from the right address (a wrong ID, then the right ID for another
     /// question, both answering 6.6.6.6); the real answer after the delay.
     DecoysThenAnswer(Duration),
@@ -354,6 +359,18 @@ impl FakeUpstream {
                     Behaviour::Silent => {}
                     Behaviour::ServFail => {
                         let _ = sock.send_to(&fake_servfail(&query), peer);
+                    }
+                    Behaviour::Garbage => {
+                        let mut junk = fake_answer(&query);
+                        junk.truncate(junk.len() - 3); // the answer's RDATA runs past the end
+                        let _ = sock.send_to(&junk, peer);
+                    }
+                    Behaviour::Poison => {
+                        use hickory_proto::rr::rdata::A;
+                        use hickory_proto::rr::{Name, RData, Record};
+                        let mut resp = Message::from_vec(&fake_answer(&query)).unwrap();
+                        resp.additionals.push(Record::from_rdata(Name::from_ascii("victim.example.").unwrap(), 86400, RData::A(A::new(6, 6, 6, 6))));
+                        let _ = sock.send_to(&resp.to_vec().unwrap(), peer);
                     }
                     Behaviour::AnswerAfter(delay) => {
                         let sock = sock.try_clone().unwrap();
