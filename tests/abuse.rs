@@ -214,3 +214,26 @@ fn a_tcp_client_that_stalls_mid_frame_is_disconnected() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_millis(1600), "closed after {waited:?}");
 }
+
+#[test]
+fn case_randomised_queries_accept_only_answers_that_echo_the_case() {
+    let named = Named::start(&[("test.example", test_zone("test.example"))]);
+    let config = Some("upstream:\n  randomize_case: true\n");
+    let nd = Nodedns::start_with_config(config, &["--upstream".into(), named.addr.to_string()]);
+    for i in 0..20u16 {
+        let r = query_udp(nd.dns, &format!("host{i}.test.example."), RecordType::A, i, T).expect("answer");
+        assert_eq!(r.answers.len(), 1, "named echoes the case it was asked in");
+        assert_eq!(r.queries[0].name().to_string(), format!("host{i}.test.example."), "the client gets its own case back");
+    }
+    let log = std::fs::read_to_string(named.dir.path().join("named.stderr")).unwrap();
+    let asked: Vec<&str> = log.lines().filter_map(|l| l.split("query: ").nth(1)?.split_whitespace().next()).filter(|n| n.to_ascii_lowercase().starts_with("host")).collect();
+    assert_eq!(asked.len(), 20);
+    assert!(asked.iter().filter(|n| n.chars().any(|c| c.is_ascii_uppercase())).count() >= 15, "named saw names in random case: {asked:?}");
+
+    // An upstream that does not echo the case is not believed.
+    let lowercaser = FakeUpstream::start(Behaviour::Lowercased);
+    let nd = Nodedns::start_with_config(config, &["--upstream".into(), lowercaser.addr.to_string()]);
+    let r = query_udp(nd.dns, "mixedcase.example.", RecordType::A, 1, T).unwrap();
+    assert_eq!(rcode(&r), ResponseCode::ServFail);
+    assert!(lowercaser.count() >= 2, "retried, then gave up");
+}

@@ -144,6 +144,7 @@ pub struct UpstreamSection {
     #[serde(deserialize_with = "duration")]
     pub probe_interval: Duration,
     pub max_qps: u32,
+    pub randomize_case: bool,
     pub pool: PoolSection,
     pub tls: TlsSection,
 }
@@ -158,6 +159,7 @@ impl Default for UpstreamSection {
             max_fails: 3,
             probe_interval: Duration::from_millis(500),
             max_qps: 0,
+            randomize_case: false,
             pool: PoolSection::default(),
             tls: TlsSection::default(),
         }

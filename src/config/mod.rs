@@ -240,7 +240,7 @@ impl Settings {
                 max_queries_per_connection: u.pool.max_queries_per_connection,
                 connect_timeout: u.pool.connect_timeout,
             },
-            query: QueryOptions { udp_payload: file.server.udp_payload },
+            query: QueryOptions { udp_payload: file.server.udp_payload, randomize_case: u.randomize_case },
             tls,
         };
         let forward = ForwardSettings { deadline: file.server.query_deadline, policy: u.policy, max_attempts: u.max_attempts };

@@ -27,6 +27,7 @@ pub use spec::{Protocol, UpstreamSpec};
 
 use crate::cache::CacheKey;
 use crate::wire::compose::{self, MAX_COMPOSED};
+use crate::wire::header::HEADER_LEN;
 use crate::wire::{ResponseError, UpstreamResponse};
 
 /// Which transport carried an exchange.
@@ -107,26 +108,61 @@ pub struct Exchange {
 pub struct QueryOptions {
     /// The UDP payload size we advertise (and accept).
     pub udp_payload: u16,
+    /// Send the name in random letter case and accept only answers that echo it exactly
+    /// ("0x20", draft-vixie-dnsext-dns0x20): an off-path forger must guess the case too.
+    pub randomize_case: bool,
 }
 
-/// Composes the query for `key` with ID `id`. The name goes out lower-cased; each client
-/// gets its own case back from the cache entry.
-fn compose_query_with_id(key: &CacheKey, opts: QueryOptions, id: u16) -> ([u8; MAX_COMPOSED], usize) {
-    let mut buf = [0u8; MAX_COMPOSED];
-    let edns = Some((opts.udp_payload, key.dnssec_ok()));
-    let len = compose::query(&mut buf, id, key.name(), key.qtype(), key.qclass(), key.checking_disabled(), edns);
-    (buf, len)
+/// A query as sent: its octets and, for the acceptance check, its ID and name.
+struct Sent {
+    buf: [u8; MAX_COMPOSED],
+    len: usize,
+    id: u16,
+    name_len: usize,
+    exact_case: bool,
 }
 
-/// Checks that `msg` is the response to query `id` for `key`. `Ok(None)` means "not ours":
-/// keep waiting; `Err` means the server answered but with something unusable.
-fn accept(msg: &[u8], id: u16, key: &CacheKey) -> Result<Option<UpstreamResponse>, ResponseError> {
-    if msg.len() < 2 || u16::from_be_bytes([msg[0], msg[1]]) != id {
-        return Ok(None);
+impl Sent {
+    /// Composes the query for `key` with ID `id`. The name goes out lower-cased, or in
+    /// random case with `randomize_case`; each client gets its own case back from the cache
+    /// entry either way.
+    fn compose(key: &CacheKey, opts: QueryOptions, id: u16) -> Sent {
+        let mut buf = [0u8; MAX_COMPOSED];
+        let edns = Some((opts.udp_payload, key.dnssec_ok()));
+        let len = compose::query(&mut buf, id, key.name(), key.qtype(), key.qclass(), key.checking_disabled(), edns);
+        let name_len = key.name().len();
+        if opts.randomize_case {
+            let mut bits: u64 = rand::random();
+            for (i, b) in buf[HEADER_LEN..HEADER_LEN + name_len].iter_mut().enumerate() {
+                if b.is_ascii_lowercase() && (bits >> (i % 64)) & 1 == 1 {
+                    b.make_ascii_uppercase();
+                }
+                if i % 64 == 63 {
+                    bits = rand::random();
+                }
+            }
+        }
+        Sent { buf, len, id, name_len, exact_case: opts.randomize_case }
     }
-    match UpstreamResponse::parse(msg, key.name(), key.qtype(), key.qclass()) {
-        Ok(r) => Ok(Some(r)),
-        Err(ResponseError::WrongQuestion | ResponseError::NotAResponse) => Ok(None),
-        Err(e) => Err(e),
+
+    fn octets(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Checks that `msg` is the response to this query. `Ok(None)` means "not ours": keep
+    /// waiting; `Err` means the server answered but with something unusable.
+    fn accept(&self, msg: &[u8], key: &CacheKey) -> Result<Option<UpstreamResponse>, ResponseError> {
+        if msg.len() < 2 || u16::from_be_bytes([msg[0], msg[1]]) != self.id {
+            return Ok(None);
+        }
+        let name = HEADER_LEN..HEADER_LEN + self.name_len;
+        if self.exact_case && msg.get(name.clone()) != Some(&self.buf[name]) {
+            return Ok(None);
+        }
+        match UpstreamResponse::parse(msg, key.name(), key.qtype(), key.qclass()) {
+            Ok(r) => Ok(Some(r)),
+            Err(ResponseError::WrongQuestion | ResponseError::NotAResponse) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
-use super::{Exchange, QueryOptions, Transport, UpstreamError, accept, compose_query_with_id};
+use super::{Exchange, QueryOptions, Sent, Transport, UpstreamError};
 use crate::cache::CacheKey;
 use crate::metrics::UpstreamMetrics;
 
@@ -299,15 +299,15 @@ impl Conn {
             (id, receiver)
         };
         self.queries.fetch_add(1, Ordering::SeqCst);
-        let (query, len) = compose_query_with_id(key, opts, id);
-        let mut framed = Vec::with_capacity(len + 2);
-        framed.extend_from_slice(&(len as u16).to_be_bytes());
-        framed.extend_from_slice(&query[..len]);
+        let sent = Sent::compose(key, opts, id);
+        let mut framed = Vec::with_capacity(sent.octets().len() + 2);
+        framed.extend_from_slice(&(sent.octets().len() as u16).to_be_bytes());
+        framed.extend_from_slice(sent.octets());
         let unsent = Unsent(self, id);
         self.tx.send(framed).await.map_err(|_| UpstreamError::Closed)?;
         std::mem::forget(unsent);
         let msg = receiver.await.map_err(|_| UpstreamError::Closed)?;
-        match accept(&msg, id, key)? {
+        match sent.accept(&msg, key)? {
             Some(response) => Ok((msg, response)),
             None => Err(UpstreamError::Invalid(crate::wire::ResponseError::WrongQuestion)),
         }

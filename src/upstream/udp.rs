@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::net::UdpSocket;
 
-use super::{Exchange, QueryOptions, Transport, UpstreamError, accept, compose_query_with_id};
+use super::{Exchange, QueryOptions, Sent, Transport, UpstreamError};
 use crate::cache::CacheKey;
 
 pub(super) async fn exchange(server: SocketAddr, key: &CacheKey, opts: QueryOptions) -> Result<Exchange, UpstreamError> {
@@ -17,15 +17,14 @@ pub(super) async fn exchange(server: SocketAddr, key: &CacheKey, opts: QueryOpti
     let socket = UdpSocket::bind(local).await?;
     // Connected: the kernel delivers only datagrams from the server's address and port.
     socket.connect(server).await?;
-    let id: u16 = rand::random();
-    let (query, len) = compose_query_with_id(key, opts, id);
-    socket.send(&query[..len]).await?;
+    let sent = Sent::compose(key, opts, rand::random());
+    socket.send(sent.octets()).await?;
 
     let mut buf = vec![0u8; usize::from(opts.udp_payload).max(512)];
     let mut ignored = 0;
     loop {
         let n = socket.recv(&mut buf).await?;
-        if let Some(response) = accept(&buf[..n], id, key)? {
+        if let Some(response) = sent.accept(&buf[..n], key)? {
             buf.truncate(n);
             return Ok(Exchange { msg: buf, response, transport: Transport::Udp, ignored });
         }

@@ -328,6 +328,8 @@ pub enum Behaviour {
     Silent,
     /// Answer SERVFAIL at once.
     ServFail,
+    /// Answer at once, with the question's name lower-cased (as some forwarders do).
+    Lowercased,
     /// Octets that are not a DNS message, at once.
     Garbage,
     /// At once, the right answer plus an additional-section A record for `victim.example.`
@@ -359,6 +361,12 @@ impl FakeUpstream {
                     Behaviour::Silent => {}
                     Behaviour::ServFail => {
                         let _ = sock.send_to(&fake_servfail(&query), peer);
+                    }
+                    Behaviour::Lowercased => {
+                        let mut lowered = query.clone();
+                        let name = lowered.queries[0].name().to_lowercase();
+                        lowered.queries[0].set_name(name);
+                        let _ = sock.send_to(&fake_answer(&lowered), peer);
                     }
                     Behaviour::Garbage => {
                         let mut junk = fake_answer(&query);
