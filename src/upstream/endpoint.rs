@@ -117,14 +117,6 @@ impl Upstream {
         ok
     }
 
-    /// Open pooled connections (TCP/TLS).
-    pub async fn open_connections(&self) -> usize {
-        match &self.pool {
-            Some(p) => p.open_connections().await,
-            None => 0,
-        }
-    }
-
     /// One exchange within `timeout`, recorded in RTT, health and metrics.
     pub async fn exchange(self: &Arc<Self>, key: &CacheKey, timeout: Duration) -> Result<Exchange, UpstreamError> {
         self.metrics.requests.inc();

@@ -79,9 +79,9 @@ pub struct Pool {
     /// One permit per query slot: `max_connections x max_inflight_per_connection`.
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
-    conns: tokio::sync::Mutex<Vec<Arc<Conn>>>,
-    /// Signalled whenever a connection closes, for queries waiting on draining connections.
-    closed: Arc<tokio::sync::Notify>,
+    conns: Mutex<Conns>,
+    /// Signalled whenever a connection opens or closes, for queries waiting for room.
+    changed: Arc<tokio::sync::Notify>,
     backoff: Arc<Mutex<Backoff>>,
     metrics: UpstreamMetrics,
 }
@@ -89,6 +89,24 @@ pub struct Pool {
 /// Exponential backoff after failed connects, and after connections the server closed
 /// without answering anything (a server that accepts and hangs up must not get a reconnect
 /// storm).
+/// The open connections and how many are being opened; together never above the maximum.
+#[derive(Default)]
+struct Conns {
+    open: Vec<Arc<Conn>>,
+    opening: usize,
+}
+
+/// Gives back a reserved place in the pool however the connect ends (done, failed, or the
+/// waiting query abandoned).
+struct Opening<'a>(&'a Pool);
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.0.conns.lock().unwrap_or_else(|e| e.into_inner()).opening -= 1;
+        self.0.changed.notify_waiters();
+    }
+}
+
 #[derive(Default)]
 struct Backoff {
     until: Option<Instant>,
@@ -114,8 +132,8 @@ impl Pool {
             settings,
             slots: Arc::new(Semaphore::new(slots)),
             waiting: AtomicUsize::new(0),
-            conns: tokio::sync::Mutex::new(Vec::new()),
-            closed: Arc::new(tokio::sync::Notify::new()),
+            conns: Mutex::new(Conns::default()),
+            changed: Arc::new(tokio::sync::Notify::new()),
             backoff: Arc::new(Mutex::new(Backoff::default())),
             metrics,
         }
@@ -166,7 +184,7 @@ impl Pool {
     async fn connection_or_wait(&self) -> Result<Arc<Conn>, UpstreamError> {
         let until = tokio::time::Instant::now() + self.settings.queue_wait;
         loop {
-            let room = self.closed.notified();
+            let room = self.changed.notified();
             match self.connection().await {
                 Err(UpstreamError::QueueFull) if tokio::time::Instant::now() < until => {
                     let _ = tokio::time::timeout_at(until, room).await;
@@ -182,23 +200,28 @@ impl Pool {
     /// room to pipeline. The caller holds a slot, so one of these exists unless every
     /// connection is draining toward its query limit.
     async fn connection(&self) -> Result<Arc<Conn>, UpstreamError> {
-        let mut conns = self.conns.lock().await;
-        conns.retain(|c| !c.closed.load(Ordering::SeqCst));
-        let cap = self.settings.max_inflight_per_connection;
-        let usable = || conns.iter().filter(|c| c.usable(cap));
-        let least_busy = usable().min_by_key(|c| c.inflight()).cloned();
-        let idle = least_busy.as_ref().is_some_and(|c| c.inflight() == 0);
-        if let Some(c) = least_busy.filter(|_| idle || conns.len() >= self.settings.max_connections) {
-            self.metrics.conn_reused.inc();
-            return Ok(c);
-        }
-        if conns.len() >= self.settings.max_connections {
-            // Every open connection is draining towards its query limit.
-            return Err(UpstreamError::QueueFull);
-        }
-        if self.backoff.lock().unwrap_or_else(|e| e.into_inner()).blocks() {
-            return Err(UpstreamError::Connect);
-        }
+        let opening = {
+            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            conns.open.retain(|c| !c.closed.load(Ordering::SeqCst));
+            let full = conns.open.len() + conns.opening >= self.settings.max_connections;
+            let cap = self.settings.max_inflight_per_connection;
+            let least_busy = conns.open.iter().filter(|c| c.usable(cap)).min_by_key(|c| c.inflight()).cloned();
+            let idle = least_busy.as_ref().is_some_and(|c| c.inflight() == 0);
+            if let Some(c) = least_busy.filter(|_| idle || full) {
+                self.metrics.conn_reused.inc();
+                return Ok(c);
+            }
+            if full {
+                // Every connection is draining toward its query limit, or being opened.
+                return Err(UpstreamError::QueueFull);
+            }
+            if self.backoff.lock().unwrap_or_else(|e| e.into_inner()).blocks() {
+                return Err(UpstreamError::Connect);
+            }
+            conns.opening += 1;
+            Opening(self)
+        };
+        // Connect without holding the pool: queries keep flowing on the open connections.
         self.metrics.connects.inc();
         self.metrics.conn_opened.inc();
         let stream = match tokio::time::timeout(self.settings.connect_timeout, self.connector.connect()).await {
@@ -209,8 +232,9 @@ impl Pool {
             }
             Err(_) => return Err(self.connect_failed()),
         };
-        let conn = Conn::start(stream, self.settings, self.metrics.clone(), self.closed.clone(), self.backoff.clone());
-        conns.push(conn.clone());
+        let conn = Conn::start(stream, self.settings, self.metrics.clone(), self.changed.clone(), self.backoff.clone());
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).open.push(conn.clone());
+        drop(opening);
         Ok(conn)
     }
 
@@ -218,11 +242,6 @@ impl Pool {
         self.metrics.connect_failures.inc();
         self.backoff.lock().unwrap_or_else(|e| e.into_inner()).failed();
         UpstreamError::Connect
-    }
-
-    /// Open connections, for tests and metrics.
-    pub async fn open_connections(&self) -> usize {
-        self.conns.lock().await.iter().filter(|c| !c.closed.load(Ordering::SeqCst)).count()
     }
 }
 
