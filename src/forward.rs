@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 use futures::future::{BoxFuture, Shared};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use rand::seq::SliceRandom;
 
 use crate::cache::{Cache, CacheKey, Entry};
 use crate::metrics::Metrics;
-use rand::seq::SliceRandom;
-
 use crate::upstream::{self, Upstream, UpstreamError};
 use crate::wire::Rcode;
 use crate::zones::Router;
@@ -82,10 +81,6 @@ pub struct Forwarder {
 impl Forwarder {
     pub fn new(router: Router<Arc<Upstream>>, cache: Arc<Cache>, settings: ForwardSettings, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Forwarder { router, round_robin: AtomicUsize::new(0), cache, settings, metrics, inflight: Mutex::new(HashMap::new()) })
-    }
-
-    pub fn router(&self) -> &Router<Arc<Upstream>> {
-        &self.router
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -38,6 +38,14 @@ impl<'a> KeyRef<'a> {
         KeyRef { name, qtype, qclass, bits }
     }
 
+    /// The key of a parsed query, given its lower-cased name.
+    #[inline]
+    pub fn for_query(query: &crate::wire::Query<'_>, lower_name: &'a [u8]) -> Self {
+        let dnssec_ok = query.edns.is_some_and(|e| e.dnssec_ok);
+        let checking_disabled = query.header.flags.has(crate::wire::Flags::CD);
+        KeyRef::new(lower_name, query.qtype, query.qclass, dnssec_ok, checking_disabled)
+    }
+
     pub fn to_owned(&self) -> CacheKey {
         CacheKey { name: self.name.into(), qtype: self.qtype, qclass: self.qclass, bits: self.bits }
     }

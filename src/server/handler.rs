@@ -117,9 +117,7 @@ impl Handler {
             self.finish(&query, Rcode::REFUSED, Source::Local, "refused", req);
             return Local::Reply(len);
         }
-        let dnssec_ok = query.edns.is_some_and(|e| e.dnssec_ok);
-        let checking_disabled = query.header.flags.has(Flags::CD);
-        let key = KeyRef::new(&lower[..name_len], query.qtype, query.qclass, dnssec_ok, checking_disabled);
+        let key = KeyRef::for_query(&query, &lower[..name_len]);
         match self.cache.lookup(&key, req.started) {
             Some((entry, age)) => {
                 let len = entry.write_for(&query, age, self.settings.udp_payload, self.limit(&query, req.transport), out);
@@ -139,9 +137,7 @@ impl Handler {
         let mut lower = [0u8; MAX_NAME];
         // The hot path already parsed this packet successfully.
         let (query, name_len) = Query::parse(packet, &mut lower).ok()?;
-        let dnssec_ok = query.edns.is_some_and(|e| e.dnssec_ok);
-        let checking_disabled = query.header.flags.has(Flags::CD);
-        let key = KeyRef::new(&lower[..name_len], query.qtype, query.qclass, dnssec_ok, checking_disabled).to_owned();
+        let key = KeyRef::for_query(&query, &lower[..name_len]).to_owned();
         let outcome = tokio::time::timeout(self.settings.deadline, self.forwarder.resolve(key)).await;
         let limit = self.limit(&query, req.transport);
         match outcome {
