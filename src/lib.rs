@@ -8,6 +8,7 @@
 //! - [`forward`]: the miss path: request coalescing, then the zone's upstream group.
 //! - [`zones`]: longest-suffix routing of names to upstream groups.
 //! - [`upstream`]: one upstream server: UDP, the pipelined TCP/TLS pool, RTT and health.
+//! - [`ratelimit`]: the token bucket behind per-client and per-upstream rate caps.
 //! - [`metrics`]: Prometheus metrics (CoreDNS names) and the health/readiness endpoint.
 //! - [`config`]: the YAML file, resolv.conf, and the validated settings.
 //! - [`cli`]: the command line.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod forward;
 pub mod metrics;
+pub mod ratelimit;
 pub mod server;
 pub mod upstream;
 pub mod wire;

@@ -3,11 +3,13 @@
 //! Decides only; the handler writes whatever answer the verdict calls for.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use ipnet::IpNet;
 use quick_cache::sync::Cache as QuickCache;
+
+use crate::ratelimit::TokenBucket;
 
 /// What a client that may not be served gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -59,11 +61,8 @@ pub struct ClientLimit {
 pub struct Admission {
     allow: Vec<IpNet>,
     deny_action: Action,
-    limit: Option<(ClientLimit, QuickCache<IpAddr, Arc<Bucket>>)>,
+    limit: Option<(ClientLimit, QuickCache<IpAddr, Arc<TokenBucket>>)>,
 }
-
-/// Tokens and when they were last counted.
-struct Bucket(Mutex<(f64, Instant)>);
 
 impl Admission {
     pub fn new(allow: Vec<IpNet>, deny_action: Action, limit: Option<ClientLimit>) -> Self {
@@ -92,26 +91,16 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn take_token(table: &QuickCache<IpAddr, Arc<Bucket>>, limit: &ClientLimit, client: IpAddr, now: Instant) -> bool {
-    let burst = f64::from(limit.burst.max(1));
+fn take_token(table: &QuickCache<IpAddr, Arc<TokenBucket>>, limit: &ClientLimit, client: IpAddr, now: Instant) -> bool {
     let bucket = match table.get(&client) {
         Some(b) => b,
         None => {
-            let b = Arc::new(Bucket(Mutex::new((burst, now))));
+            let b = Arc::new(TokenBucket::new(limit.qps, limit.burst, now));
             table.insert(client, b.clone());
             b
         }
     };
-    let mut state = bucket.0.lock().unwrap_or_else(|e| e.into_inner());
-    let (tokens, last) = *state;
-    let tokens = (tokens + now.saturating_duration_since(last).as_secs_f64() * f64::from(limit.qps)).min(burst);
-    if tokens >= 1.0 {
-        *state = (tokens - 1.0, now);
-        true
-    } else {
-        *state = (tokens, now);
-        false
-    }
+    bucket.try_take(now)
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use rustls::pki_types::ServerName;
 
 use super::health::{Health, Rtt};
 use super::pool::{Connector, Pool, PoolSettings};
-use super::ratelimit::RateLimit;
 use super::spec::{Protocol, UpstreamSpec};
 use super::{Exchange, QueryOptions, UpstreamError, udp};
 use crate::cache::{CacheKey, KeyRef};
+use crate::ratelimit::TokenBucket;
 use crate::metrics::{Metrics, UpstreamMetrics};
 
 /// Settings shared by every upstream.
@@ -39,7 +39,7 @@ pub struct Upstream {
     label: String,
     rtt: Rtt,
     health: Health,
-    limit: Option<RateLimit>,
+    limit: Option<TokenBucket>,
     /// The stream transport: the only one for `tcp://`/`tls://`, the truncation fallback for
     /// the bare form; absent for `udp://`.
     pool: Option<Pool>,
@@ -71,7 +71,7 @@ impl Upstream {
             spec: spec.clone(),
             rtt: Rtt::new(settings.min_timeout, settings.max_timeout),
             health: Health::new(settings.max_fails),
-            limit: (settings.max_qps > 0).then(|| RateLimit::new(settings.max_qps)),
+            limit: (settings.max_qps > 0).then(|| TokenBucket::new(settings.max_qps, settings.max_qps, Instant::now())),
             pool: connector.map(|c| Pool::new(c, settings.pool, m.clone())),
             query: settings.query,
             probe_interval: settings.probe_interval,
@@ -110,7 +110,7 @@ impl Upstream {
 
     /// Takes a token from the rate cap; `false` (counted) when over it.
     pub fn admit(&self) -> bool {
-        let ok = self.limit.as_ref().is_none_or(RateLimit::try_acquire);
+        let ok = self.limit.as_ref().is_none_or(|l| l.try_take(Instant::now()));
         if !ok {
             self.metrics.rate_limited.inc();
         }

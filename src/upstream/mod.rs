@@ -11,12 +11,11 @@
 //! - [`udp`]: one query from a fresh random-port socket.
 //! - [`pool`]: bounded, pipelined TCP/TLS connections with a bounded wait queue.
 //! - [`tls`]: DNS-over-TLS client configuration.
-//! - [`health`], [`ratelimit`]: the state behind selection.
+//! - [`health`]: RTT and health, the state behind selection.
 
 pub mod endpoint;
 pub mod health;
 pub mod pool;
-pub mod ratelimit;
 pub mod spec;
 pub mod tls;
 mod udp;
