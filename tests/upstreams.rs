@@ -232,3 +232,24 @@ fn a_server_that_accepts_and_hangs_up_gets_backoff_not_a_reconnect_storm() {
     let allowed = 10 + (elapsed.as_secs_f64() * 4.0) as usize;
     assert!(accepted.load(Ordering::SeqCst) <= allowed, "{} connections in {elapsed:?}", accepted.load(Ordering::SeqCst));
 }
+
+#[test]
+fn queries_abandoned_while_queued_leave_the_queue() {
+    // A server that accepts and never answers; a pool with room for one query in flight.
+    // Every 100 ms the forwarder sends the question again, and each retransmission waits in
+    // the pool's queue behind the first, until the deadline abandons them all mid-wait.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream); // keep it open, say nothing
+        }
+    });
+    let config = "server:\n  query_deadline: 1s\nupstream:\n  timeout: 100ms\n  pool:\n    max_connections: 1\n    max_inflight_per_connection: 1\n    queue_length: 8\n    queue_wait: 5s\n";
+    let nd = Nodedns::start_with_config(Some(config), &["--upstream".into(), format!("tcp://{addr}")]);
+    let r = query_udp(nd.dns, "stuck.example.", RecordType::A, 1, T).unwrap();
+    assert_eq!(rcode(&r), ResponseCode::ServFail);
+    assert!(nd.metric("nodedns_upstream_retransmits_total") >= 2.0, "retransmissions queued behind the first");
+    wait_until(T, "the wait queue is empty again", || nd.metric("nodedns_upstream_queue_depth{") == 0.0);
+}

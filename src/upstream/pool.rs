@@ -96,6 +96,28 @@ struct Conns {
     opening: usize,
 }
 
+/// A place in the wait queue, left however the wait ends (slot, timeout, or the waiting
+/// query abandoned by its caller).
+struct Queued<'a>(&'a Pool);
+
+impl<'a> Queued<'a> {
+    fn join(pool: &'a Pool) -> Option<Self> {
+        if pool.waiting.fetch_add(1, Ordering::SeqCst) >= pool.settings.queue_length {
+            pool.waiting.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        pool.metrics.queue_depth.inc();
+        Some(Queued(pool))
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.0.metrics.queue_depth.dec();
+    }
+}
+
 /// Gives back a reserved place in the pool however the connect ends (done, failed, or the
 /// waiting query abandoned).
 struct Opening<'a>(&'a Pool);
@@ -159,16 +181,12 @@ impl Pool {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.settings.queue_length {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let Some(_queued) = Queued::join(self) else {
             self.metrics.queue_rejected.inc();
             return Err(UpstreamError::QueueFull);
-        }
-        self.metrics.queue_depth.inc();
+        };
         let started = Instant::now();
         let permit = tokio::time::timeout(self.settings.queue_wait, self.slots.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        self.metrics.queue_depth.dec();
         self.metrics.queue_wait.observe(started.elapsed().as_secs_f64());
         match permit {
             Ok(Ok(p)) => Ok(p),
