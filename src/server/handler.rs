@@ -18,14 +18,15 @@ use crate::wire::name::{self, MAX_NAME};
 use crate::wire::{Flags, MAX_MESSAGE, Query, QueryError, Rcode, TYPE_AXFR, TYPE_IXFR};
 
 /// What the hot path decided.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Local {
     /// A response of this length is in the output buffer.
     Reply(usize),
     /// Nothing to send.
     Drop,
-    /// The cache cannot answer; call [`Handler::answer_miss`].
-    Miss,
+    /// The cache cannot answer; call [`Handler::answer_miss`], holding the slot (one of
+    /// `max_inflight_misses`) until it returns.
+    Miss(OwnedSemaphorePermit),
 }
 
 /// Per-transport response size limit.
@@ -73,22 +74,6 @@ impl Handler {
         Handler { cache, forwarder, admission, misses, settings }
     }
 
-    /// A slot for one more miss, or `None` when `max_inflight_misses` are already being
-    /// resolved; the caller then answers with [`Handler::answer_overloaded`].
-    pub fn begin_miss(&self) -> Option<OwnedSemaphorePermit> {
-        self.misses.clone().try_acquire_owned().ok()
-    }
-
-    /// SERVFAIL at once for a miss that found no slot.
-    pub fn answer_overloaded(&self, packet: &[u8], out: &mut [u8], req: &Request<'_>) -> Local {
-        let mut lower = [0u8; MAX_NAME];
-        let Ok((query, _)) = Query::parse(packet, &mut lower) else { return Local::Drop };
-        req.metrics.overloaded();
-        let len = compose::error_response(out, &query.header, Some(query.question), Rcode::SERVFAIL, query.edns, self.settings.udp_payload);
-        self.finish(&query, Rcode::SERVFAIL, Source::Local, "overload", req);
-        Local::Reply(len)
-    }
-
     fn limit(&self, query: &Query<'_>, transport: Transport) -> usize {
         match transport {
             Transport::Udp => query.udp_limit(self.settings.udp_payload),
@@ -127,7 +112,10 @@ impl Handler {
             }
             None => {
                 req.metrics.cache_miss();
-                Local::Miss
+                match self.misses.clone().try_acquire_owned() {
+                    Ok(slot) => Local::Miss(slot),
+                    Err(_) => self.overloaded(&query, out, req),
+                }
             }
         }
     }
@@ -169,6 +157,15 @@ impl Handler {
         out.truncate(len);
         self.finish(query, rcode, Source::Local, "error", req);
         out
+    }
+
+    /// SERVFAIL at once for a miss past `max_inflight_misses`: misses cannot pile up
+    /// behind hits.
+    fn overloaded(&self, query: &Query<'_>, out: &mut [u8], req: &Request<'_>) -> Local {
+        req.metrics.overloaded();
+        let len = compose::error_response(out, &query.header, Some(query.question), Rcode::SERVFAIL, query.edns, self.settings.udp_payload);
+        self.finish(query, Rcode::SERVFAIL, Source::Local, "overload", req);
+        Local::Reply(len)
     }
 
     fn deny(&self, query: &Query<'_>, action: Action, reason: Reason, out: &mut [u8], req: &Request<'_>) -> Local {

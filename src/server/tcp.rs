@@ -147,15 +147,7 @@ impl TcpServer {
                     }
                 }
                 Local::Drop => {}
-                Local::Miss => {
-                    let Some(slot) = self.handler.begin_miss() else {
-                        if let Local::Reply(len) = self.handler.answer_overloaded(&packet, &mut out, &req)
-                            && tx.send(out[..len].to_vec()).await.is_err()
-                        {
-                            return;
-                        }
-                        continue;
-                    };
+                Local::Miss(slot) => {
                     // Waiting here for a slot is what bounds one connection's work.
                     let Ok(permit) = inflight.clone().acquire_owned().await else { return };
                     let (this, tx, started) = (self.clone(), tx.clone(), req.started);

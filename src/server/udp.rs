@@ -49,13 +49,7 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, metrics: ListenerMe
                 let _ = socket.send_to(&out[..len], peer).await;
             }
             Local::Drop => {}
-            Local::Miss => {
-                let Some(slot) = handler.begin_miss() else {
-                    if let Local::Reply(len) = handler.answer_overloaded(&buf[..n], &mut out, &req) {
-                        let _ = socket.send_to(&out[..len], peer).await;
-                    }
-                    continue;
-                };
+            Local::Miss(slot) => {
                 let packet = buf[..n].to_vec();
                 let (socket, handler, metrics, started) = (socket.clone(), handler.clone(), metrics.clone(), req.started);
                 tasks.spawn(async move {
