@@ -38,13 +38,15 @@ run() {
     # top of its replacement. Two readings, the smaller kept, filter that out.
     count() { ss -Htn state established "( sport = :$P_DNSMASQ )" | wc -l; }
     ( while :; do a=$(count); b=$(count); echo $((a < b ? a : b)) >> "$work/samples"; sleep 0.02; done ) & local sampler=$!
+    local idle0; idle0=$(awk '/^cpu / {print $5+$6, $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
     local out; out=$(dnsperf -m tcp -s 127.0.0.1 -p "$port" -d "$work/q" -c "$conns" -n 1 -l 60 2>&1)
     kill $sampler; wait $sampler 2>/dev/null || true
+    local busy; busy=$(awk -v before="$idle0" '/^cpu / {split(before, b, " "); idle = $5+$6 - b[1]; all = $2+$3+$4+$5+$6+$7+$8 - b[2]; printf "%.0f", 100 * (all - idle) / all}' /proc/stat)
     local qps lost most
     qps=$(awk '/Queries per second:/ {printf "%.0f", $4}' <<<"$out")
     lost=$(awk '/Queries lost:/ {print $3}' <<<"$out")
     most=$(sort -n "$work/samples" | tail -1)
-    echo "$qps $lost $most"
+    echo "$qps $lost $most $busy"
     sleep 3   # let connections close before the next run
 }
 
@@ -58,7 +60,7 @@ done
 col() { printf '%s' "${r[$1]}" | awk -v c="$2" 'NF {print $c}' | median; }
 echo
 echo "TCP to dnsmasq (cache off, forwarding to named), $QUERIES distinct names per run, medians of $ROUNDS"
-printf '%-40s %10s %8s %22s\n' path "queries/s" lost "dnsmasq connections"
-printf '%-40s %10s %8s %22s\n' "80 clients -> nodedns (pool $POOL) -> dnsmasq" "$(col nodedns 1)" "$(col nodedns 2)" "$(col nodedns 3)"
-printf '%-40s %10s %8s %22s\n' "20 clients -> dnsmasq" "$(col direct20 1)" "$(col direct20 2)" "$(col direct20 3)"
-printf '%-40s %10s %8s %22s\n' "40 clients -> dnsmasq" "$(col direct40 1)" "$(col direct40 2)" "$(col direct40 3)"
+printf '%-40s %10s %8s %22s %10s\n' path "queries/s" lost "dnsmasq connections" "CPU busy%"
+printf '%-40s %10s %8s %22s %10s\n' "80 clients -> nodedns (pool $POOL) -> dnsmasq" "$(col nodedns 1)" "$(col nodedns 2)" "$(col nodedns 3)" "$(col nodedns 4)"
+printf '%-40s %10s %8s %22s %10s\n' "20 clients -> dnsmasq" "$(col direct20 1)" "$(col direct20 2)" "$(col direct20 3)" "$(col direct20 4)"
+printf '%-40s %10s %8s %22s %10s\n' "40 clients -> dnsmasq" "$(col direct40 1)" "$(col direct40 2)" "$(col direct40 3)" "$(col direct40 4)"

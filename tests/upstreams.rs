@@ -210,6 +210,43 @@ fn round_robin_spreads_queries_over_the_group() {
 }
 
 #[test]
+fn answers_written_in_two_pieces_never_wait_for_a_delayed_ack() {
+    // dnsmasq writes with Nagle's algorithm on. A server that sends an answer's length and
+    // message in two writes holds the message back until its first segment is acknowledged,
+    // and Linux delays that ACK by at least 40 ms on a connection that looks interactive.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut len = [0u8; 2];
+                while s.read_exact(&mut len).is_ok() {
+                    let mut query = vec![0; u16::from_be_bytes(len) as usize];
+                    let Ok(Ok(query)) = s.read_exact(&mut query).map(|()| hickory_proto::op::Message::from_vec(&query)) else { break };
+                    let answer = fake_answer(&query);
+                    let _ = s.write_all(&(answer.len() as u16).to_be_bytes());
+                    let _ = s.write_all(&answer);
+                }
+            });
+        }
+    });
+    let nd = Nodedns::start(&["--upstream".into(), format!("tcp://{addr}")]);
+    let mut took: Vec<Duration> = (0..40u16)
+        .map(|i| {
+            let started = Instant::now();
+            let r = query_udp(nd.dns, &format!("piece{i}.example."), RecordType::A, i, T).unwrap();
+            assert_eq!(r.answers.len(), 1);
+            started.elapsed()
+        })
+        .collect();
+    took.sort();
+    let median = took[took.len() / 2];
+    assert!(median < Duration::from_millis(20), "median {median:?}, each: {took:?}");
+}
+
+#[test]
 fn a_server_that_accepts_and_hangs_up_gets_backoff_not_a_reconnect_storm() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

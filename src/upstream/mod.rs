@@ -11,11 +11,13 @@
 //! - [`udp`]: one query from a fresh random-port socket.
 //! - [`pool`]: bounded, pipelined TCP/TLS connections with a bounded wait queue.
 //! - [`tls`]: DNS-over-TLS client configuration.
+//! - [`quickack`]: pooled TCP streams that acknowledge every read at once.
 //! - [`health`]: RTT and health, the state behind selection.
 
 pub mod endpoint;
 pub mod health;
 pub mod pool;
+mod quickack;
 pub mod spec;
 pub mod tls;
 mod udp;

@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
+use super::quickack::QuickAck;
 use super::{Exchange, QueryOptions, Sent, Transport, UpstreamError};
 use crate::cache::CacheKey;
 use crate::metrics::UpstreamMetrics;
@@ -53,13 +54,11 @@ impl Connector {
         match self {
             Connector::Tcp(addr) => {
                 let s = TcpStream::connect(addr).await?;
-                s.set_nodelay(true)?;
-                Ok(Box::new(s))
+                Ok(Box::new(QuickAck::new(s)?))
             }
             Connector::Tls { addr, server_name, config } => {
                 let s = TcpStream::connect(addr).await?;
-                s.set_nodelay(true)?;
-                let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(server_name.clone(), s).await?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(server_name.clone(), QuickAck::new(s)?).await?;
                 Ok(Box::new(tls))
             }
         }
@@ -316,6 +315,12 @@ impl Conn {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Forgets queries the server has not answered for `after`: it dropped them.
+    fn give_up_stale(&self, after: Duration) {
+        let now = Instant::now();
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, p| now.duration_since(p.sent) < after);
+    }
+
     fn usable(&self, cap: usize) -> bool {
         !self.closed.load(Ordering::SeqCst) && self.inflight() < cap && !self.drained()
     }
@@ -359,25 +364,33 @@ impl Conn {
         let (reader, mut writer) = tokio::io::split(stream);
         let mut frames = FramedRead::new(reader, crate::server::tcp::frame_codec());
         let mut last_activity = tokio::time::Instant::now();
+        let mut next_sweep = last_activity + settings.idle_timeout / 4;
+        let timer = tokio::time::sleep_until(last_activity + settings.idle_timeout);
+        tokio::pin!(timer);
         let mut in_use = false;
         let mut reported = 0i64;
         loop {
-            let inflight = {
-                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                pending.retain(|_, p| p.sent.elapsed() < settings.idle_timeout);
-                pending.len()
-            };
+            let inflight = self.inflight();
             metrics.inflight.inc_by(inflight as i64 - reported);
             reported = inflight as i64;
             if in_use != (inflight > 0) {
                 in_use = inflight > 0;
-                if in_use { metrics.in_use.inc() } else { metrics.in_use.dec() };
+                if in_use {
+                    metrics.in_use.inc();
+                    next_sweep = tokio::time::Instant::now() + settings.idle_timeout / 4;
+                } else {
+                    metrics.in_use.dec();
+                }
             }
             let idle = inflight == 0;
             if idle && self.drained() {
                 break;
             }
-            let wake = if idle { last_activity + settings.idle_timeout } else { tokio::time::Instant::now() + settings.idle_timeout / 4 };
+            // Re-arming a timer costs more than a query: only when its deadline moves.
+            let wake = if idle { last_activity + settings.idle_timeout } else { next_sweep };
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(mut batch) => {
@@ -409,9 +422,14 @@ impl Conn {
                     }
                     _ => break,
                 },
-                _ = tokio::time::sleep_until(wake) => {
-                    if idle && self.inflight() == 0 && rx.is_empty() {
-                        break;
+                () = &mut timer => {
+                    if idle {
+                        if self.inflight() == 0 && rx.is_empty() {
+                            break;
+                        }
+                    } else {
+                        self.give_up_stale(settings.idle_timeout);
+                        next_sweep = tokio::time::Instant::now() + settings.idle_timeout / 4;
                     }
                 }
             }

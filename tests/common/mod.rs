@@ -418,7 +418,7 @@ fn fake_servfail(query: &Message) -> Vec<u8> {
     resp.to_vec().unwrap()
 }
 
-fn fake_answer(query: &Message) -> Vec<u8> {
+pub fn fake_answer(query: &Message) -> Vec<u8> {
     fake_answer_with(query, [192, 0, 2, 99])
 }
 
