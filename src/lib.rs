@@ -5,6 +5,7 @@
 //! - [`server`]: UDP and TCP listeners and the hot path that answers from the cache.
 //! - [`wire`]: reading and writing DNS messages in place.
 //! - [`cache`]: the bounded response cache and its TTL policy.
+//! - [`kubernetes`]: names a pod's search walk produces that cannot exist, denied locally.
 //! - [`forward`]: the miss path: request coalescing, then the zone's upstream group.
 //! - [`zones`]: longest-suffix routing of names to upstream groups.
 //! - [`upstream`]: one upstream server: UDP, the pipelined TCP/TLS pool, RTT and health.
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod forward;
+pub mod kubernetes;
 pub mod metrics;
 pub mod ratelimit;
 pub mod server;

@@ -44,6 +44,10 @@ impl Zone {
     pub fn root() -> Zone {
         Zone(Box::new([0]))
     }
+    /// The apex, lower-cased wire form.
+    pub fn wire(&self) -> &[u8] {
+        &self.0
+    }
     /// Whether `qname` (lower-cased wire form) is this zone or below it.
     #[inline]
     pub fn contains(&self, qname: &[u8]) -> bool {

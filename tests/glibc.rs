@@ -4,54 +4,16 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-
-/// A network namespace with `lo` up and a resolv.conf, removed on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(resolv_conf: &str) -> Netns {
-        require("ip");
-        let name = format!("nodedns-glibc-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        let ok = Command::new("ip").args(["netns", "add", &name]).status().unwrap().success();
-        assert!(ok, "cannot create network namespace (run as root, as CI does)");
-        assert!(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]).status().unwrap().success());
-        // getaddrinfo's AI_ADDRCONFIG skips a family unless a non-loopback address of it is
-        // configured; give the namespace one of each (documentation ranges, reachable only here).
-        for addr in ["198.51.100.1/32", "2001:db8:ffff::1/128"] {
-            assert!(Command::new("ip").args(["-n", &name, "addr", "add", addr, "dev", "lo"]).status().unwrap().success());
-        }
-        // `ip netns exec` bind-mounts /etc/netns/NAME/* over /etc.
-        let etc = format!("/etc/netns/{name}");
-        std::fs::create_dir_all(&etc).unwrap();
-        std::fs::write(format!("{etc}/resolv.conf"), resolv_conf).unwrap();
-        Netns { name }
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> (bool, String) {
-        let out = in_netns(Some(&self.name), program).args(args).stderr(Stdio::null()).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
-    }
-}
 
 #[test]
 fn glibc_getent_resolves_names_through_nodedns() {
     require("getent");
     require("dig");
-    let ns = Netns::create("search test.example\nnameserver 127.0.0.1\noptions timeout:2 attempts:2\n");
+    let ns = Netns::create("glibc", "search test.example\nnameserver 127.0.0.1\noptions timeout:2 attempts:2\n");
     let dir = tempfile::tempdir().unwrap();
     let _named = Named::spawn(dir.path(), 5300, &[("test.example", test_zone("test.example"))], Some(&ns.name));
     let nd_log = std::fs::File::create(dir.path().join("nodedns.log")).unwrap();

@@ -14,7 +14,7 @@ use nodedns::cache::{Cache, Capacity, Entry, KeyRef, TtlPolicy};
 use nodedns::forward::{ForwardSettings, Forwarder, Policy};
 use nodedns::metrics::Metrics;
 use nodedns::server::admission::{Action, Admission, ClientLimit};
-use nodedns::server::handler::{Handler, HandlerSettings, Local, Request, Transport};
+use nodedns::server::handler::{Handler, HandlerSettings, Local, LocalNaming, Request, Transport};
 use nodedns::wire::{MAX_MESSAGE, UpstreamResponse, name};
 use nodedns::zones::Router;
 
@@ -53,7 +53,7 @@ fn cache_hit_allocates_nothing() {
     let forwarder = Forwarder::new(Router::new([]), cache.clone(), settings, metrics.clone());
     let admission = Admission::new(vec!["127.0.0.0/8".parse().unwrap()], Action::Refuse, Some(ClientLimit { qps: 1_000_000, burst: 1_000_000, action: Action::Drop, table_size: 1024 }));
     let settings = HandlerSettings { max_inflight_misses: 100, udp_payload: 1232, deadline: Duration::from_secs(2), query_log: false };
-    let handler = Handler::new(cache.clone(), forwarder, admission, settings);
+    let handler = Handler::new(cache.clone(), forwarder, admission, LocalNaming::off(&metrics), settings);
     let listener = metrics.listener("dns://127.0.0.1:53", "udp", false);
 
     // Store an answer as the forwarder would.

@@ -55,6 +55,11 @@ impl Entry {
         Entry { wire, ttl_offsets: resp.ttl_offsets.clone().into(), stored_at: now, lifetime, kind }
     }
 
+    /// The stored message: header, question and records, without OPT, TTLs as stored.
+    pub fn wire(&self) -> &[u8] {
+        &self.wire
+    }
+
     pub fn kind(&self) -> Kind {
         self.kind
     }

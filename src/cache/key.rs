@@ -46,6 +46,23 @@ impl<'a> KeyRef<'a> {
         KeyRef::new(lower_name, query.qtype, query.qclass, dnssec_ok, checking_disabled)
     }
 
+    /// The same question about another name (lower-cased wire form).
+    pub fn renamed<'b>(&self, name: &'b [u8]) -> KeyRef<'b> {
+        KeyRef { name, qtype: self.qtype, qclass: self.qclass, bits: self.bits }
+    }
+
+    pub fn name(&self) -> &'a [u8] {
+        self.name
+    }
+
+    pub fn qtype(&self) -> u16 {
+        self.qtype
+    }
+
+    pub fn qclass(&self) -> u16 {
+        self.qclass
+    }
+
     pub fn to_owned(&self) -> CacheKey {
         CacheKey { name: self.name.into(), qtype: self.qtype, qclass: self.qclass, bits: self.bits }
     }

@@ -29,6 +29,7 @@ pub struct FileConfig {
     pub server: ServerSection,
     pub upstream: UpstreamSection,
     pub log: LogSection,
+    pub kubernetes: KubernetesSection,
 }
 
 impl Default for FileConfig {
@@ -43,6 +44,7 @@ impl Default for FileConfig {
             server: ServerSection::default(),
             upstream: UpstreamSection::default(),
             log: LogSection::default(),
+            kubernetes: KubernetesSection::default(),
         }
     }
 }
@@ -204,6 +206,35 @@ pub struct TlsSection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct KubernetesSection {
+    pub local_answers: bool,
+    #[serde(deserialize_with = "zones")]
+    pub cluster_domains: Vec<Zone>,
+    #[serde(deserialize_with = "namespaces")]
+    pub namespaces: Option<Vec<String>>,
+    /// `None`: the search line of `resolv_conf`, less the cluster domains.
+    #[serde(deserialize_with = "opt_zones")]
+    pub search_suffixes: Option<Vec<Zone>>,
+    #[serde(deserialize_with = "zones")]
+    pub filter_aaaa: Vec<Zone>,
+    pub search_prefetch: bool,
+}
+
+impl Default for KubernetesSection {
+    fn default() -> Self {
+        KubernetesSection {
+            local_answers: true,
+            cluster_domains: vec!["cluster.local".parse().expect("literal")],
+            namespaces: None,
+            search_suffixes: None,
+            filter_aaaa: Vec::new(),
+            search_prefetch: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     pub level: String,
     pub format: LogFormat,
@@ -319,6 +350,41 @@ fn opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Er
 
 fn zone<'de, D: Deserializer<'de>>(d: D) -> Result<Zone, D::Error> {
     String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+}
+
+/// One zone of a list, parsed as its own element so an error points at its line.
+struct ZoneItem(Zone);
+
+impl<'de> Deserialize<'de> for ZoneItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        zone(d).map(ZoneItem)
+    }
+}
+
+fn zones<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Zone>, D::Error> {
+    Ok(Vec::<ZoneItem>::deserialize(d)?.into_iter().map(|z| z.0).collect())
+}
+
+fn opt_zones<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Zone>>, D::Error> {
+    Ok(Option::<Vec<ZoneItem>>::deserialize(d)?.map(|list| list.into_iter().map(|z| z.0).collect()))
+}
+
+/// A namespace name: an RFC 1123 label, as Kubernetes requires.
+struct Namespace(String);
+
+impl<'de> Deserialize<'de> for Namespace {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        let valid = (1..=63).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if valid { Ok(Namespace(name)) } else { Err(serde::de::Error::custom(format!("`{name}` is not a namespace name (lower-case letters, digits and `-`, at most 63)"))) }
+    }
+}
+
+fn namespaces<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Ok(Option::<Vec<Namespace>>::deserialize(d)?.map(|list| list.into_iter().map(|n| n.0).collect()))
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use crate::cache::{Capacity, TtlPolicy};
 use crate::forward::ForwardSettings;
+use crate::kubernetes::NamingSettings;
 use crate::server::admission::{Action, ClientLimit};
 use crate::upstream::{PoolSettings, Protocol, QueryOptions, UpstreamSettings, UpstreamSpec};
 use crate::zones::{Router, UpstreamGroup, Zone};
-pub use file::{FileConfig, LogFormat};
+pub use file::{FileConfig, KubernetesSection, LogFormat};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -68,6 +69,7 @@ pub struct Settings {
     pub log_level: String,
     pub log_format: LogFormat,
     pub query_log: bool,
+    pub naming: NamingSettings,
 }
 
 /// Reads and parses a configuration file.
@@ -282,7 +284,30 @@ impl Settings {
             log_level: file.log.level,
             log_format: file.log.format,
             query_log: file.log.queries,
+            naming: naming_settings(file.kubernetes, Path::new(&file.resolv_conf)),
         })
+    }
+}
+
+/// The Kubernetes naming rules. Search suffixes not configured are the node's: its
+/// resolv.conf search line without the cluster domains and what lies under them (a node
+/// running in the cluster may list `svc.cluster.local` itself).
+fn naming_settings(k: KubernetesSection, resolv_conf: &Path) -> NamingSettings {
+    let search_suffixes = k.search_suffixes.unwrap_or_else(|| {
+        let text = std::fs::read_to_string(resolv_conf).unwrap_or_default();
+        resolv_conf::search_list(&text)
+            .iter()
+            .filter_map(|s| s.parse::<Zone>().ok())
+            .filter(|s| *s != Zone::root() && !k.cluster_domains.iter().any(|c| c.contains(s.wire())))
+            .collect()
+    });
+    NamingSettings {
+        enabled: k.local_answers,
+        cluster_domains: k.cluster_domains,
+        namespaces: k.namespaces,
+        search_suffixes,
+        filter_aaaa: k.filter_aaaa,
+        search_prefetch: k.search_prefetch,
     }
 }
 

@@ -26,6 +26,19 @@ pub fn nameservers(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// The suffixes of the last `search` (or `domain`) line of resolv.conf text, as glibc reads it.
+pub fn search_list(text: &str) -> Vec<String> {
+    let mut list = Vec::new();
+    for line in text.lines() {
+        let line = line.split(['#', ';']).next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        if let Some("search" | "domain") = words.next() {
+            list = words.map(str::to_string).collect();
+        }
+    }
+    list
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +47,6 @@ mod tests {
     fn reads_nameserver_lines_in_order_and_skips_the_rest() {
         let text = "# comment\nsearch default.svc.cluster.local\nnameserver 10.96.0.10\nnameserver ::1 # v6\nnameserver fe80::1%eth0\noptions ndots:5\n";
         assert_eq!(nameservers(text), vec!["10.96.0.10:53".parse().unwrap(), "[::1]:53".parse().unwrap()]);
+        assert_eq!(search_list(text), ["default.svc.cluster.local"]);
     }
 }

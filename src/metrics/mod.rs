@@ -172,6 +172,21 @@ impl DropReason {
 }
 
 /// The process-wide metrics.
+/// Counters of the Kubernetes naming rules.
+#[derive(Clone, Debug)]
+pub struct NamingMetrics {
+    local: [Counter; 4],
+    pub search_walks: Counter,
+    pub speculative: Counter,
+    pub speculative_skipped: Counter,
+}
+
+impl NamingMetrics {
+    pub fn answered(&self, reason: crate::kubernetes::Reason) {
+        self.local[reason as usize].inc();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -203,6 +218,10 @@ pub struct Metrics {
     conn_cache_misses: Family<ProxyProtoLabels, Counter>,
     denied: Family<DeniedLabels, Counter>,
     overloaded: Family<CacheLabels, Counter>,
+    local_answers: Family<ReasonLabels, Counter>,
+    search_walks: Counter,
+    speculative: Counter,
+    speculative_skipped: Counter,
     pub coalesced: Counter,
     pub inflight_misses: Gauge,
     pub deadline_exceeded: Counter,
@@ -248,6 +267,10 @@ impl Metrics {
             conn_cache_misses: Family::default(),
             denied: Family::default(),
             overloaded: Family::default(),
+            local_answers: Family::default(),
+            search_walks: Counter::default(),
+            speculative: Counter::default(),
+            speculative_skipped: Counter::default(),
             coalesced: Counter::default(),
             inflight_misses: Gauge::default(),
             deadline_exceeded: Counter::default(),
@@ -287,7 +310,22 @@ impl Metrics {
         r.register("nodedns_inflight_misses", "Distinct questions currently being asked upstream.", m.inflight_misses.clone());
         r.register("nodedns_deadline_exceeded", "Client queries answered SERVFAIL because the overall deadline passed.", m.deadline_exceeded.clone());
         r.register("nodedns_tcp_clients", "Open client TCP connections.", m.tcp_clients.clone());
+        r.register("nodedns_local_answers", "Queries answered from the Kubernetes naming rules instead of upstream (repeats within the negative TTL are cache hits), by rule.", m.local_answers.clone());
+        r.register("nodedns_search_walks", "Denied queries recognised as the first step of a pod's search walk.", m.search_walks.clone());
+        r.register("nodedns_speculative_queries", "Later steps of search walks resolved upstream before the pod asked for them.", m.speculative.clone());
+        r.register("nodedns_speculative_skipped", "Later steps of search walks not resolved ahead because the speculation limit was reached.", m.speculative_skipped.clone());
         m
+    }
+
+    /// The Kubernetes naming counters, resolved once.
+    pub fn naming(&self) -> NamingMetrics {
+        use crate::kubernetes::Reason;
+        NamingMetrics {
+            local: Reason::ALL.map(|r| self.local_answers.get_or_create_owned(&ReasonLabels { reason: r.as_str().into() })),
+            search_walks: self.search_walks.clone(),
+            speculative: self.speculative.clone(),
+            speculative_skipped: self.speculative_skipped.clone(),
+        }
     }
 
     /// Resolves the hot-path counters for one listener, e.g. `server = "dns://127.0.0.1:53"`.

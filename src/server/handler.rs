@@ -12,7 +12,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::admission::{Action, Admission, Reason, Verdict};
 use crate::cache::{Cache, Entry, Kind, KeyRef};
 use crate::forward::{ForwardError, Forwarder};
-use crate::metrics::{ListenerMetrics, Source};
+use crate::kubernetes::search::SearchPrefetch;
+use crate::kubernetes::{self, Naming, SoaBook};
+use crate::metrics::{ListenerMetrics, NamingMetrics, Source};
 use crate::wire::compose::{self, MAX_COMPOSED};
 use crate::wire::name::{self, MAX_NAME};
 use crate::wire::{Flags, MAX_MESSAGE, Query, QueryError, Rcode, TYPE_AXFR, TYPE_IXFR};
@@ -58,10 +60,27 @@ pub struct Request<'a> {
     pub metrics: &'a ListenerMetrics,
 }
 
+/// The Kubernetes naming rules, and what answering by them needs.
+pub struct LocalNaming {
+    pub naming: Arc<Naming>,
+    pub soa: Arc<SoaBook>,
+    pub search: Option<SearchPrefetch>,
+    pub metrics: NamingMetrics,
+}
+
+impl LocalNaming {
+    /// The rules switched off: every query goes to the cache or upstream.
+    pub fn off(metrics: &crate::metrics::Metrics) -> LocalNaming {
+        let naming = Arc::new(Naming::new(crate::kubernetes::NamingSettings::default()));
+        LocalNaming { soa: SoaBook::new(naming.zones()), naming, search: None, metrics: metrics.naming() }
+    }
+}
+
 pub struct Handler {
     cache: Arc<Cache>,
     forwarder: Arc<Forwarder>,
     admission: Admission,
+    naming: LocalNaming,
     /// Bounds the misses being resolved at once; past it, misses fail fast with SERVFAIL
     /// while hits keep flowing.
     misses: Arc<Semaphore>,
@@ -69,9 +88,9 @@ pub struct Handler {
 }
 
 impl Handler {
-    pub fn new(cache: Arc<Cache>, forwarder: Arc<Forwarder>, admission: Admission, settings: HandlerSettings) -> Self {
+    pub fn new(cache: Arc<Cache>, forwarder: Arc<Forwarder>, admission: Admission, naming: LocalNaming, settings: HandlerSettings) -> Self {
         let misses = Arc::new(Semaphore::new(settings.max_inflight_misses));
-        Handler { cache, forwarder, admission, misses, settings }
+        Handler { cache, forwarder, admission, naming, misses, settings }
     }
 
     fn limit(&self, query: &Query<'_>, transport: Transport) -> usize {
@@ -111,6 +130,9 @@ impl Handler {
                 Local::Reply(len)
             }
             None => {
+                if let Some(len) = self.answer_by_naming(&query, &key, out, req) {
+                    return Local::Reply(len);
+                }
                 req.metrics.cache_miss();
                 match self.misses.clone().try_acquire_owned() {
                     Ok(slot) => Local::Miss(slot),
@@ -118,6 +140,25 @@ impl Handler {
                 }
             }
         }
+    }
+
+    /// Denies a name the Kubernetes naming rules prove absent, with the SOA the upstream
+    /// would have sent. The denial is cached like an upstream's, so repeats are plain hits.
+    fn answer_by_naming(&self, query: &Query<'_>, key: &KeyRef<'_>, out: &mut [u8], req: &Request<'_>) -> Option<usize> {
+        let n = &self.naming;
+        let answer = n.naming.classify(key.name(), query.qtype, query.qclass)?;
+        let soa = n.soa.get(answer.zone, req.started, &self.forwarder)?;
+        let entry = Arc::new(soa.denial(key.name(), query.qtype, query.qclass, answer.rcode, self.cache.policy(), req.started)?);
+        self.cache.insert(key.to_owned(), entry.clone());
+        n.metrics.answered(answer.reason);
+        if let Some(search) = &n.search
+            && matches!(answer.reason, kubernetes::Reason::NotInSpecification | kubernetes::Reason::UnknownNamespace)
+        {
+            search.after_denial(key);
+        }
+        let len = entry.write_for(query, 0, self.settings.udp_payload, self.limit(query, req.transport), out);
+        self.finish(query, entry.rcode(), Source::Local, answer.reason.as_str(), req);
+        Some(len)
     }
 
     /// Resolves a query the cache could not answer and returns the response to send.

@@ -20,12 +20,14 @@ use tokio_util::task::TaskTracker;
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::forward::Forwarder;
+use crate::kubernetes::search::SearchPrefetch;
+use crate::kubernetes::{Naming, SoaBook};
 use crate::upstream::{Upstream, UpstreamSettings, UpstreamSpec};
 use crate::zones::Router;
 use crate::metrics::Metrics;
 use crate::metrics::http::{self, Readiness};
 use admission::Admission;
-use handler::{Handler, HandlerSettings};
+use handler::{Handler, HandlerSettings, LocalNaming};
 use tcp::{TcpLimits, TcpServer};
 
 /// `dns://ADDR:PORT`, CoreDNS's `server` label.
@@ -44,6 +46,17 @@ fn start_upstreams(router: &Router<UpstreamSpec>, settings: &UpstreamSettings, m
     Ok(router.map(|spec| running.iter().find(|u| u.spec() == spec).cloned().expect("started above")))
 }
 
+/// The Kubernetes naming rules, with their zones' SOAs being learned from now on.
+fn local_naming(settings: &Settings, forwarder: &Arc<Forwarder>, metrics: &Metrics) -> LocalNaming {
+    let naming = Arc::new(Naming::new(settings.naming.clone()));
+    let soa = SoaBook::new(naming.zones());
+    if naming.settings().enabled {
+        soa.learn_all(forwarder);
+    }
+    let search = naming.settings().search_prefetch.then(|| SearchPrefetch::new(naming.clone(), forwarder.clone(), metrics.naming()));
+    LocalNaming { naming, soa, search, metrics: metrics.naming() }
+}
+
 /// Runs until `stop` is cancelled, then stops accepting, lets in-flight queries finish for
 /// at most the configured grace period, and returns.
 pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<()> {
@@ -58,7 +71,8 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
         query_log: settings.query_log,
     };
     let admission = Admission::new(settings.allow.clone(), settings.deny_action, settings.client_limit);
-    let handler = Arc::new(Handler::new(cache.clone(), forwarder, admission, handler_settings));
+    let naming = local_naming(&settings, &forwarder, &metrics);
+    let handler = Arc::new(Handler::new(cache.clone(), forwarder, admission, naming, handler_settings));
     let tasks = TaskTracker::new();
     let listeners = TaskTracker::new();
 

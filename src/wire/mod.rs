@@ -25,6 +25,8 @@ pub use response::{ResponseError, UpstreamResponse};
 pub const TYPE_OPT: u16 = 41;
 /// Record type of a start-of-authority record, which carries the negative TTL (RFC 2308).
 pub const TYPE_SOA: u16 = 6;
+/// Record type of an IPv6 address.
+pub const TYPE_AAAA: u16 = 28;
 /// Zone transfer types, which a cache will not forward.
 pub const TYPE_AXFR: u16 = 252;
 pub const TYPE_IXFR: u16 = 251;
