@@ -194,3 +194,132 @@ fn every_specified_record_form_still_resolves_and_denials_match_the_upstream() {
     assert_eq!(soa_of(&local), soa_of(&upstream), "local:\n{local}\nupstream:\n{upstream}");
     assert!(count_queries(&cluster.dir.path().join("cluster"), "www.example.com.default") == 0, "denied locally");
 }
+
+/// A Kubernetes API server that knows namespaces only: lists them, streams watch events
+/// the test pushes, and can be switched to failing every request.
+struct FakeApiServer {
+    addr: std::net::SocketAddr,
+    watchers: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn namespace_json(name: &str, version: u32) -> String {
+    format!(r#"{{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadata","metadata":{{"name":"{name}","resourceVersion":"{version}"}}}}"#)
+}
+
+impl FakeApiServer {
+    fn start(namespaces: &[&str]) -> FakeApiServer {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let items: Vec<String> = namespaces.iter().map(|n| namespace_json(n, 1)).collect();
+        let list = format!(
+            r#"{{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadataList","metadata":{{"resourceVersion":"10"}},"items":[{}]}}"#,
+            items.join(",")
+        );
+        let server = FakeApiServer { addr, watchers: Default::default(), failing: Default::default() };
+        let (watchers, failing) = (server.watchers.clone(), server.failing.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (list, watchers, failing) = (list.clone(), watchers.clone(), failing.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut out = stream;
+                    loop {
+                        let mut request_line = String::new();
+                        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut header = String::new();
+                        while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                            header.clear();
+                        }
+                        if failing.load(std::sync::atomic::Ordering::SeqCst) {
+                            let _ = out.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                            return;
+                        }
+                        if request_line.contains("watch=true") {
+                            let _ = out.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
+                            watchers.lock().unwrap().push(out);
+                            return;
+                        }
+                        let _ = write!(out, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{list}", list.len());
+                    }
+                });
+            }
+        });
+        server
+    }
+
+    fn push(&self, kind: &str, name: &str, version: u32) {
+        use std::io::Write;
+        let event = format!("{{\"type\":\"{kind}\",\"object\":{}}}\n", namespace_json(name, version));
+        for w in self.watchers.lock().unwrap().iter_mut() {
+            let _ = write!(w, "{:x}\r\n{event}\r\n", event.len());
+        }
+    }
+
+    /// Fails every request from now on and cuts the open watches.
+    fn fail(&self) {
+        self.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+        for w in self.watchers.lock().unwrap().drain(..) {
+            let _ = w.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn kubeconfig(&self, dir: &Path) -> String {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\nusers:\n- name: test\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: test\ncurrent-context: fake\n",
+            self.addr
+        );
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+}
+
+#[test]
+fn watched_namespaces_deny_unknown_ones_and_follow_changes_and_failures() {
+    let api = FakeApiServer::start(&["default", "kube-system", "prod"]);
+    let named = Named::start(&[("cluster.local", cluster_zone())]);
+    let dir = tempfile::tempdir().unwrap();
+    let nd = Nodedns::start_with_env(
+        Some("kubernetes:\n  namespaces: watch\n"),
+        &["--upstream".into(), named.addr.to_string()],
+        &[("KUBECONFIG", api.kubeconfig(dir.path()))],
+    );
+    wait_until(Duration::from_secs(10), "namespaces listed", || nd.log().contains("namespaces listed"));
+    let rcode_of = |name: &str| rcode(&query_udp(nd.dns, name, hickory_proto::rr::RecordType::A, 7, Duration::from_secs(2)).expect("an answer"));
+    use hickory_proto::op::ResponseCode;
+    wait_until(Duration::from_secs(5), "the cluster SOA learned", || {
+        rcode_of("soa-probe.staging.svc.cluster.local.") == ResponseCode::NXDomain && named.queries_for("soa-probe.staging.svc.cluster.local", "A") == 0
+    });
+    assert_eq!(rcode_of("api.prod.svc.cluster.local."), ResponseCode::NoError, "a service in a listed namespace");
+
+    // A namespace created after the listing arrives through the watch.
+    api.push("ADDED", "staging", 11);
+    let mut i = 0;
+    wait_until(Duration::from_secs(5), "names in the new namespace go upstream", || {
+        i += 1;
+        let name = format!("web{i}.staging.svc.cluster.local");
+        rcode_of(&format!("{name}.")) == ResponseCode::NXDomain && named.queries_for(&name, "A") == 1
+    });
+
+    // Deleted again: denied locally again.
+    api.push("DELETED", "staging", 12);
+    wait_until(Duration::from_secs(5), "names in the deleted namespace are denied again", || {
+        i += 1;
+        let name = format!("web{i}.staging.svc.cluster.local");
+        rcode_of(&format!("{name}.")) == ResponseCode::NXDomain && named.queries_for(&name, "A") == 0
+    });
+
+    // The API fails: the list is no longer known to be complete, so nothing is denied for
+    // its namespace any more.
+    api.fail();
+    wait_until(Duration::from_secs(10), "with the watch broken, every namespace may exist", || {
+        i += 1;
+        let name = format!("web{i}.other.svc.cluster.local");
+        rcode_of(&format!("{name}.")) == ResponseCode::NXDomain && named.queries_for(&name, "A") == 1
+    });
+}

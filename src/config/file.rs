@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer};
 use ipnet::IpNet;
 
 use crate::forward::Policy;
+use crate::kubernetes::NamespaceSource;
 use crate::server::admission::Action;
 use crate::upstream::UpstreamSpec;
 use crate::zones::Zone;
@@ -211,7 +212,7 @@ pub struct KubernetesSection {
     #[serde(deserialize_with = "zones")]
     pub cluster_domains: Vec<Zone>,
     #[serde(deserialize_with = "namespaces")]
-    pub namespaces: Option<Vec<String>>,
+    pub namespaces: NamespaceSource,
     /// `None`: the search line of `resolv_conf`, less the cluster domains.
     #[serde(deserialize_with = "opt_zones")]
     pub search_suffixes: Option<Vec<Zone>>,
@@ -225,7 +226,7 @@ impl Default for KubernetesSection {
         KubernetesSection {
             local_answers: true,
             cluster_domains: vec!["cluster.local".parse().expect("literal")],
-            namespaces: None,
+            namespaces: NamespaceSource::Unknown,
             search_suffixes: None,
             filter_aaaa: Vec::new(),
             search_prefetch: true,
@@ -383,8 +384,19 @@ impl<'de> Deserialize<'de> for Namespace {
     }
 }
 
-fn namespaces<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    Ok(Option::<Vec<Namespace>>::deserialize(d)?.map(|list| list.into_iter().map(|n| n.0).collect()))
+/// `watch`, or a list of namespace names.
+fn namespaces<'de, D: Deserializer<'de>>(d: D) -> Result<NamespaceSource, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Source {
+        Word(String),
+        List(Vec<Namespace>),
+    }
+    match Source::deserialize(d)? {
+        Source::Word(w) if w == "watch" => Ok(NamespaceSource::Watch),
+        Source::Word(w) => Err(serde::de::Error::custom(format!("`{w}`: expected `watch` or a list of namespaces"))),
+        Source::List(list) => Ok(NamespaceSource::Fixed(list.into_iter().map(|n| n.0).collect())),
+    }
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

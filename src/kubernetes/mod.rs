@@ -7,6 +7,7 @@
 //! - [`rules`]: which names under a cluster domain the Kubernetes DNS specification allows,
 //!   which namespaces exist, which host search suffixes the name cannot belong to (it ends
 //!   in a public top-level domain), and the optional AAAA filter;
+//! - [`namespaces`]: which namespaces exist (a fixed list, or a watch on the API);
 //! - [`soa`]: the SOA each such answer carries, learned from the upstream that would
 //!   otherwise have answered, so the denial looks exactly like the upstream's;
 //! - [`search`]: the later steps of a walk, resolved as soon as its first step is seen.
@@ -15,9 +16,10 @@
 //! the ordinary cache; nothing here touches sockets, the cache's internals or upstreams
 //! except through the forwarder.
 
+pub mod namespaces;
 pub mod rules;
 pub mod search;
 pub mod soa;
 
-pub use rules::{LocalAnswer, Naming, NamingSettings, Reason};
+pub use rules::{LocalAnswer, NamespaceSource, Naming, NamingSettings, Reason};
 pub use soa::SoaBook;

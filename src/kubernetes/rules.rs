@@ -12,8 +12,9 @@
 //! when the last label of `X` is a public top-level domain: that is `api.example.com`
 //! with the suffix appended by the resolver, never a real name in a cloud's internal zone.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 
+use super::namespaces::Namespaces;
 use crate::wire::TYPE_AAAA;
 use crate::wire::header::Rcode;
 use crate::zones::Zone;
@@ -59,8 +60,7 @@ pub struct NamingSettings {
     /// Off switch for every rule.
     pub enabled: bool,
     pub cluster_domains: Vec<Zone>,
-    /// The namespaces that exist, lower-case; `None` when unknown (the rule is off).
-    pub namespaces: Option<Vec<String>>,
+    pub namespaces: NamespaceSource,
     /// The node's search suffixes outside the cluster.
     pub search_suffixes: Vec<Zone>,
     /// Zones whose AAAA queries get NODATA.
@@ -69,10 +69,22 @@ pub struct NamingSettings {
     pub search_prefetch: bool,
 }
 
+/// Where the list of namespaces comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum NamespaceSource {
+    /// Not known: the namespace rule is off.
+    #[default]
+    Unknown,
+    /// Exactly these (for clusters whose namespaces are fixed, and for tests).
+    Fixed(Vec<String>),
+    /// Followed through the Kubernetes API.
+    Watch,
+}
+
 /// The compiled rules.
 pub struct Naming {
     settings: NamingSettings,
-    namespaces: Option<HashSet<Vec<u8>>>,
+    namespaces: Arc<Namespaces>,
     /// Every zone an answer can name: cluster domains, then search suffixes, then AAAA
     /// filter zones. Their SOAs are learned by [`super::SoaBook`].
     zones: Vec<Zone>,
@@ -103,7 +115,10 @@ fn label_count(zone: &Zone) -> usize {
 
 impl Naming {
     pub fn new(settings: NamingSettings) -> Naming {
-        let namespaces = settings.namespaces.as_ref().map(|list| list.iter().map(|n| n.to_ascii_lowercase().into_bytes()).collect());
+        let namespaces = Arc::new(match &settings.namespaces {
+            NamespaceSource::Fixed(list) => Namespaces::fixed(list),
+            NamespaceSource::Unknown | NamespaceSource::Watch => Namespaces::default(),
+        });
         let zones = settings.cluster_domains.iter().chain(&settings.search_suffixes).chain(&settings.filter_aaaa).cloned().collect();
         Naming { settings, namespaces, zones }
     }
@@ -112,13 +127,18 @@ impl Naming {
         &self.settings
     }
 
+    /// The namespace list, for the watch to fill when the source is [`NamespaceSource::Watch`].
+    pub fn namespaces(&self) -> &Arc<Namespaces> {
+        &self.namespaces
+    }
+
     pub fn zones(&self) -> &[Zone] {
         &self.zones
     }
 
     /// Whether a namespace of this name may exist: it does, or the namespaces are unknown.
     pub fn namespace_may_exist(&self, name: &[u8]) -> bool {
-        self.namespaces.as_ref().is_none_or(|known| known.contains(name))
+        self.namespaces.may_exist(name)
     }
 
     /// Decides a question (`name` lower-cased wire form). `None`: ask upstream.

@@ -21,7 +21,7 @@ use crate::cache::Cache;
 use crate::config::Settings;
 use crate::forward::Forwarder;
 use crate::kubernetes::search::SearchPrefetch;
-use crate::kubernetes::{Naming, SoaBook};
+use crate::kubernetes::{NamespaceSource, Naming, SoaBook};
 use crate::upstream::{Upstream, UpstreamSettings, UpstreamSpec};
 use crate::zones::Router;
 use crate::metrics::Metrics;
@@ -46,15 +46,22 @@ fn start_upstreams(router: &Router<UpstreamSpec>, settings: &UpstreamSettings, m
     Ok(router.map(|spec| running.iter().find(|u| u.spec() == spec).cloned().expect("started above")))
 }
 
-/// The Kubernetes naming rules, with their zones' SOAs being learned from now on.
-fn local_naming(settings: &Settings, forwarder: &Arc<Forwarder>, metrics: &Metrics) -> LocalNaming {
+/// The Kubernetes naming rules, with their zones' SOAs and the namespaces being learned
+/// from now on.
+async fn local_naming(settings: &Settings, forwarder: &Arc<Forwarder>, metrics: &Metrics) -> anyhow::Result<LocalNaming> {
     let naming = Arc::new(Naming::new(settings.naming.clone()));
     let soa = SoaBook::new(naming.zones());
     if naming.settings().enabled {
         soa.learn_all(forwarder);
+        if naming.settings().namespaces == NamespaceSource::Watch {
+            let client = kube::Client::try_default()
+                .await
+                .context("kubernetes.namespaces is `watch`, but there is no Kubernetes API to watch (no in-cluster service account, no KUBECONFIG)")?;
+            tokio::spawn(naming.namespaces().clone().follow(client));
+        }
     }
     let search = naming.settings().search_prefetch.then(|| SearchPrefetch::new(naming.clone(), forwarder.clone(), metrics.naming()));
-    LocalNaming { naming, soa, search, metrics: metrics.naming() }
+    Ok(LocalNaming { naming, soa, search, metrics: metrics.naming() })
 }
 
 /// Runs until `stop` is cancelled, then stops accepting, lets in-flight queries finish for
@@ -71,7 +78,7 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
         query_log: settings.query_log,
     };
     let admission = Admission::new(settings.allow.clone(), settings.deny_action, settings.client_limit);
-    let naming = local_naming(&settings, &forwarder, &metrics);
+    let naming = local_naming(&settings, &forwarder, &metrics).await?;
     let handler = Arc::new(Handler::new(cache.clone(), forwarder, admission, naming, handler_settings));
     let tasks = TaskTracker::new();
     let listeners = TaskTracker::new();

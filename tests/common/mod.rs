@@ -225,6 +225,11 @@ impl Nodedns {
     /// section, the Kubernetes naming rules are off: they ask the upstreams for SOAs at
     /// start, which tests counting upstream queries must not see.
     pub fn start_with_config(config: Option<&str>, args: &[String]) -> Nodedns {
+        Self::start_with_env(config, args, &[])
+    }
+
+    /// Like [`Nodedns::start_with_config`], with extra environment variables.
+    pub fn start_with_env(config: Option<&str>, args: &[String], env: &[(&str, String)]) -> Nodedns {
         let dir = tempfile::tempdir().unwrap();
         let dns = loopback(free_port());
         let metrics = loopback(free_port());
@@ -238,6 +243,7 @@ impl Nodedns {
         let stderr = dir.path().join("stderr.log");
         let child = cmd
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())

@@ -10,7 +10,7 @@ fn gke() -> Naming {
     Naming::new(NamingSettings {
         enabled: true,
         cluster_domains: vec!["cluster.local".parse().unwrap()],
-        namespaces: Some(vec!["default".into(), "kube-system".into(), "prod".into()]),
+        namespaces: NamespaceSource::Fixed(vec!["default".into(), "kube-system".into(), "prod".into()]),
         search_suffixes: ["us-central1-a.c.proj.internal", "c.proj.internal", "google.internal"].iter().map(|s| s.parse().unwrap()).collect(),
         filter_aaaa: vec![],
         search_prefetch: true,
@@ -104,7 +104,7 @@ fn names_no_specified_form_allows_are_denied() {
 #[test]
 fn without_a_namespace_list_any_namespace_may_exist() {
     let mut settings = gke().settings().clone();
-    settings.namespaces = None;
+    settings.namespaces = NamespaceSource::Unknown;
     let n = Naming::new(settings);
     assert_eq!(verdict(&n, "api.example.com.svc.cluster.local.", A), None);
     assert_eq!(verdict(&n, "api.example.com.default.svc.cluster.local.", A), Some((Rcode::NXDOMAIN, Reason::NotInSpecification)));
