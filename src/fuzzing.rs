@@ -68,6 +68,43 @@ pub fn upstream_response(data: &[u8]) {
     }
 }
 
+/// A client's question through the Kubernetes naming rules and the search-walk expansion,
+/// and any denial through the response parser: the rules read arbitrary names without
+/// panicking, later steps are valid names, and a denial is a well-formed upstream-shaped
+/// answer to exactly that question.
+pub fn naming(data: &[u8]) {
+    use crate::kubernetes::{NamespaceSource, Naming, NamingSettings, search::later_steps, soa::Soa};
+    static RULES: OnceLock<(Naming, Soa)> = OnceLock::new();
+    let (rules, soa) = RULES.get_or_init(|| {
+        let zone = |z: &str| z.parse().expect("literal");
+        let naming = Naming::new(NamingSettings {
+            enabled: true,
+            cluster_domains: vec![zone("cluster.local")],
+            namespaces: NamespaceSource::Fixed(vec!["default".into(), "kube-system".into()]),
+            search_suffixes: vec![zone("c.proj.internal"), zone("google.internal")],
+            filter_aaaa: vec![zone("ipv4.example")],
+            search_prefetch: true,
+        });
+        (naming, Soa::from_message(&crate::kubernetes::soa::example_soa_answer()).expect("literal"))
+    });
+    let mut lower = [0u8; MAX_NAME];
+    let Ok((query, len)) = Query::parse(data, &mut lower) else { return };
+    let qname = &lower[..len];
+    if let Some(answer) = rules.classify(qname, query.qtype, query.qclass) {
+        let zone = &rules.zones()[answer.zone];
+        assert!(zone.contains(qname), "{:?} denied under {zone}, which does not contain it", answer.reason);
+        // `denial` parses what it built as the answer to this question.
+        let entry = soa.denial(qname, query.qtype, query.qclass, answer.rcode, &policy(), Instant::now());
+        assert!(entry.is_some(), "no well-formed denial for {qname:?}");
+    }
+    for step in later_steps(rules, qname).unwrap_or_default() {
+        let mut buf = [0u8; MAX_NAME];
+        let parsed = name::read_lowercased(&step, 0, &mut buf);
+        assert!(matches!(parsed, Ok((end, _)) if end == step.len()), "later step {step:?} is not one wire name");
+        let _ = rules.classify(&step, query.qtype, query.qclass);
+    }
+}
+
 /// Configuration text through the loader: any input either loads or is an error message
 /// naming a line.
 pub fn config(data: &[u8]) {

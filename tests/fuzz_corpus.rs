@@ -34,3 +34,8 @@ fn config_corpus_replays_cleanly() {
 fn tcp_stream_corpus_replays_cleanly() {
     replay("tcp_stream", nodedns::fuzzing::tcp_stream);
 }
+
+#[test]
+fn naming_corpus_replays_cleanly() {
+    replay("naming", nodedns::fuzzing::naming);
+}

@@ -394,7 +394,8 @@ fn namespaces<'de, D: Deserializer<'de>>(d: D) -> Result<NamespaceSource, D::Err
     }
     match Source::deserialize(d)? {
         Source::Word(w) if w == "watch" => Ok(NamespaceSource::Watch),
-        Source::Word(w) => Err(serde::de::Error::custom(format!("`{w}`: expected `watch` or a list of namespaces"))),
+        Source::Word(w) if w == "unknown" => Ok(NamespaceSource::Unknown),
+        Source::Word(w) => Err(serde::de::Error::custom(format!("`{w}`: expected `watch`, `unknown` or a list of namespaces"))),
         Source::List(list) => Ok(NamespaceSource::Fixed(list.into_iter().map(|n| n.0).collect())),
     }
 }

@@ -30,6 +30,17 @@ fn full_file_parses() {
     assert!(c.log.queries);
 }
 
+/// The documented example is the reference users copy from: it must parse as shown.
+#[test]
+fn the_example_in_config_md_parses() {
+    let doc = include_str!("../../docs/CONFIG.md");
+    let yaml = doc.split("```yaml\n").nth(1).and_then(|rest| rest.split("```").next()).expect("docs/CONFIG.md has a yaml example");
+    let c = parse_file("docs/CONFIG.md", yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.forward.len(), 2);
+    assert_eq!(c.kubernetes.namespaces, crate::kubernetes::NamespaceSource::Unknown);
+    assert!(c.kubernetes.search_suffixes.is_none());
+}
+
 #[test]
 fn unknown_key_is_named_with_file_and_line() {
     let e = error_of("listen: [127.0.0.1:53]\ncache:\n  positive:\n    max_entrys: 5\n");

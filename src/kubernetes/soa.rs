@@ -147,28 +147,29 @@ impl Soa {
     }
 }
 
+/// `cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5`
+/// as CoreDNS sends it, the SOA names compressed against the question. For tests and fuzzing.
+#[doc(hidden)]
+pub fn example_soa_answer() -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x85, 0x00, 0, 1, 0, 1, 0, 0, 0, 0];
+    m.extend_from_slice(b"\x07cluster\x05local\x00\x00\x06\x00\x01");
+    m.extend_from_slice(&[0xc0, 12, 0, 6, 0, 1, 0, 0, 0, 30]);
+    let mut rdata = b"\x02ns\x03dns\xc0\x0c\x0ahostmaster\xc0\x0c".to_vec();
+    for v in [1u32, 7200, 1800, 86400, 5] {
+        rdata.extend_from_slice(&v.to_be_bytes());
+    }
+    m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    m.extend_from_slice(&rdata);
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// `cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5`
-    /// as CoreDNS sends it, the SOA names compressed against the question.
-    fn coredns_soa_answer() -> Vec<u8> {
-        let mut m = vec![0x12, 0x34, 0x85, 0x00, 0, 1, 0, 1, 0, 0, 0, 0];
-        m.extend_from_slice(b"\x07cluster\x05local\x00\x00\x06\x00\x01");
-        m.extend_from_slice(&[0xc0, 12, 0, 6, 0, 1, 0, 0, 0, 30]);
-        let mut rdata = b"\x02ns\x03dns\xc0\x0c\x0ahostmaster\xc0\x0c".to_vec();
-        for v in [1u32, 7200, 1800, 86400, 5] {
-            rdata.extend_from_slice(&v.to_be_bytes());
-        }
-        m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-        m.extend_from_slice(&rdata);
-        m
-    }
-
     #[test]
     fn an_soa_answer_is_expanded_and_denials_carry_it_with_the_negative_ttl() {
-        let soa = Soa::from_message(&coredns_soa_answer()).expect("SOA found");
+        let soa = Soa::from_message(&example_soa_answer()).expect("SOA found");
         assert!(soa.authoritative);
         let qname = b"\x03api\x07example\x03com\x07default\x03svc\x07cluster\x05local\x00";
         let policy = TtlPolicy { positive_min_ttl: 0, positive_max_ttl: 3600, negative_min_ttl: 0, negative_max_ttl: 3600, servfail_ttl: 5 };
@@ -185,7 +186,7 @@ mod tests {
 
     #[test]
     fn a_truncated_soa_is_not_learned() {
-        let mut m = coredns_soa_answer();
+        let mut m = example_soa_answer();
         m.truncate(m.len() - 3);
         assert_eq!(Soa::from_message(&m), None);
     }
