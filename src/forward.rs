@@ -17,7 +17,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use rand::seq::SliceRandom;
 
-use crate::cache::{Cache, CacheKey, Entry};
+use crate::cache::{Cache, CacheKey, Entry, Kind};
 use crate::metrics::Metrics;
 use crate::upstream::{self, Upstream, UpstreamError};
 use crate::wire::Rcode;
@@ -89,6 +89,16 @@ impl Forwarder {
 
     /// The response for `key`, from one upstream exchange shared by every concurrent caller.
     pub async fn resolve(self: &Arc<Self>, key: CacheKey) -> Outcome {
+        self.join_or_fetch(key, true).await
+    }
+
+    /// Asks the upstream for `key` again although the cache still holds an answer (prefetch
+    /// ahead of expiry), unless a fetch for it is already running: one refresh at a time.
+    pub async fn refresh(self: &Arc<Self>, key: CacheKey) -> Outcome {
+        self.join_or_fetch(key, false).await
+    }
+
+    async fn join_or_fetch(self: &Arc<Self>, key: CacheKey, cached_will_do: bool) -> Outcome {
         let pending = {
             let mut table = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
             match table.get(&key) {
@@ -99,7 +109,7 @@ impl Forwarder {
                 // A fetch stores its answer before leaving the table, so a caller that missed
                 // the cache just before that fetch finished finds the answer here instead of
                 // asking again.
-                None if let Some((entry, _)) = self.cache.lookup(&key.as_ref(), Instant::now()) => {
+                None if cached_will_do && let Some((entry, _)) = self.cache.lookup(&key.as_ref(), Instant::now()) => {
                     self.metrics.coalesced.inc();
                     return Ok(entry);
                 }
@@ -154,8 +164,7 @@ impl Forwarder {
                                 let rcode = ex.response.rcode();
                                 let entry = Arc::new(Entry::from_response(&ex.msg, &ex.response, self.cache.policy(), Instant::now()));
                                 if !(try_next_on(rcode) && may_start) {
-                                    self.cache.insert((*key).clone(), entry.clone());
-                                    return Ok(entry);
+                                    return Ok(self.store(&key, entry));
                                 }
                                 tracing::debug!(upstream = %upstream.label(), rcode = rcode.as_str(), "trying the next upstream");
                                 refused = Some(entry);
@@ -202,7 +211,23 @@ impl Forwarder {
                 .boxed(),
             );
         }
-        refused.ok_or(ForwardError::Upstream(last_error))
+        match self.cache.keep_on_failure(&key, Instant::now()) {
+            Some(kept) => Ok(kept),
+            None => refused.ok_or(ForwardError::Upstream(last_error)),
+        }
+    }
+
+    /// Stores the upstream's answer and returns what the clients get: a SERVFAIL neither
+    /// replaces an answer still fresh (a failed refresh) nor hides one that may be served
+    /// stale.
+    fn store(&self, key: &CacheKey, entry: Arc<Entry>) -> Arc<Entry> {
+        if entry.kind() == Kind::ServFail
+            && let Some(kept) = self.cache.keep_on_failure(key, Instant::now())
+        {
+            return kept;
+        }
+        self.cache.insert(key.clone(), entry.clone());
+        entry
     }
 
     /// The group's upstreams in the order the policy gives, healthy ones first (all of them

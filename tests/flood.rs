@@ -116,5 +116,7 @@ fn random_name_flood_stays_within_the_cache_bounds_and_keeps_the_hot_set() {
     assert!(sent.load(Ordering::SeqCst) > 50_000, "the flood was too weak to prove anything");
     assert!(rss_max <= rss_before + CACHE_BYTES + MARGIN, "RSS grew {:.1} MiB", mib(rss_max - rss_before));
     assert_eq!(hot_upstream, 100, "hot names were evicted and asked upstream again");
-    assert!(flood_p99 < Duration::from_millis(100), "hot-set p99 under flood {flood_p99:?}");
+    // About starvation (a client retrying after 1-5 s), not speed: generous for a noisy
+    // 2-core machine that also runs the flooder.
+    assert!(flood_p99 < Duration::from_millis(250), "hot-set p99 under flood {flood_p99:?}");
 }

@@ -45,14 +45,14 @@ fn allocations() -> usize {
 fn cache_hit_allocates_nothing() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _guard = runtime.enter();
-    let policy = TtlPolicy { positive_min_ttl: 0, positive_max_ttl: 3600, negative_min_ttl: 0, negative_max_ttl: 1800, servfail_ttl: 5 };
+    let policy = TtlPolicy::default();
     let cap = Capacity { max_entries: 1000, max_bytes: 1 << 20 };
     let cache = Arc::new(Cache::new(cap, cap, policy.clone()));
     let metrics = Arc::new(Metrics::new());
     let settings = ForwardSettings { deadline: Duration::from_secs(2), policy: Policy::Sequential, max_attempts: 8 };
     let forwarder = Forwarder::new(Router::new([]), cache.clone(), settings, metrics.clone());
     let admission = Admission::new(vec!["127.0.0.0/8".parse().unwrap()], Action::Refuse, Some(ClientLimit { qps: 1_000_000, burst: 1_000_000, action: Action::Drop, table_size: 1024 }));
-    let settings = HandlerSettings { max_inflight_misses: 100, udp_payload: 1232, deadline: Duration::from_secs(2), query_log: false };
+    let settings = HandlerSettings { max_inflight_misses: 100, udp_payload: 1232, deadline: Duration::from_secs(2), query_log: false, stale_after: Duration::from_secs(1) };
     let handler = Handler::new(cache.clone(), forwarder, admission, LocalNaming::off(&metrics), settings);
     let listener = metrics.listener("dns://127.0.0.1:53", "udp", false);
 

@@ -2,7 +2,8 @@
 //! with that client's ID, flags, question case and EDNS, and TTLs aged by the time spent in
 //! the cache. Writing copies the stored octets once and patches fixed offsets; no parsing.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::wire::compose::{self, OPT_LEN};
 use crate::wire::header::{Flags, HEADER_LEN, Header};
@@ -31,7 +32,15 @@ pub struct Entry {
     ttl_offsets: Box<[u16]>,
     stored_at: Instant,
     lifetime: u32,
+    /// When the upstream's answer expired (or will): a stale copy keeps its original's, so
+    /// the bound on serving stale counts from there.
+    first_expiry: Instant,
+    /// Age (seconds) from which hits count towards a refresh; `u32::MAX`: never refreshed.
+    refresh_from_age: u32,
+    near_expiry_hits: AtomicU32,
     kind: Kind,
+    /// Served because the upstream failed, past its original expiry.
+    stale: bool,
 }
 
 impl Entry {
@@ -52,7 +61,59 @@ impl Entry {
             };
             wire[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
         }
-        Entry { wire, ttl_offsets: resp.ttl_offsets.clone().into(), stored_at: now, lifetime, kind }
+        Entry {
+            wire,
+            ttl_offsets: resp.ttl_offsets.clone().into(),
+            stored_at: now,
+            lifetime,
+            first_expiry: now + Duration::from_secs(lifetime.into()),
+            refresh_from_age: refresh_from_age(kind, lifetime, policy),
+            near_expiry_hits: AtomicU32::new(0),
+            kind,
+            stale: false,
+        }
+    }
+
+    /// This entry as a stale answer (RFC 8767): every TTL `stale_ttl`, fresh for that long
+    /// from `now`, still remembering when the upstream's answer first expired.
+    pub fn stale_copy(&self, policy: &TtlPolicy, now: Instant) -> Entry {
+        let lifetime = policy.stale_ttl.max(1);
+        let mut wire = self.wire.clone();
+        for &at in self.ttl_offsets.iter() {
+            let at = usize::from(at);
+            wire[at..at + 4].copy_from_slice(&lifetime.to_be_bytes());
+        }
+        Entry {
+            wire,
+            ttl_offsets: self.ttl_offsets.clone(),
+            stored_at: now,
+            lifetime,
+            first_expiry: self.first_expiry,
+            refresh_from_age: refresh_from_age(self.kind, lifetime, policy),
+            near_expiry_hits: AtomicU32::new(0),
+            kind: self.kind,
+            stale: true,
+        }
+    }
+
+    /// Whether this is a stale copy, served past the upstream's TTL.
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
+    /// How long ago the upstream's answer expired, if this entry is no longer fresh.
+    pub fn expired_for(&self, now: Instant) -> Option<Duration> {
+        match self.age_if_fresh(now) {
+            Some(_) => None,
+            None => Some(now.saturating_duration_since(self.first_expiry)),
+        }
+    }
+
+    /// Counts a hit at `age` seconds; true for exactly one hit per entry: the
+    /// `min_hits`-th in the refresh window, which should start the refresh.
+    #[inline]
+    pub fn hit_starts_refresh(&self, age: u32, min_hits: u32) -> bool {
+        age >= self.refresh_from_age && self.near_expiry_hits.fetch_add(1, Ordering::Relaxed).wrapping_add(1) == min_hits.max(1)
     }
 
     /// The stored message: header, question and records, without OPT, TTLs as stored.
@@ -149,6 +210,17 @@ impl Entry {
         let kept = stored.0 & (Flags::TC | 0xf | if ad_ok { Flags::AD } else { 0 });
         Flags(kept | Flags::QR | Flags::RA | (asked.0 & (Flags::RD | Flags::CD)))
     }
+}
+
+/// The age from which hits count towards refreshing an entry: the last
+/// `prefetch_percent` of its life, at least its last second. Entries living under two
+/// seconds, SERVFAILs and uncacheable answers are never refreshed ahead.
+fn refresh_from_age(kind: Kind, lifetime: u32, policy: &TtlPolicy) -> u32 {
+    if policy.prefetch_percent == 0 || lifetime < 2 || !matches!(kind, Kind::Positive | Kind::Negative) {
+        return u32::MAX;
+    }
+    let window = (u64::from(lifetime) * u64::from(policy.prefetch_percent.min(100)) / 100).max(1) as u32;
+    lifetime - window.min(lifetime - 1)
 }
 
 /// Decides how an upstream response is kept, and for how long.

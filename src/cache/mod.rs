@@ -4,7 +4,8 @@
 //! for positive and negative entries). It never does I/O and never decides where a miss
 //! goes; that is `forward`'s job. Eviction is `quick_cache`'s S3-FIFO, so a flood of
 //! one-off names passes through the small probationary queue without pushing out names that
-//! are asked again.
+//! are asked again. Expired entries stay until evicted, so that when the upstream fails they
+//! can still be served (RFC 8767, "serve stale") for a bounded time.
 
 mod entry;
 mod key;
@@ -26,6 +27,32 @@ pub struct TtlPolicy {
     pub negative_min_ttl: u32,
     pub negative_max_ttl: u32,
     pub servfail_ttl: u32,
+    /// How long after expiry an entry may still be served when the upstream fails; 0: never.
+    pub stale_max_age: u32,
+    /// The TTL of a stale answer, and how long one stands in before the upstream is asked
+    /// again (RFC 8767's 30 s).
+    pub stale_ttl: u32,
+    /// Hits in the last this-percent of an entry's life count towards refreshing it; 0: no
+    /// refreshing ahead of expiry.
+    pub prefetch_percent: u32,
+    /// Hits in that window that start the refresh (once per entry).
+    pub prefetch_min_hits: u32,
+}
+
+impl Default for TtlPolicy {
+    fn default() -> Self {
+        TtlPolicy {
+            positive_min_ttl: 0,
+            positive_max_ttl: 3600,
+            negative_min_ttl: 0,
+            negative_max_ttl: 1800,
+            servfail_ttl: 5,
+            stale_max_age: 0,
+            stale_ttl: 30,
+            prefetch_percent: 0,
+            prefetch_min_hits: 2,
+        }
+    }
 }
 
 /// Bounds of one half of the cache (positive or negative).
@@ -84,6 +111,37 @@ impl Cache {
             }
         }
         None
+    }
+
+    /// An expired answer for `key` that may still be served because the upstream failed or
+    /// is slow: expired no longer than `stale_max_age` ago. Never a SERVFAIL.
+    pub fn stale(&self, key: &KeyRef<'_>, now: Instant) -> Option<Arc<Entry>> {
+        let max_age = self.policy.stale_max_age;
+        if max_age == 0 {
+            return None;
+        }
+        [&self.positive, &self.negative].into_iter().find_map(|store| store.get(key)).filter(|entry| {
+            matches!(entry.kind(), Kind::Positive | Kind::Negative) && entry.expired_for(now).is_some_and(|d| d.as_secs() <= u64::from(max_age))
+        })
+    }
+
+    /// What to answer for `key` when the upstream failed to: the entry still fresh (a failed
+    /// refresh must not replace a good answer), or a stale one, stored again as a stale copy
+    /// so that for `stale_ttl` seconds it is answered at once without asking the upstream
+    /// (RFC 8767's failure recheck timer). `None`: nothing to fall back on.
+    pub fn keep_on_failure(&self, key: &CacheKey, now: Instant) -> Option<Arc<Entry>> {
+        let key_ref = key.as_ref();
+        for store in [&self.positive, &self.negative] {
+            if let Some(entry) = store.get(&key_ref)
+                && matches!(entry.kind(), Kind::Positive | Kind::Negative)
+                && entry.age_if_fresh(now).is_some()
+            {
+                return Some(entry);
+            }
+        }
+        let stale = Arc::new(self.stale(&key_ref, now)?.stale_copy(&self.policy, now));
+        self.insert(key.clone(), stale.clone());
+        Some(stale)
     }
 
     /// Stores `entry` under `key` in the half its kind belongs to; uncacheable entries are

@@ -9,7 +9,7 @@ use crate::wire::name::MAX_NAME;
 use crate::wire::{MAX_MESSAGE, Query, UpstreamResponse};
 
 fn policy() -> TtlPolicy {
-    TtlPolicy { positive_min_ttl: 0, positive_max_ttl: 3600, negative_min_ttl: 0, negative_max_ttl: 1800, servfail_ttl: 5 }
+    TtlPolicy::default()
 }
 
 fn entry_for(msg: &[u8], qname: &str, qtype: u16, now: Instant) -> Entry {
@@ -191,4 +191,89 @@ fn flood_of_one_off_names_does_not_evict_the_hot_set() {
         hits(&cache);
     }
     assert!(hits(&cache) >= 490, "hot entries left: {}", hits(&cache));
+}
+
+fn stale_policy() -> TtlPolicy {
+    TtlPolicy { stale_max_age: 600, stale_ttl: 30, prefetch_percent: 10, prefetch_min_hits: 2, ..TtlPolicy::default() }
+}
+
+fn stale_cache() -> Cache {
+    let cap = Capacity { max_entries: 1000, max_bytes: 1 << 20 };
+    Cache::new(cap, cap, stale_policy())
+}
+
+fn store_a(cache: &Cache, qname: &str, ttl: u32, now: Instant) -> CacheKey {
+    let msg = response(qname, RecordType::A, ResponseCode::NoError, vec![a(qname, ttl, [192, 0, 2, 1])], vec![], false);
+    let wire = testutil::wire_name(qname);
+    let resp = UpstreamResponse::parse(&msg, &wire, 1, 1).unwrap();
+    let key = KeyRef::new(&wire, 1, 1, false, false).to_owned();
+    cache.insert(key.clone(), Arc::new(Entry::from_response(&msg, &resp, cache.policy(), now)));
+    key
+}
+
+#[test]
+fn an_expired_answer_is_stale_only_within_the_maximum_age_and_only_when_enabled() {
+    let now = Instant::now();
+    let cache = stale_cache();
+    let key = store_a(&cache, "a.example.", 60, now);
+    assert!(cache.stale(&key.as_ref(), now + Duration::from_secs(59)).is_none(), "fresh is not stale");
+    assert!(cache.stale(&key.as_ref(), now + Duration::from_secs(61)).is_some());
+    assert!(cache.stale(&key.as_ref(), now + Duration::from_secs(60 + 600)).is_some());
+    assert!(cache.stale(&key.as_ref(), now + Duration::from_secs(60 + 601)).is_none(), "past stale_max_age");
+
+    let off = self::cache();
+    let key = store_a(&off, "a.example.", 60, now);
+    assert!(off.stale(&key.as_ref(), now + Duration::from_secs(61)).is_none(), "stale_max_age 0 turns it off");
+}
+
+#[test]
+fn a_failure_keeps_a_fresh_answer_and_turns_an_expired_one_into_a_stale_copy() {
+    let now = Instant::now();
+    let cache = stale_cache();
+    let key = store_a(&cache, "a.example.", 60, now);
+    let kept = cache.keep_on_failure(&key, now + Duration::from_secs(10)).expect("fresh answer kept");
+    assert!(!kept.is_stale(), "a failed refresh leaves the fresh answer alone");
+
+    let later = now + Duration::from_secs(100);
+    let stale = cache.keep_on_failure(&key, later).expect("stale copy");
+    assert!(stale.is_stale());
+    let (_, parsed) = serve(&stale, "a.example.", 1, None, 0, 512);
+    assert_eq!(parsed.answers[0].ttl, 30, "RFC 8767: stale answers carry a 30 s TTL");
+    let (hit, _) = cache.lookup(&key.as_ref(), later + Duration::from_secs(29)).expect("the copy is answered at once for 30 s");
+    assert!(hit.is_stale());
+    assert!(cache.lookup(&key.as_ref(), later + Duration::from_secs(30)).is_none(), "then the upstream is asked again");
+    // The maximum age counts from the upstream's expiry, not from the copy.
+    assert!(cache.keep_on_failure(&key, now + Duration::from_secs(60 + 601)).is_none());
+}
+
+#[test]
+fn a_servfail_is_never_served_stale() {
+    let now = Instant::now();
+    let cache = stale_cache();
+    let msg = response("b.example.", RecordType::A, ResponseCode::ServFail, vec![], vec![], false);
+    let wire = testutil::wire_name("b.example.");
+    let resp = UpstreamResponse::parse(&msg, &wire, 1, 1).unwrap();
+    let key = KeyRef::new(&wire, 1, 1, false, false).to_owned();
+    cache.insert(key.clone(), Arc::new(Entry::from_response(&msg, &resp, cache.policy(), now)));
+    assert!(cache.stale(&key.as_ref(), now + Duration::from_secs(6)).is_none());
+}
+
+#[test]
+fn exactly_one_hit_in_the_last_tenth_of_a_life_starts_a_refresh() {
+    let now = Instant::now();
+    let cache = stale_cache();
+    let key = store_a(&cache, "a.example.", 100, now);
+    let (entry, _) = cache.lookup(&key.as_ref(), now).unwrap();
+    assert!((0..89).all(|age| !entry.hit_starts_refresh(age, 2)), "hits before the window do not count");
+    assert!(!entry.hit_starts_refresh(90, 2), "first hit in the window");
+    assert!(entry.hit_starts_refresh(91, 2), "second hit: refresh");
+    assert!((92..100).all(|age| !entry.hit_starts_refresh(age, 2)), "one refresh per entry");
+
+    let short = store_a(&cache, "short.example.", 1, now);
+    let (entry, _) = cache.lookup(&short.as_ref(), now).unwrap();
+    assert!((0..10).all(|_| !entry.hit_starts_refresh(0, 2)), "a one-second entry is not refreshed ahead");
+    let off = self::cache();
+    let key = store_a(&off, "a.example.", 100, now);
+    let (entry, _) = off.lookup(&key.as_ref(), now).unwrap();
+    assert!((0..100).all(|age| !entry.hit_starts_refresh(age, 2)), "prefetch_percent 0 turns it off");
 }

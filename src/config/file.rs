@@ -66,6 +66,44 @@ pub struct CacheSection {
     pub negative: CacheBounds,
     #[serde(deserialize_with = "duration")]
     pub servfail_ttl: Duration,
+    pub serve_stale: ServeStaleSection,
+    pub prefetch: PrefetchSection,
+}
+
+/// RFC 8767: expired answers served while the upstream fails or is slow.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeStaleSection {
+    /// How long past expiry an answer may be served; 0: never.
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub answer_ttl: Duration,
+    /// How long a client waits for the upstream before a stale answer is sent instead.
+    #[serde(deserialize_with = "duration")]
+    pub client_timeout: Duration,
+}
+
+impl Default for ServeStaleSection {
+    fn default() -> Self {
+        ServeStaleSection { max_age: Duration::from_secs(3600), answer_ttl: Duration::from_secs(30), client_timeout: Duration::from_secs(1) }
+    }
+}
+
+/// Refreshing popular entries before they expire.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrefetchSection {
+    /// Hits within the window that start a refresh; 0: no prefetch.
+    pub min_hits: u32,
+    /// The window: the last this-percent of an entry's life.
+    pub window_percent: u32,
+}
+
+impl Default for PrefetchSection {
+    fn default() -> Self {
+        PrefetchSection { min_hits: 2, window_percent: 10 }
+    }
 }
 
 impl Default for CacheSection {
@@ -74,6 +112,8 @@ impl Default for CacheSection {
             positive: CacheBounds { max_entries: 200_000, max_bytes: 128 << 20, min_ttl: Duration::ZERO, max_ttl: Duration::from_secs(3600) },
             negative: CacheBounds { max_entries: 100_000, max_bytes: 32 << 20, min_ttl: Duration::ZERO, max_ttl: Duration::from_secs(1800) },
             servfail_ttl: Duration::from_secs(5),
+            serve_stale: ServeStaleSection::default(),
+            prefetch: PrefetchSection::default(),
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct CacheSettings {
     pub positive: Capacity,
     pub negative: Capacity,
     pub ttl: TtlPolicy,
+    /// How long a client waits for the upstream before a stale answer is sent instead.
+    pub stale_client_timeout: Duration,
 }
 
 /// The validated settings the process runs with.
@@ -114,6 +116,13 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
         if b.max_ttl.as_secs() > u64::from(i32::MAX as u32) {
             return err(&format!("cache.{name}.max_ttl"), "exceeds the largest DNS TTL (68 years)");
         }
+    }
+    let stale = &c.cache.serve_stale;
+    if !stale.max_age.is_zero() && stale.answer_ttl.as_secs() == 0 {
+        return err("cache.serve_stale.answer_ttl", "must be at least 1s");
+    }
+    if c.cache.prefetch.min_hits > 0 && !(1..=100).contains(&c.cache.prefetch.window_percent) {
+        return err("cache.prefetch.window_percent", "must be between 1 and 100");
     }
     if c.server.udp_payload < 512 {
         return err("server.udp_payload", "must be at least 512 (RFC 6891)");
@@ -261,7 +270,12 @@ impl Settings {
                     negative_min_ttl: secs(c.negative.min_ttl),
                     negative_max_ttl: secs(c.negative.max_ttl),
                     servfail_ttl: secs(c.servfail_ttl),
+                    stale_max_age: secs(c.serve_stale.max_age),
+                    stale_ttl: secs(c.serve_stale.answer_ttl),
+                    prefetch_percent: if c.prefetch.min_hits == 0 { 0 } else { c.prefetch.window_percent },
+                    prefetch_min_hits: c.prefetch.min_hits,
                 },
+                stale_client_timeout: c.serve_stale.client_timeout,
             },
             udp_payload: file.server.udp_payload,
             upstream,

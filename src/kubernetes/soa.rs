@@ -172,7 +172,7 @@ mod tests {
         let soa = Soa::from_message(&example_soa_answer()).expect("SOA found");
         assert!(soa.authoritative);
         let qname = b"\x03api\x07example\x03com\x07default\x03svc\x07cluster\x05local\x00";
-        let policy = TtlPolicy { positive_min_ttl: 0, positive_max_ttl: 3600, negative_min_ttl: 0, negative_max_ttl: 3600, servfail_ttl: 5 };
+        let policy = TtlPolicy { negative_max_ttl: 3600, ..TtlPolicy::default() };
         let entry = soa.denial(qname, 1, 1, Rcode::NXDOMAIN, &policy, Instant::now()).expect("valid message");
         assert_eq!(entry.kind(), crate::cache::Kind::Negative);
         assert_eq!(entry.rcode(), Rcode::NXDOMAIN);

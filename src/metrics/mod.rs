@@ -171,7 +171,6 @@ impl DropReason {
     }
 }
 
-/// The process-wide metrics.
 /// Counters of the Kubernetes naming rules.
 #[derive(Clone, Debug)]
 pub struct NamingMetrics {
@@ -187,6 +186,7 @@ impl NamingMetrics {
     }
 }
 
+/// The process-wide metrics.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -195,6 +195,8 @@ pub struct Metrics {
     cache_entries: Family<CacheTypeLabels, Gauge>,
     cache_hits: Family<CacheTypeLabels, Counter>,
     cache_misses: Family<CacheLabels, Counter>,
+    cache_prefetch: Family<CacheLabels, Counter>,
+    cache_served_stale: Family<CacheLabels, Counter>,
     forward_requests: Family<ToLabels, Counter>,
     forward_responses: Family<ToRcodeLabels, Counter>,
     forward_duration: Family<ToRcodeLabels, Histogram, DurationBuckets>,
@@ -244,6 +246,8 @@ impl Metrics {
             cache_entries: Family::default(),
             cache_hits: Family::default(),
             cache_misses: Family::default(),
+            cache_prefetch: Family::default(),
+            cache_served_stale: Family::default(),
             forward_requests: Family::default(),
             forward_responses: Family::default(),
             forward_duration: Family::new_with_constructor(DurationBuckets),
@@ -283,6 +287,8 @@ impl Metrics {
         r.register("coredns_cache_entries", "The number of elements in the cache.", m.cache_entries.clone());
         r.register("coredns_cache_hits", "The count of cache hits.", m.cache_hits.clone());
         r.register("coredns_cache_misses", "The count of cache misses.", m.cache_misses.clone());
+        r.register("coredns_cache_prefetch", "The number of times the cache has prefetched a cached item.", m.cache_prefetch.clone());
+        r.register("coredns_cache_served_stale", "The number of requests served from stale cache entries.", m.cache_served_stale.clone());
         r.register("coredns_forward_requests", "Counter of requests made per upstream.", m.forward_requests.clone());
         r.register("coredns_forward_responses", "Counter of responses received per upstream.", m.forward_responses.clone());
         r.register("coredns_forward_request_duration_seconds", "Histogram of the time each request took.", m.forward_duration.clone());
@@ -360,7 +366,10 @@ impl Metrics {
         let hits = ["success", "denial"].map(|t| {
             self.cache_hits.get_or_create_owned(&CacheTypeLabels { server: server.into(), r#type: t.into(), zones: zone.clone(), view: view.clone() })
         });
-        let cache_miss = self.cache_misses.get_or_create_owned(&CacheLabels { server: server.into(), zones: zone.clone(), view: view.clone() });
+        let cache_labels = CacheLabels { server: server.into(), zones: zone.clone(), view: view.clone() };
+        let cache_miss = self.cache_misses.get_or_create_owned(&cache_labels);
+        let prefetch = self.cache_prefetch.get_or_create_owned(&cache_labels);
+        let served_stale = self.cache_served_stale.get_or_create_owned(&cache_labels);
         let dropped = self.dropped.get_or_create_owned(&ReasonLabels { reason: DropReason::NotAQuery.as_str().into() });
         let denied = ["acl", "rate_limit"].map(|reason| {
             ["refuse", "drop", "truncate"].map(|action| {
@@ -368,7 +377,7 @@ impl Metrics {
             })
         });
         let overloaded = self.overloaded.get_or_create_owned(&CacheLabels { server: server.into(), zones: zone.clone(), view: view.clone() });
-        ListenerMetrics { requests, duration, responses, hits, cache_miss, dropped, denied, overloaded }
+        ListenerMetrics { requests, duration, responses, hits, cache_miss, prefetch, served_stale, dropped, denied, overloaded }
     }
 
     /// Counts a drop for reasons off the per-datagram path.
@@ -482,6 +491,8 @@ pub struct ListenerMetrics {
     responses: [[Counter; RCODES]; SOURCES.len()],
     hits: [Counter; 2],
     cache_miss: Counter,
+    prefetch: Counter,
+    served_stale: Counter,
     dropped: Counter,
     /// By reason (acl, rate_limit), then action (refuse, drop, truncate).
     denied: [[Counter; 3]; 2],
@@ -506,6 +517,14 @@ impl ListenerMetrics {
     #[inline]
     pub fn cache_miss(&self) {
         self.cache_miss.inc();
+    }
+
+    pub fn prefetch(&self) {
+        self.prefetch.inc();
+    }
+
+    pub fn served_stale(&self) {
+        self.served_stale.inc();
     }
 
     #[inline]

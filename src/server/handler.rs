@@ -49,6 +49,9 @@ pub struct HandlerSettings {
     pub deadline: Duration,
     /// Whether to log every query at info level (target `nodedns::query`).
     pub query_log: bool,
+    /// How long a miss with a stale answer in the cache waits for the upstream before the
+    /// stale answer is sent (RFC 8767's client response timer).
+    pub stale_after: Duration,
 }
 
 /// Who asked, how, and when: what every response needs besides the query itself.
@@ -126,7 +129,16 @@ impl Handler {
             Some((entry, age)) => {
                 let len = entry.write_for(&query, age, self.settings.udp_payload, self.limit(&query, req.transport), out);
                 req.metrics.cache_hit(entry.kind() != Kind::Positive);
-                self.finish(&query, entry.rcode(), Source::Cache, "hit", req);
+                if entry.hit_starts_refresh(age, self.cache.policy().prefetch_min_hits) {
+                    self.refresh(&key, req);
+                }
+                let status = if entry.is_stale() {
+                    req.metrics.served_stale();
+                    "stale"
+                } else {
+                    "hit"
+                };
+                self.finish(&query, entry.rcode(), Source::Cache, status, req);
                 Local::Reply(len)
             }
             None => {
@@ -161,14 +173,36 @@ impl Handler {
         Some(len)
     }
 
-    /// Resolves a query the cache could not answer and returns the response to send.
+    /// Starts refreshing a popular entry before it expires, in the background: the clients
+    /// asking for it keep getting hits and never meet the expiry (no herd at the TTL).
+    fn refresh(&self, key: &KeyRef<'_>, req: &Request<'_>) {
+        // Only off a runtime in harnesses that drive the hot path by hand.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        req.metrics.prefetch();
+        let (forwarder, key) = (self.forwarder.clone(), key.to_owned());
+        runtime.spawn(async move { forwarder.refresh(key).await });
+    }
+
+    /// Resolves a query the cache could not answer and returns the response to send. When
+    /// the cache holds an expired answer that may be served stale, the client waits at most
+    /// `stale_after` for the upstream and then gets the stale answer; the fetch goes on and
+    /// refreshes the cache.
     pub async fn answer_miss(&self, packet: &[u8], req: &Request<'_>) -> Option<Vec<u8>> {
         let mut lower = [0u8; MAX_NAME];
         // The hot path already parsed this packet successfully.
         let (query, name_len) = Query::parse(packet, &mut lower).ok()?;
-        let key = KeyRef::for_query(&query, &lower[..name_len]).to_owned();
-        let outcome = tokio::time::timeout(self.settings.deadline, self.forwarder.resolve(key)).await;
+        let key = KeyRef::for_query(&query, &lower[..name_len]);
+        let stale = self.cache.stale(&key, req.started);
+        let resolving = self.forwarder.resolve(key.to_owned());
         let limit = self.limit(&query, req.transport);
+        let outcome = match stale {
+            None => tokio::time::timeout(self.settings.deadline, resolving).await,
+            // At the deadline at the latest: a stale answer beats SERVFAIL.
+            Some(stale) => match tokio::time::timeout_at((req.started + self.settings.stale_after.min(self.settings.deadline)).into(), resolving).await {
+                Ok(outcome) => Ok(outcome),
+                Err(_slow) => return Some(self.write_entry(&stale.stale_copy(self.cache.policy(), Instant::now()), &query, limit, req)),
+            },
+        };
         match outcome {
             Ok(Ok(entry)) => Some(self.write_entry(&entry, &query, limit, req)),
             Ok(Err(e)) => {
@@ -188,7 +222,13 @@ impl Handler {
         let age = entry.age_if_fresh(Instant::now()).unwrap_or(0);
         let len = entry.write_for(query, age, self.settings.udp_payload, limit, &mut out);
         out.truncate(len);
-        self.finish(query, entry.rcode(), Source::Forward, "miss", req);
+        let status = if entry.is_stale() {
+            req.metrics.served_stale();
+            "stale"
+        } else {
+            "miss"
+        };
+        self.finish(query, entry.rcode(), Source::Forward, status, req);
         out
     }
 

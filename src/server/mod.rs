@@ -76,6 +76,7 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
         udp_payload: settings.udp_payload,
         deadline: settings.query_deadline,
         query_log: settings.query_log,
+        stale_after: settings.cache.stale_client_timeout,
     };
     let admission = Admission::new(settings.allow.clone(), settings.deny_action, settings.client_limit);
     let naming = local_naming(&settings, &forwarder, &metrics).await?;

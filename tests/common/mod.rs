@@ -140,6 +140,11 @@ impl Named {
         Proc { child, name: "named" }
     }
 
+    /// Stops the server, as an upstream that goes away.
+    pub fn stop(&mut self) {
+        self._proc.terminate(Duration::from_secs(5));
+    }
+
     /// How many queries for `name` (lower-case, no trailing dot) and `qtype` named has logged.
     pub fn queries_for(&self, name: &str, qtype: &str) -> usize {
         named_queries_for(self.dir.path(), name, qtype)
@@ -391,6 +396,7 @@ pub enum Behaviour {
 pub struct FakeUpstream {
     pub addr: SocketAddr,
     pub received: Arc<AtomicUsize>,
+    behaviour: Arc<std::sync::Mutex<Behaviour>>,
 }
 
 impl FakeUpstream {
@@ -399,11 +405,14 @@ impl FakeUpstream {
         let addr = sock.local_addr().unwrap();
         let received = Arc::new(AtomicUsize::new(0));
         let count = received.clone();
+        let behaviour = Arc::new(std::sync::Mutex::new(behaviour));
+        let current = behaviour.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 4096];
             while let Ok((n, peer)) = sock.recv_from(&mut buf) {
                 count.fetch_add(1, Ordering::SeqCst);
                 let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+                let behaviour = *current.lock().unwrap();
                 match behaviour {
                     Behaviour::Silent => {}
                     Behaviour::ServFail => {
@@ -450,7 +459,12 @@ impl FakeUpstream {
                 }
             }
         });
-        FakeUpstream { addr, received }
+        FakeUpstream { addr, received, behaviour }
+    }
+
+    /// Changes what the upstream does with the queries it receives from now on.
+    pub fn set(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
     }
 
     pub fn count(&self) -> usize {
