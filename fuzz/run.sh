@@ -9,7 +9,7 @@ seconds=${1:-60}
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz is missing: cargo install cargo-fuzz" >&2; exit 1; }
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -s none
-for t in client_query upstream_response config tcp_stream naming; do
+for t in client_query upstream_response config tcp_stream naming snapshot; do
     scratch=$(mktemp -d)
     log=$(mktemp)
     status=0

@@ -105,6 +105,23 @@ pub fn naming(data: &[u8]) {
     }
 }
 
+/// Snapshot octets through the reader, with a valid header and checksum wrapped around
+/// them so the fuzzer reaches the entry parser: any input loads or is rejected whole, and
+/// whatever loads is served like any cached answer.
+pub fn snapshot(data: &[u8]) {
+    use crate::cache::snapshot::decode_into;
+    let mut bytes = b"NDNSSNAP\0\0\0\x01".to_vec();
+    bytes.extend_from_slice(data);
+    bytes.extend_from_slice(&crc32fast::hash(&bytes).to_be_bytes());
+    let stale = TtlPolicy { stale_max_age: 3600, ..policy() };
+    let cache = Cache::new(Capacity { max_entries: 64, max_bytes: 1 << 20 }, Capacity { max_entries: 64, max_bytes: 1 << 20 }, stale);
+    let now = Instant::now();
+    let wall = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    if decode_into(&cache, &bytes, now, wall).is_err() {
+        assert_eq!(cache.len(), (0, 0), "a rejected snapshot loaded entries");
+    }
+}
+
 /// Configuration text through the loader: any input either loads or is an error message
 /// naming a line.
 pub fn config(data: &[u8]) {

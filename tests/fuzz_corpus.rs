@@ -39,3 +39,8 @@ fn tcp_stream_corpus_replays_cleanly() {
 fn naming_corpus_replays_cleanly() {
     replay("naming", nodedns::fuzzing::naming);
 }
+
+#[test]
+fn snapshot_corpus_replays_cleanly() {
+    replay("snapshot", nodedns::fuzzing::snapshot);
+}

@@ -96,6 +96,36 @@ impl Entry {
         }
     }
 
+    /// An entry read back from a snapshot: `msg` as it was stored, now `age` seconds old,
+    /// its upstream answer expiring (or expired) at `first_expiry`. Past its life it is kept
+    /// as a candidate for serving stale only.
+    pub(super) fn restored(msg: &[u8], resp: &UpstreamResponse, policy: &TtlPolicy, now: Instant, age: u32, first_expiry: Instant, stale: bool) -> Entry {
+        let mut entry = Entry::from_response(msg, resp, policy, now);
+        if age < entry.lifetime {
+            for &at in entry.ttl_offsets.iter() {
+                let at = usize::from(at);
+                let ttl = u32::from_be_bytes([entry.wire[at], entry.wire[at + 1], entry.wire[at + 2], entry.wire[at + 3]]);
+                entry.wire[at..at + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
+            }
+            entry.lifetime -= age;
+        } else {
+            entry.lifetime = 0;
+        }
+        entry.refresh_from_age = refresh_from_age(entry.kind, entry.lifetime, policy);
+        entry.first_expiry = first_expiry;
+        entry.stale = stale;
+        entry
+    }
+
+    /// Whole seconds since the entry was stored (its TTLs as stored are this much too high).
+    pub(super) fn age(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.stored_at).as_secs().min(u64::from(u32::MAX)) as u32
+    }
+
+    pub(super) fn first_expiry(&self) -> Instant {
+        self.first_expiry
+    }
+
     /// Whether this is a stale copy, served past the upstream's TTL.
     pub fn is_stale(&self) -> bool {
         self.stale

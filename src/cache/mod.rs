@@ -9,6 +9,7 @@
 
 mod entry;
 mod key;
+pub mod snapshot;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -68,6 +68,8 @@ pub struct CacheSection {
     pub servfail_ttl: Duration,
     pub serve_stale: ServeStaleSection,
     pub prefetch: PrefetchSection,
+    /// Where the cache is written at shutdown and read at start; empty: nowhere.
+    pub snapshot: String,
 }
 
 /// RFC 8767: expired answers served while the upstream fails or is slow.
@@ -114,6 +116,7 @@ impl Default for CacheSection {
             servfail_ttl: Duration::from_secs(5),
             serve_stale: ServeStaleSection::default(),
             prefetch: PrefetchSection::default(),
+            snapshot: String::new(),
         }
     }
 }
@@ -142,6 +145,8 @@ pub struct ServerSection {
     pub max_tcp_inflight: usize,
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Unix socket where a running nodedns hands its sockets and cache to its successor.
+    pub handover_socket: String,
     #[serde(deserialize_with = "networks")]
     pub allow: Vec<IpNet>,
     pub deny_action: Action,
@@ -170,6 +175,7 @@ impl Default for ServerSection {
             max_tcp_clients: 1024,
             max_tcp_inflight: 64,
             shutdown_grace: Duration::from_secs(5),
+            handover_socket: String::new(),
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct CacheSettings {
     pub ttl: TtlPolicy,
     /// How long a client waits for the upstream before a stale answer is sent instead.
     pub stale_client_timeout: Duration,
+    /// The snapshot file for warm restarts.
+    pub snapshot: Option<std::path::PathBuf>,
 }
 
 /// The validated settings the process runs with.
@@ -63,6 +65,7 @@ pub struct Settings {
     pub max_tcp_clients: usize,
     pub max_tcp_inflight: usize,
     pub shutdown_grace: Duration,
+    pub handover_socket: Option<std::path::PathBuf>,
     pub allow: Vec<ipnet::IpNet>,
     pub deny_action: Action,
     pub client_limit: Option<ClientLimit>,
@@ -276,6 +279,7 @@ impl Settings {
                     prefetch_min_hits: c.prefetch.min_hits,
                 },
                 stale_client_timeout: c.serve_stale.client_timeout,
+                snapshot: (!c.snapshot.is_empty()).then(|| c.snapshot.clone().into()),
             },
             udp_payload: file.server.udp_payload,
             upstream,
@@ -285,6 +289,7 @@ impl Settings {
             max_tcp_clients: file.server.max_tcp_clients,
             max_tcp_inflight: file.server.max_tcp_inflight,
             shutdown_grace: file.server.shutdown_grace,
+            handover_socket: (!file.server.handover_socket.is_empty()).then(|| file.server.handover_socket.clone().into()),
             allow: file.server.allow.clone(),
             deny_action: file.server.deny_action,
             client_limit: (file.server.client_qps > 0).then_some(ClientLimit {

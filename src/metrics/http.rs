@@ -2,7 +2,6 @@
 //! and `/ready` (listeners are bound and the process is not shutting down).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -39,9 +38,15 @@ pub async fn serve(
     ready: Arc<Readiness>,
     before_scrape: BeforeScrape,
     stop: CancellationToken,
+    mut gate: crate::server::handover::Gate,
 ) {
     loop {
+        tokio::select! {
+            _ = gate.opened() => {}
+            _ = stop.cancelled() => return,
+        }
         let (stream, _) = tokio::select! {
+            _ = gate.closed() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -80,7 +85,3 @@ fn route(path: &str, metrics: &super::Metrics, ready: &Readiness, before_scrape:
         .unwrap_or_default()
 }
 
-/// Binds the endpoint's address; separate from [`serve`] so start-up fails early.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod handler;
+pub mod handover;
 pub mod tcp;
 pub mod udp;
 
@@ -17,7 +18,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, snapshot};
 use crate::config::Settings;
 use crate::forward::Forwarder;
 use crate::kubernetes::search::SearchPrefetch;
@@ -28,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::metrics::http::{self, Readiness};
 use admission::Admission;
 use handler::{Handler, HandlerSettings, LocalNaming};
+use handover::{Gate, Role};
 use tcp::{TcpLimits, TcpServer};
 
 /// `dns://ADDR:PORT`, CoreDNS's `server` label.
@@ -64,11 +66,93 @@ async fn local_naming(settings: &Settings, forwarder: &Arc<Forwarder>, metrics: 
     Ok(LocalNaming { naming, soa, search, metrics: metrics.naming() })
 }
 
+/// Every listening socket, bound here or taken over from a predecessor.
+struct Sockets {
+    udp: Vec<(SocketAddr, tokio::net::UdpSocket)>,
+    tcp: Vec<(SocketAddr, tokio::net::TcpListener)>,
+    http: Option<(SocketAddr, tokio::net::TcpListener)>,
+}
+
+impl Sockets {
+    fn open(settings: &Settings, mut inherited: Option<&mut handover::Inheritance>) -> anyhow::Result<Sockets> {
+        let mut take = |role, addr| inherited.as_mut().and_then(|i| i.take(role, addr));
+        let mut sockets = Sockets { udp: Vec::new(), tcp: Vec::new(), http: None };
+        for &addr in &settings.listen {
+            let udp = match take(Role::Udp, addr) {
+                Some(fd) => udp::adopt(fd),
+                None => udp::bind(addr),
+            };
+            sockets.udp.push((addr, udp.with_context(|| format!("cannot listen on udp {addr}"))?));
+            let tcp = match take(Role::Tcp, addr) {
+                Some(fd) => tcp::adopt(fd),
+                None => tcp::bind(addr),
+            };
+            sockets.tcp.push((addr, tcp.with_context(|| format!("cannot listen on tcp {addr}"))?));
+        }
+        if let Some(addr) = settings.metrics {
+            let http = match take(Role::Http, addr) {
+                Some(fd) => tcp::adopt(fd),
+                None => tcp::bind(addr),
+            };
+            sockets.http = Some((addr, http.with_context(|| format!("cannot serve metrics on {addr}"))?));
+        }
+        Ok(sockets)
+    }
+
+    /// A copy of every socket, for handing over to a successor later.
+    fn duplicates(&self) -> std::io::Result<Vec<(Role, SocketAddr, std::os::fd::OwnedFd)>> {
+        use std::os::fd::AsFd;
+        let udp = self.udp.iter().map(|(a, s)| (Role::Udp, *a, s.as_fd().try_clone_to_owned()));
+        let tcp = self.tcp.iter().map(|(a, s)| (Role::Tcp, *a, s.as_fd().try_clone_to_owned()));
+        let http = self.http.iter().map(|(a, s)| (Role::Http, *a, s.as_fd().try_clone_to_owned()));
+        udp.chain(tcp).chain(http).map(|(role, addr, fd)| Ok((role, addr, fd?))).collect()
+    }
+}
+
+/// The cache handed over by the predecessor: warm from its first query.
+fn restore_inherited(cache: &Cache, bytes: &[u8]) {
+    match snapshot::decode_into(cache, bytes, std::time::Instant::now(), std::time::SystemTime::now()) {
+        Ok(r) => tracing::info!(loaded = r.loaded, too_old = r.expired, "took over from the running nodedns, with its cache"),
+        Err(e) => tracing::warn!(error = %e, "took over from the running nodedns; its cache was unusable: cold start"),
+    }
+}
+
+/// A warm start: the cache as the previous process left it. Any problem means a cold start
+/// and a warning, never a failed start.
+fn restore_snapshot(cache: &Cache, path: &std::path::Path) {
+    let started = std::time::Instant::now();
+    match snapshot::load(cache, path) {
+        Ok(r) => tracing::info!(path = %path.display(), loaded = r.loaded, too_old = r.expired, took = ?started.elapsed(), "cache restored from snapshot"),
+        Err(snapshot::SnapshotError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(path = %path.display(), "no cache snapshot: cold start");
+        }
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cache snapshot unusable: cold start"),
+    }
+}
+
+fn save_snapshot(cache: &Cache, path: &std::path::Path) {
+    let started = std::time::Instant::now();
+    let (positive, negative) = cache.len();
+    match snapshot::save(cache, path) {
+        Ok(bytes) => tracing::info!(path = %path.display(), entries = positive + negative, bytes, took = ?started.elapsed(), "cache snapshot written"),
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cache snapshot not written: the next start is cold"),
+    }
+}
+
 /// Runs until `stop` is cancelled, then stops accepting, lets in-flight queries finish for
 /// at most the configured grace period, and returns.
 pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let cache = Arc::new(Cache::new(settings.cache.positive, settings.cache.negative, settings.cache.ttl.clone()));
+    let mut inheritance = match settings.handover_socket.clone() {
+        Some(path) => tokio::task::spawn_blocking(move || handover::inherit(&path)).await?.context("taking over from the running nodedns")?,
+        None => None,
+    };
+    match (&inheritance, &settings.cache.snapshot) {
+        (Some(inherited), _) => restore_inherited(&cache, &inherited.snapshot),
+        (None, Some(path)) => restore_snapshot(&cache, path),
+        (None, None) => {}
+    }
     let router = start_upstreams(&settings.router, &settings.upstream, &metrics)?;
     let forwarder = Forwarder::new(router, cache.clone(), settings.forward, metrics.clone());
     let handler_settings = HandlerSettings {
@@ -84,21 +168,18 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
     let tasks = TaskTracker::new();
     let listeners = TaskTracker::new();
 
-    // Bind everything before serving anything, so a bad address fails start-up whole.
-    let mut udp_sockets = Vec::new();
-    let mut tcp_listeners = Vec::new();
-    for &addr in &settings.listen {
-        udp_sockets.push((addr, udp::bind(addr).with_context(|| format!("cannot listen on udp {addr}"))?));
-        tcp_listeners.push((addr, tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on tcp {addr}"))?));
-    }
-    let metrics_listener = match settings.metrics {
-        Some(addr) => Some(http::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))?),
-        None => None,
+    // Bind (or take over) everything before serving anything, so a bad address fails
+    // start-up whole.
+    let sockets = Sockets::open(&settings, inheritance.as_mut())?;
+    let for_successor = match settings.handover_socket {
+        Some(_) => sockets.duplicates().context("duplicating the listening sockets for a successor")?,
+        None => Vec::new(),
     };
+    let (gate_switch, gate) = Gate::new();
 
-    for (addr, socket) in udp_sockets {
+    for (addr, socket) in sockets.udp {
         let m = metrics.listener(&server_label(addr), "udp", addr.is_ipv6());
-        listeners.spawn(udp::serve(socket, handler.clone(), m, tasks.clone(), stop.clone()));
+        listeners.spawn(udp::serve(socket, handler.clone(), m, tasks.clone(), stop.clone(), gate.clone()));
         tracing::info!(%addr, "serving DNS over UDP");
     }
     let limits = TcpLimits {
@@ -107,7 +188,7 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
         max_per_client: settings.max_tcp_per_client,
         max_inflight_per_connection: settings.max_tcp_inflight,
     };
-    for (addr, listener) in tcp_listeners {
+    for (addr, listener) in sockets.tcp {
         let server = Arc::new(TcpServer {
             handler: handler.clone(),
             metrics: metrics.clone(),
@@ -116,6 +197,7 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
             tasks: tasks.clone(),
             stop: stop.clone(),
             per_client: Default::default(),
+            gate: gate.clone(),
         });
         listeners.spawn(server.serve(listener));
         tracing::info!(%addr, "serving DNS over TCP");
@@ -123,22 +205,38 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
 
     let ready = Arc::new(Readiness::default());
     let metrics_stop = CancellationToken::new();
-    if let Some(listener) = metrics_listener {
+    if let Some((_, listener)) = sockets.http {
         let label = settings.listen.first().map(|a| server_label(*a)).unwrap_or_default();
         let (c, m) = (cache.clone(), metrics.clone());
         let before_scrape: http::BeforeScrape = Arc::new(move || {
             let (positive, negative) = c.len();
             m.set_cache_entries(&label, positive, negative);
         });
-        tokio::spawn(http::serve(listener, metrics.clone(), ready.clone(), before_scrape, metrics_stop.clone()));
+        tokio::spawn(http::serve(listener, metrics.clone(), ready.clone(), before_scrape, metrics_stop.clone(), gate.clone()));
     }
     for group in settings.router.groups() {
         let servers: Vec<String> = group.servers.iter().map(ToString::to_string).collect();
         tracing::info!(zone = %group.zone, upstreams = %servers.join(","), "forwarding");
     }
     ready.set(true);
+    // Kept open while this process runs: its closing tells the predecessor to serve again.
+    let _predecessor = match inheritance {
+        Some(inherited) => Some(inherited.serving().context("telling the predecessor to stop reading")?),
+        None => None,
+    };
+    let offered = match &settings.handover_socket {
+        Some(path) => {
+            let ready = ready.clone();
+            let offer = handover::Offer { sockets: for_successor, cache: cache.clone(), gate: gate_switch, on_pause: Box::new(move |paused| ready.set(!paused)) };
+            Some(handover::offer(path, offer)?)
+        }
+        None => None,
+    };
 
     stop.cancelled().await;
+    if let Some(offered) = &offered {
+        offered.withdraw();
+    }
     ready.set(false);
     listeners.close();
     listeners.wait().await;
@@ -148,6 +246,9 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
         tracing::info!("stopped: all in-flight queries answered");
     } else {
         tracing::warn!(grace = ?settings.shutdown_grace, unfinished = tasks.len(), "stopped with queries still in flight");
+    }
+    if let Some(path) = &settings.cache.snapshot {
+        save_snapshot(&cache, path);
     }
     metrics_stop.cancel();
     // Let the runtime flush the last responses' sends.

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handler::{Handler, Local, Request, Transport};
+use super::handover::Gate;
 use crate::metrics::{DropReason, ListenerMetrics, Metrics};
 use crate::wire::MAX_MESSAGE;
 use crate::wire::header::HEADER_LEN;
@@ -42,15 +43,46 @@ pub struct TcpServer {
     /// Open connections per source address (entries removed at zero, so bounded by
     /// `max_clients`).
     pub per_client: Mutex<HashMap<IpAddr, usize>>,
+    /// Closed while a successor serves (`handover`): accept nothing.
+    pub gate: Gate,
+}
+
+/// Binds a listening TCP socket, `SO_REUSEPORT` as for UDP.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// A listening socket taken over from a predecessor (`handover`).
+pub fn adopt(fd: std::os::fd::OwnedFd) -> std::io::Result<TcpListener> {
+    let listener = std::net::TcpListener::from(fd);
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
 }
 
 impl TcpServer {
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         let clients = Arc::new(Semaphore::new(self.limits.max_clients));
+        let mut gate = self.gate.clone();
         loop {
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return,
+                _ = gate.opened() => {}
+            }
             let (stream, peer) = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return,
+                _ = gate.closed() => continue,
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {

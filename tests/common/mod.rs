@@ -235,9 +235,13 @@ impl Nodedns {
 
     /// Like [`Nodedns::start_with_config`], with extra environment variables.
     pub fn start_with_env(config: Option<&str>, args: &[String], env: &[(&str, String)]) -> Nodedns {
+        Self::start_at(loopback(free_port()), loopback(free_port()), config, args, env)
+    }
+
+    /// Starts nodedns on the given DNS and metrics addresses (a successor taking over from
+    /// a running one uses the same) and waits until `/ready` answers 200 there.
+    pub fn start_at(dns: SocketAddr, metrics: SocketAddr, config: Option<&str>, args: &[String], env: &[(&str, String)]) -> Nodedns {
         let dir = tempfile::tempdir().unwrap();
-        let dns = loopback(free_port());
-        let metrics = loopback(free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodedns"));
         cmd.arg("run").arg("--listen").arg(dns.to_string()).arg("--metrics").arg(metrics.to_string());
         let text = config.unwrap_or("");
