@@ -10,6 +10,7 @@
 //! - [`zones`]: longest-suffix routing of names to upstream groups.
 //! - [`upstream`]: one upstream server: UDP, the pipelined TCP/TLS pool, RTT and health.
 //! - [`ratelimit`]: the token bucket behind per-client and per-upstream rate caps.
+//! - [`node`]: the node's addresses and NOTRACK rules for them.
 //! - [`metrics`]: Prometheus metrics (CoreDNS names) and the health/readiness endpoint.
 //! - [`config`]: the YAML file, resolv.conf, and the validated settings.
 //! - [`cli`]: the command line.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod forward;
 pub mod kubernetes;
 pub mod metrics;
+pub mod node;
 pub mod ratelimit;
 pub mod server;
 pub mod upstream;

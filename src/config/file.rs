@@ -31,6 +31,7 @@ pub struct FileConfig {
     pub upstream: UpstreamSection,
     pub log: LogSection,
     pub kubernetes: KubernetesSection,
+    pub node: NodeSection,
 }
 
 impl Default for FileConfig {
@@ -46,6 +47,7 @@ impl Default for FileConfig {
             upstream: UpstreamSection::default(),
             log: LogSection::default(),
             kubernetes: KubernetesSection::default(),
+            node: NodeSection::default(),
         }
     }
 }
@@ -276,6 +278,32 @@ impl Default for KubernetesSection {
             search_suffixes: None,
             filter_aaaa: Vec::new(),
             search_prefetch: true,
+        }
+    }
+}
+
+/// Owning the listen addresses on the node and taking them out of conntrack.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    pub setup: bool,
+    pub interface: String,
+    pub fallback_interface: String,
+    pub rules: crate::node::Backend,
+    #[serde(deserialize_with = "duration")]
+    pub check_interval: Duration,
+    pub keep_on_exit: bool,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            setup: false,
+            interface: "nodedns0".into(),
+            fallback_interface: "lo".into(),
+            rules: crate::node::Backend::Iptables,
+            check_interval: Duration::from_secs(10),
+            keep_on_exit: false,
         }
     }
 }

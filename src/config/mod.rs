@@ -75,6 +75,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub query_log: bool,
     pub naming: NamingSettings,
+    pub node: crate::node::NodeSettings,
 }
 
 /// Reads and parses a configuration file.
@@ -160,6 +161,12 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
     }
     if c.listen.is_empty() {
         return err("listen", "needs at least one address");
+    }
+    if c.node.setup && c.listen.iter().all(|a| a.ip().is_loopback() || a.ip().is_unspecified()) {
+        return err("node.setup", "needs a listen address to own (not loopback, not a wildcard), such as 169.254.20.10:53");
+    }
+    if c.node.setup && c.node.check_interval.is_zero() {
+        return err("node.check_interval", "must be positive");
     }
     for (i, rule) in c.forward.iter().enumerate() {
         if rule.upstreams.is_empty() {
@@ -260,6 +267,7 @@ impl Settings {
         let forward = ForwardSettings { deadline: file.server.query_deadline, policy: u.policy, max_attempts: u.max_attempts };
         let c = file.cache;
         let secs = |d: Duration| d.as_secs().min(u64::from(u32::MAX)) as u32;
+        let node = node_settings(&file.node, &listen);
         Ok(Settings {
             listen,
             metrics: overrides.metrics.or(file.metrics),
@@ -303,6 +311,7 @@ impl Settings {
             log_level: file.log.level,
             log_format: file.log.format,
             query_log: file.log.queries,
+            node,
             naming: naming_settings(file.kubernetes, Path::new(&file.resolv_conf)),
         })
     }
@@ -311,6 +320,22 @@ impl Settings {
 /// The Kubernetes naming rules. Search suffixes not configured are the node's: its
 /// resolv.conf search line without the cluster domains and what lies under them (a node
 /// running in the cluster may list `svc.cluster.local` itself).
+/// The addresses node setup owns: every listen address that is neither loopback nor a
+/// wildcard, with its port.
+fn node_settings(n: &file::NodeSection, listen: &[SocketAddr]) -> crate::node::NodeSettings {
+    let mut addresses: Vec<_> = listen.iter().filter(|a| !a.ip().is_loopback() && !a.ip().is_unspecified()).map(|a| (a.ip(), a.port())).collect();
+    addresses.dedup();
+    crate::node::NodeSettings {
+        enabled: n.setup,
+        interface: n.interface.clone(),
+        fallback_interface: n.fallback_interface.clone(),
+        addresses,
+        backend: n.rules,
+        check_interval: n.check_interval,
+        keep_on_exit: n.keep_on_exit,
+    }
+}
+
 fn naming_settings(k: KubernetesSection, resolv_conf: &Path) -> NamingSettings {
     let search_suffixes = k.search_suffixes.unwrap_or_else(|| {
         let text = std::fs::read_to_string(resolv_conf).unwrap_or_default();

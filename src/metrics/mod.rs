@@ -221,6 +221,8 @@ pub struct Metrics {
     denied: Family<DeniedLabels, Counter>,
     overloaded: Family<CacheLabels, Counter>,
     local_answers: Family<ReasonLabels, Counter>,
+    node_repairs: Family<ReasonLabels, Counter>,
+    node_errors: Counter,
     search_walks: Counter,
     speculative: Counter,
     speculative_skipped: Counter,
@@ -272,6 +274,8 @@ impl Metrics {
             denied: Family::default(),
             overloaded: Family::default(),
             local_answers: Family::default(),
+            node_repairs: Family::default(),
+            node_errors: Counter::default(),
             search_walks: Counter::default(),
             speculative: Counter::default(),
             speculative_skipped: Counter::default(),
@@ -317,6 +321,8 @@ impl Metrics {
         r.register("nodedns_deadline_exceeded", "Client queries answered SERVFAIL because the overall deadline passed.", m.deadline_exceeded.clone());
         r.register("nodedns_tcp_clients", "Open client TCP connections.", m.tcp_clients.clone());
         r.register("nodedns_local_answers", "Queries answered from the Kubernetes naming rules instead of upstream (repeats within the negative TTL are cache hits), by rule.", m.local_answers.clone());
+        r.register("nodedns_node_repairs", "Node addresses or packet-filter rules found missing (removed by someone else) and put back, by what.", m.node_repairs.clone());
+        r.register("nodedns_node_setup_errors", "Failed attempts to install or check node addresses and packet-filter rules.", m.node_errors.clone());
         r.register("nodedns_search_walks", "Denied queries recognised as the first step of a pod's search walk.", m.search_walks.clone());
         r.register("nodedns_speculative_queries", "Later steps of search walks resolved upstream before the pod asked for them.", m.speculative.clone());
         r.register("nodedns_speculative_skipped", "Later steps of search walks not resolved ahead because the speculation limit was reached.", m.speculative_skipped.clone());
@@ -378,6 +384,14 @@ impl Metrics {
         });
         let overloaded = self.overloaded.get_or_create_owned(&CacheLabels { server: server.into(), zones: zone.clone(), view: view.clone() });
         ListenerMetrics { requests, duration, responses, hits, cache_miss, prefetch, served_stale, dropped, denied, overloaded }
+    }
+
+    pub fn node_repaired(&self, what: &str) {
+        self.node_repairs.get_or_create(&ReasonLabels { reason: what.into() }).inc();
+    }
+
+    pub fn node_setup_failed(&self) {
+        self.node_errors.inc();
     }
 
     /// Counts a drop for reasons off the per-datagram path.

@@ -81,6 +81,11 @@ impl Gate {
         (tx, Gate(rx))
     }
 
+    /// Whether this process's listeners read (false once a successor serves).
+    pub fn is_open(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// Resolves at once while open, else when it opens again.
     pub async fn opened(&mut self) {
         if self.0.wait_for(|open| *open).await.is_err() {

@@ -26,6 +26,7 @@ use crate::kubernetes::{NamespaceSource, Naming, SoaBook};
 use crate::upstream::{Upstream, UpstreamSettings, UpstreamSpec};
 use crate::zones::Router;
 use crate::metrics::Metrics;
+use crate::node;
 use crate::metrics::http::{self, Readiness};
 use admission::Admission;
 use handler::{Handler, HandlerSettings, LocalNaming};
@@ -64,6 +65,43 @@ async fn local_naming(settings: &Settings, forwarder: &Arc<Forwarder>, metrics: 
     }
     let search = naming.settings().search_prefetch.then(|| SearchPrefetch::new(naming.clone(), forwarder.clone(), metrics.naming()));
     Ok(LocalNaming { naming, soa, search, metrics: metrics.naming() })
+}
+
+/// Installs the node's packet-filter rules now that the server serves, then checks them and
+/// the addresses every `check_interval` and puts back what something else removed. A
+/// failure is logged and counted, never fatal: DNS still works through conntrack.
+async fn keep_node_setup(node: Arc<node::NodeSetup>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let n = node.clone();
+    match tokio::task::spawn_blocking(move || n.install_rules()).await {
+        Ok(Ok(())) => tracing::info!("node packet-filter rules installed"),
+        Ok(Err(e)) => {
+            metrics.node_setup_failed();
+            tracing::error!(error = %e, "node packet-filter rules not installed; DNS to this node goes through conntrack");
+        }
+        Err(e) => tracing::error!(error = %e, "node setup task failed"),
+    }
+    let mut every = tokio::time::interval(node.check_interval());
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let n = node.clone();
+        match tokio::task::spawn_blocking(move || n.repair()).await {
+            Ok(Ok(repaired)) => {
+                for what in repaired {
+                    metrics.node_repaired(what);
+                    tracing::warn!(what, "node setup had been removed by someone else; put back");
+                }
+            }
+            Ok(Err(e)) => {
+                metrics.node_setup_failed();
+                tracing::error!(error = %e, "node setup check failed");
+            }
+            Err(e) => tracing::error!(error = %e, "node setup task failed"),
+        }
+    }
 }
 
 /// Every listening socket, bound here or taken over from a predecessor.
@@ -168,6 +206,11 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
     let tasks = TaskTracker::new();
     let listeners = TaskTracker::new();
 
+    // The addresses must exist before anything binds to them.
+    let node = match settings.node.enabled {
+        true => Some(Arc::new(node::NodeSetup::prepare(settings.node.clone()).context("node setup: the listen addresses")?)),
+        false => None,
+    };
     // Bind (or take over) everything before serving anything, so a bad address fails
     // start-up whole.
     let sockets = Sockets::open(&settings, inheritance.as_mut())?;
@@ -233,10 +276,13 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
         None => None,
     };
 
+    let node_keeper = node.as_ref().map(|node| tokio::spawn(keep_node_setup(node.clone(), metrics.clone(), stop.clone())));
+
     stop.cancelled().await;
     if let Some(offered) = &offered {
         offered.withdraw();
     }
+    let handed_over = !gate.is_open();
     ready.set(false);
     listeners.close();
     listeners.wait().await;
@@ -249,6 +295,11 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
     }
     if let Some(path) = &settings.cache.snapshot {
         save_snapshot(&cache, path);
+    }
+    if let (Some(node), Some(keeper)) = (node, node_keeper) {
+        // The keeper returns at the stop; after it, nothing puts back what is removed.
+        let _ = keeper.await;
+        node.teardown(handed_over);
     }
     metrics_stop.cancel();
     // Let the runtime flush the last responses' sends.
