@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use futures::future::{BoxFuture, Shared};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -70,17 +71,42 @@ fn try_next_on(rcode: Rcode) -> bool {
 }
 
 pub struct Forwarder {
-    router: Router<Arc<Upstream>>,
+    /// Swapped whole by a configuration reload; a fetch keeps the one it started with.
+    router: ArcSwap<Router<Arc<Upstream>>>,
     round_robin: AtomicUsize,
     cache: Arc<Cache>,
-    settings: ForwardSettings,
+    settings: ArcSwap<ForwardSettings>,
     metrics: Arc<Metrics>,
     inflight: Mutex<HashMap<CacheKey, Pending>>,
 }
 
 impl Forwarder {
     pub fn new(router: Router<Arc<Upstream>>, cache: Arc<Cache>, settings: ForwardSettings, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Forwarder { router, round_robin: AtomicUsize::new(0), cache, settings, metrics, inflight: Mutex::new(HashMap::new()) })
+        Arc::new(Forwarder {
+            router: ArcSwap::from_pointee(router),
+            round_robin: AtomicUsize::new(0),
+            cache,
+            settings: ArcSwap::from_pointee(settings),
+            metrics,
+            inflight: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// New zones, upstreams and retry settings for fetches started from now on.
+    pub fn reconfigure(&self, router: Router<Arc<Upstream>>, settings: ForwardSettings) {
+        self.router.store(Arc::new(router));
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// Every upstream in use, once each.
+    pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
+        let mut all: Vec<Arc<Upstream>> = Vec::new();
+        for upstream in self.router.load().groups().iter().flat_map(|g| g.servers.iter()) {
+            if !all.iter().any(|u| Arc::ptr_eq(u, upstream)) {
+                all.push(upstream.clone());
+            }
+        }
+        all
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -137,10 +163,11 @@ impl Forwarder {
     async fn fetch(self: Arc<Self>, key: CacheKey) -> Outcome {
         let key = Arc::new(key);
         let _inflight = InflightGuard::new(&self, key.clone());
-        let group = self.router.route(key.name()).ok_or(ForwardError::NoRoute)?.clone();
-        let order = self.order(&group.servers);
-        let deadline = Instant::now() + self.settings.deadline;
-        let max_attempts = self.settings.max_attempts.max(order.len());
+        let settings = **self.settings.load();
+        let group = self.router.load().route(key.name()).ok_or(ForwardError::NoRoute)?.clone();
+        let order = self.order(&group.servers, settings.policy);
+        let deadline = Instant::now() + settings.deadline;
+        let max_attempts = settings.max_attempts.max(order.len());
         let mut attempts: FuturesUnordered<BoxFuture<'static, Attempt>> = FuturesUnordered::new();
         let mut started = 0;
         let mut next = 0;
@@ -232,9 +259,9 @@ impl Forwarder {
 
     /// The group's upstreams in the order the policy gives, healthy ones first (all of them
     /// when none is healthy, as CoreDNS does: health checking may be what is broken).
-    fn order(&self, servers: &[Arc<Upstream>]) -> Vec<Arc<Upstream>> {
+    fn order(&self, servers: &[Arc<Upstream>], policy: Policy) -> Vec<Arc<Upstream>> {
         let mut order: Vec<Arc<Upstream>> = servers.to_vec();
-        match self.settings.policy {
+        match policy {
             Policy::Sequential => {}
             Policy::RoundRobin => {
                 let n = self.round_robin.fetch_add(1, Ordering::Relaxed) % order.len().max(1);

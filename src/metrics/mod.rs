@@ -98,6 +98,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ToReasonLabels {
     to: String,
     reason: String,
@@ -223,6 +228,8 @@ pub struct Metrics {
     local_answers: Family<ReasonLabels, Counter>,
     node_repairs: Family<ReasonLabels, Counter>,
     node_errors: Counter,
+    reloads: Family<ResultLabels, Counter>,
+    reload_ok: Gauge,
     search_walks: Counter,
     speculative: Counter,
     speculative_skipped: Counter,
@@ -276,6 +283,8 @@ impl Metrics {
             local_answers: Family::default(),
             node_repairs: Family::default(),
             node_errors: Counter::default(),
+            reloads: Family::default(),
+            reload_ok: Gauge::default(),
             search_walks: Counter::default(),
             speculative: Counter::default(),
             speculative_skipped: Counter::default(),
@@ -323,6 +332,9 @@ impl Metrics {
         r.register("nodedns_local_answers", "Queries answered from the Kubernetes naming rules instead of upstream (repeats within the negative TTL are cache hits), by rule.", m.local_answers.clone());
         r.register("nodedns_node_repairs", "Node addresses or packet-filter rules found missing (removed by someone else) and put back, by what.", m.node_repairs.clone());
         r.register("nodedns_node_setup_errors", "Failed attempts to install or check node addresses and packet-filter rules.", m.node_errors.clone());
+        m.reload_ok.set(1);
+        r.register("nodedns_config_reloads", "Configuration reloads, by result (failure: rejected, the running configuration stayed).", m.reloads.clone());
+        r.register("nodedns_config_last_reload_successful", "1 if the last configuration reload was applied (or none was tried), 0 if it was rejected.", m.reload_ok.clone());
         r.register("nodedns_search_walks", "Denied queries recognised as the first step of a pod's search walk.", m.search_walks.clone());
         r.register("nodedns_speculative_queries", "Later steps of search walks resolved upstream before the pod asked for them.", m.speculative.clone());
         r.register("nodedns_speculative_skipped", "Later steps of search walks not resolved ahead because the speculation limit was reached.", m.speculative_skipped.clone());
@@ -388,6 +400,11 @@ impl Metrics {
 
     pub fn node_repaired(&self, what: &str) {
         self.node_repairs.get_or_create(&ReasonLabels { reason: what.into() }).inc();
+    }
+
+    pub fn config_reloaded(&self, ok: bool) {
+        self.reloads.get_or_create(&ResultLabels { result: if ok { "success" } else { "failure" }.into() }).inc();
+        self.reload_ok.set(i64::from(ok));
     }
 
     pub fn node_setup_failed(&self) {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::{Action, Admission, Reason, Verdict};
@@ -39,7 +40,7 @@ pub enum Transport {
 }
 
 /// Settings the query path reads on every query.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HandlerSettings {
     /// Misses resolved at once, across all listeners.
     pub max_inflight_misses: usize,
@@ -82,23 +83,54 @@ impl LocalNaming {
 pub struct Handler {
     cache: Arc<Cache>,
     forwarder: Arc<Forwarder>,
-    admission: Admission,
+    /// Swapped by a configuration reload, like `settings`.
+    admission: ArcSwap<Admission>,
     naming: LocalNaming,
     /// Bounds the misses being resolved at once; past it, misses fail fast with SERVFAIL
     /// while hits keep flowing.
     misses: Arc<Semaphore>,
-    settings: HandlerSettings,
+    settings: ArcSwap<HandlerSettings>,
 }
 
 impl Handler {
     pub fn new(cache: Arc<Cache>, forwarder: Arc<Forwarder>, admission: Admission, naming: LocalNaming, settings: HandlerSettings) -> Self {
         let misses = Arc::new(Semaphore::new(settings.max_inflight_misses));
-        Handler { cache, forwarder, admission, naming, misses, settings }
+        Handler { cache, forwarder, admission: ArcSwap::from_pointee(admission), naming, misses, settings: ArcSwap::from_pointee(settings) }
+    }
+
+    #[inline]
+    fn settings(&self) -> HandlerSettings {
+        **self.settings.load()
+    }
+
+    /// New limits for queries from now on, and a new admission policy when given (which
+    /// starts every client's rate bucket afresh).
+    pub fn reconfigure(&self, settings: HandlerSettings, admission: Option<Admission>) {
+        let old = self.settings();
+        if settings.max_inflight_misses > old.max_inflight_misses {
+            self.misses.add_permits(settings.max_inflight_misses - old.max_inflight_misses);
+        } else {
+            // Slots in use are given up as their misses finish.
+            let mut excess = old.max_inflight_misses - settings.max_inflight_misses;
+            excess -= self.misses.forget_permits(excess);
+            if excess > 0 {
+                let misses = self.misses.clone();
+                tokio::spawn(async move {
+                    if let Ok(slots) = misses.acquire_many(excess as u32).await {
+                        slots.forget();
+                    }
+                });
+            }
+        }
+        self.settings.store(Arc::new(settings));
+        if let Some(admission) = admission {
+            self.admission.store(Arc::new(admission));
+        }
     }
 
     fn limit(&self, query: &Query<'_>, transport: Transport) -> usize {
         match transport {
-            Transport::Udp => query.udp_limit(self.settings.udp_payload),
+            Transport::Udp => query.udp_limit(self.settings().udp_payload),
             Transport::Tcp => MAX_MESSAGE,
         }
     }
@@ -107,7 +139,7 @@ impl Handler {
     /// [`MAX_MESSAGE`] octets.
     #[inline]
     pub fn answer_local(&self, packet: &[u8], out: &mut [u8], req: &Request<'_>) -> Local {
-        let verdict = self.admission.check(req.client.ip(), req.started);
+        let verdict = self.admission.load().check(req.client.ip(), req.started);
         let mut lower = [0u8; MAX_NAME];
         let (query, name_len) = match Query::parse(packet, &mut lower) {
             Ok(parsed) => parsed,
@@ -120,14 +152,14 @@ impl Handler {
         }
         if query.qtype == TYPE_AXFR || query.qtype == TYPE_IXFR {
             // A cache has no zones to transfer.
-            let len = compose::error_response(out, &query.header, Some(query.question), Rcode::REFUSED, query.edns, self.settings.udp_payload);
+            let len = compose::error_response(out, &query.header, Some(query.question), Rcode::REFUSED, query.edns, self.settings().udp_payload);
             self.finish(&query, Rcode::REFUSED, Source::Local, "refused", req);
             return Local::Reply(len);
         }
         let key = KeyRef::for_query(&query, &lower[..name_len]);
         match self.cache.lookup(&key, req.started) {
             Some((entry, age)) => {
-                let len = entry.write_for(&query, age, self.settings.udp_payload, self.limit(&query, req.transport), out);
+                let len = entry.write_for(&query, age, self.settings().udp_payload, self.limit(&query, req.transport), out);
                 req.metrics.cache_hit(entry.kind() != Kind::Positive);
                 if entry.hit_starts_refresh(age, self.cache.policy().prefetch_min_hits) {
                     self.refresh(&key, req);
@@ -168,7 +200,7 @@ impl Handler {
         {
             search.after_denial(key);
         }
-        let len = entry.write_for(query, 0, self.settings.udp_payload, self.limit(query, req.transport), out);
+        let len = entry.write_for(query, 0, self.settings().udp_payload, self.limit(query, req.transport), out);
         self.finish(query, entry.rcode(), Source::Local, answer.reason.as_str(), req);
         Some(len)
     }
@@ -196,9 +228,9 @@ impl Handler {
         let resolving = self.forwarder.resolve(key.to_owned());
         let limit = self.limit(&query, req.transport);
         let outcome = match stale {
-            None => tokio::time::timeout(self.settings.deadline, resolving).await,
+            None => tokio::time::timeout(self.settings().deadline, resolving).await,
             // At the deadline at the latest: a stale answer beats SERVFAIL.
-            Some(stale) => match tokio::time::timeout_at((req.started + self.settings.stale_after.min(self.settings.deadline)).into(), resolving).await {
+            Some(stale) => match tokio::time::timeout_at((req.started + self.settings().stale_after.min(self.settings().deadline)).into(), resolving).await {
                 Ok(outcome) => Ok(outcome),
                 Err(_slow) => return Some(self.write_entry(&stale.stale_copy(self.cache.policy(), Instant::now()), &query, limit, req)),
             },
@@ -220,7 +252,7 @@ impl Handler {
     fn write_entry(&self, entry: &Entry, query: &Query<'_>, limit: usize, req: &Request<'_>) -> Vec<u8> {
         let mut out = vec![0u8; entry.max_response_len()];
         let age = entry.age_if_fresh(Instant::now()).unwrap_or(0);
-        let len = entry.write_for(query, age, self.settings.udp_payload, limit, &mut out);
+        let len = entry.write_for(query, age, self.settings().udp_payload, limit, &mut out);
         out.truncate(len);
         let status = if entry.is_stale() {
             req.metrics.served_stale();
@@ -234,7 +266,7 @@ impl Handler {
 
     fn write_error(&self, query: &Query<'_>, rcode: Rcode, req: &Request<'_>) -> Vec<u8> {
         let mut out = vec![0u8; MAX_COMPOSED];
-        let len = compose::error_response(&mut out, &query.header, Some(query.question), rcode, query.edns, self.settings.udp_payload);
+        let len = compose::error_response(&mut out, &query.header, Some(query.question), rcode, query.edns, self.settings().udp_payload);
         out.truncate(len);
         self.finish(query, rcode, Source::Local, "error", req);
         out
@@ -244,7 +276,7 @@ impl Handler {
     /// behind hits.
     fn overloaded(&self, query: &Query<'_>, out: &mut [u8], req: &Request<'_>) -> Local {
         req.metrics.overloaded();
-        let len = compose::error_response(out, &query.header, Some(query.question), Rcode::SERVFAIL, query.edns, self.settings.udp_payload);
+        let len = compose::error_response(out, &query.header, Some(query.question), Rcode::SERVFAIL, query.edns, self.settings().udp_payload);
         self.finish(query, Rcode::SERVFAIL, Source::Local, "overload", req);
         Local::Reply(len)
     }
@@ -256,7 +288,7 @@ impl Handler {
             Action::Refuse => (Rcode::REFUSED, false),
             Action::Truncate => (Rcode::NOERROR, true),
         };
-        let len = compose::error_response(out, &query.header, Some(query.question), rcode, query.edns, self.settings.udp_payload);
+        let len = compose::error_response(out, &query.header, Some(query.question), rcode, query.edns, self.settings().udp_payload);
         if truncate {
             out[2] |= (Flags::TC >> 8) as u8;
         }
@@ -265,7 +297,7 @@ impl Handler {
     }
 
     fn reject(&self, error: QueryError, out: &mut [u8], req: &Request<'_>) -> Local {
-        let payload = self.settings.udp_payload;
+        let payload = self.settings().udp_payload;
         let (header, rcode, edns) = match error {
             QueryError::Drop => {
                 req.metrics.dropped_not_a_query();
@@ -277,7 +309,7 @@ impl Handler {
         };
         let len = compose::error_response(out, &header, None, rcode, edns, payload);
         req.metrics.answered(0, Rcode(rcode.0 & 0xf), Source::Local, req.started.elapsed().as_secs_f64());
-        if self.settings.query_log {
+        if self.settings().query_log {
             tracing::info!(target: "nodedns::query", client = %req.client, rcode = rcode.as_str(), reason = %error, "rejected");
         }
         Local::Reply(len)
@@ -287,7 +319,7 @@ impl Handler {
     fn finish(&self, query: &Query<'_>, rcode: Rcode, source: Source, cache: &'static str, req: &Request<'_>) {
         let seconds = req.started.elapsed().as_secs_f64();
         req.metrics.answered(query.qtype, rcode, source, seconds);
-        if self.settings.query_log {
+        if self.settings().query_log {
             tracing::info!(
                 target: "nodedns::query",
                 client = %req.client,

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod handler;
 pub mod handover;
+pub mod reload;
 pub mod tcp;
 pub mod udp;
 
@@ -29,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::node;
 use crate::metrics::http::{self, Readiness};
 use admission::Admission;
-use handler::{Handler, HandlerSettings, LocalNaming};
+use handler::{Handler, LocalNaming};
 use handover::{Gate, Role};
 use tcp::{TcpLimits, TcpServer};
 
@@ -179,7 +180,7 @@ fn save_snapshot(cache: &Cache, path: &std::path::Path) {
 
 /// Runs until `stop` is cancelled, then stops accepting, lets in-flight queries finish for
 /// at most the configured grace period, and returns.
-pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, source: Option<reload::Source>, stop: CancellationToken) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let cache = Arc::new(Cache::new(settings.cache.positive, settings.cache.negative, settings.cache.ttl.clone()));
     let mut inheritance = match settings.handover_socket.clone() {
@@ -193,16 +194,10 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
     }
     let router = start_upstreams(&settings.router, &settings.upstream, &metrics)?;
     let forwarder = Forwarder::new(router, cache.clone(), settings.forward, metrics.clone());
-    let handler_settings = HandlerSettings {
-        max_inflight_misses: settings.max_inflight_misses,
-        udp_payload: settings.udp_payload,
-        deadline: settings.query_deadline,
-        query_log: settings.query_log,
-        stale_after: settings.cache.stale_client_timeout,
-    };
+    let handler_settings = reload::handler_settings(&settings);
     let admission = Admission::new(settings.allow.clone(), settings.deny_action, settings.client_limit);
     let naming = local_naming(&settings, &forwarder, &metrics).await?;
-    let handler = Arc::new(Handler::new(cache.clone(), forwarder, admission, naming, handler_settings));
+    let handler = Arc::new(Handler::new(cache.clone(), forwarder.clone(), admission, naming, handler_settings));
     let tasks = TaskTracker::new();
     let listeners = TaskTracker::new();
 
@@ -276,6 +271,10 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
         None => None,
     };
 
+    if let Some(source) = source {
+        let reloader = reload::Reloader { source, running: settings.clone(), handler: handler.clone(), forwarder: forwarder.clone(), metrics: metrics.clone() };
+        tokio::spawn(reloader.run(stop.clone()));
+    }
     let node_keeper = node.as_ref().map(|node| tokio::spawn(keep_node_setup(node.clone(), metrics.clone(), stop.clone())));
 
     stop.cancelled().await;

@@ -166,18 +166,24 @@ impl Upstream {
         if self.probing.swap(true, Ordering::SeqCst) {
             return;
         }
-        let this = self.clone();
+        // Weak: an upstream removed by a configuration reload stops being probed.
+        let weak = Arc::downgrade(self);
+        let interval = self.probe_interval;
         tokio::spawn(async move {
             let probe = KeyRef::new(&[0], 2, 1, false, false).to_owned();
-            while !this.health.is_up() {
-                tokio::time::sleep(this.probe_interval).await;
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(this) = weak.upgrade() else { return };
+                if this.health.is_up() {
+                    this.probing.store(false, Ordering::SeqCst);
+                    return;
+                }
                 if tokio::time::timeout(this.rtt.timeout().max(Duration::from_millis(500)), this.exchange_once(&probe)).await.is_ok_and(|r| r.is_ok()) {
                     this.health.success();
                     this.metrics.healthy.set(1);
                     tracing::info!(upstream = %this.label, "upstream answered its probe: back up");
                 }
             }
-            this.probing.store(false, Ordering::SeqCst);
         });
     }
 }

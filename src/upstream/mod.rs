@@ -105,7 +105,7 @@ pub struct Exchange {
 }
 
 /// What we send upstream besides the question.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueryOptions {
     /// The UDP payload size we advertise (and accept).
     pub udp_payload: u16,

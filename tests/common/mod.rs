@@ -215,6 +215,8 @@ pub fn in_netns(netns: Option<&str>, program: &str) -> Command {
 pub struct Nodedns {
     pub dns: SocketAddr,
     pub metrics: SocketAddr,
+    /// The configuration file it was started with.
+    pub config: PathBuf,
     pub proc: Proc,
     pub stderr: PathBuf,
     _dir: tempfile::TempDir,
@@ -248,7 +250,7 @@ impl Nodedns {
         let text = if text.contains("kubernetes:") { text.to_string() } else { format!("{text}\nkubernetes:\n  local_answers: false\n") };
         let path = dir.path().join("nodedns.yaml");
         std::fs::write(&path, text).unwrap();
-        cmd.arg("--config").arg(path);
+        cmd.arg("--config").arg(&path);
         let stderr = dir.path().join("stderr.log");
         let child = cmd
             .args(args)
@@ -258,7 +260,7 @@ impl Nodedns {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .expect("start nodedns");
-        let mut nd = Nodedns { dns, metrics, proc: Proc { child, name: "nodedns" }, stderr, _dir: dir };
+        let mut nd = Nodedns { dns, metrics, config: path, proc: Proc { child, name: "nodedns" }, stderr, _dir: dir };
         let until = Instant::now() + Duration::from_secs(10);
         loop {
             if http_get(nd.metrics, "/ready").is_some_and(|(code, _)| code == 200) {
