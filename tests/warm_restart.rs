@@ -71,8 +71,8 @@ fn a_successor_takes_over_under_load_without_losing_a_query_and_starts_warm() {
     }
 
     let dns = first.dns;
-    let load = std::thread::spawn(move || dnsperf(dns, &names, &["-Q", "3000", "-l", "12", "-t", "2"]));
-    std::thread::sleep(Duration::from_secs(3));
+    let load = std::thread::spawn(move || dnsperf(dns, &names, &["-Q", "3000", "-l", "20", "-t", "2"]));
+    std::thread::sleep(Duration::from_secs(6));
     let second = Nodedns::start_at(first.dns, first.metrics, Some(&config), &upstream, &[]);
     wait_until(Duration::from_secs(10), "the successor took over", || second.log().contains("took over from the running nodedns, with its cache"));
     wait_until(Duration::from_secs(10), "the first stopped reading", || first.log().contains("successor is serving"));
@@ -82,7 +82,7 @@ fn a_successor_takes_over_under_load_without_losing_a_query_and_starts_warm() {
 
     let result = load.join().unwrap();
     eprintln!("handover under load: {result:?}; successor answered {} queries", second.metric("coredns_dns_requests_total"));
-    assert!(result.completed > 25_000, "the load was too light to prove anything: {result:?}");
+    assert!(result.completed > 50_000, "the load was too light to prove anything: {result:?}");
     assert_eq!(result.lost, 0, "queries lost in the handover: {result:?}");
     assert!(second.metric("coredns_dns_requests_total") > 10_000.0, "the successor served the load after the first exited");
     assert_eq!(second.metric("coredns_cache_misses_total"), 0.0, "the successor answered every name from the inherited cache");

@@ -1,0 +1,104 @@
+//! The Kubernetes manifests in `deploy/kubernetes/`: valid against the Kubernetes OpenAPI
+//! schemas (kubernetes-validate, from PyPI), and consistent with each other and with
+//! nodedns's own configuration rules.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::require;
+use serde_yaml_ng::Value;
+
+fn manifests() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes")
+}
+
+fn load(file: &str) -> Value {
+    let text = std::fs::read_to_string(manifests().join(file)).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+fn at<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter().fold(v, |v, key| match key.parse::<usize>() {
+        Ok(i) => &v[i],
+        Err(_) => &v[*key],
+    })
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v:?}"))
+}
+
+#[test]
+fn every_manifest_passes_the_kubernetes_schemas_strictly() {
+    require("kubernetes-validate");
+    let files: Vec<PathBuf> = std::fs::read_dir(manifests()).unwrap().map(|e| e.unwrap().path()).collect();
+    let out = Command::new("kubernetes-validate").arg("--strict").args(&files).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !report.contains("ERROR"), "{report}");
+    // The PodMonitor is a Prometheus Operator CRD, outside the Kubernetes schemas; every
+    // other kind must have been checked.
+    for kind in ["daemonset", "configmap", "serviceaccount", "clusterrole/", "clusterrolebinding", "service/kube-dns-upstream"] {
+        assert!(report.contains(&format!("passed for resource {kind}")), "{kind} not validated:\n{report}");
+    }
+}
+
+#[test]
+fn the_shipped_configuration_is_accepted_by_nodedns() {
+    let config = load("configmap.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nodedns.yaml");
+    std::fs::write(&file, text(at(&config, &["data", "nodedns.yaml"]))).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nodedns")).arg("check-config").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_daemonset_mounts_probes_and_monitors_what_the_configuration_uses() {
+    let ds = load("daemonset.yaml");
+    let config: Value = serde_yaml_ng::from_str(text(at(&load("configmap.yaml"), &["data", "nodedns.yaml"]))).unwrap();
+    let pod = at(&ds, &["spec", "template", "spec"]);
+    let container = at(pod, &["containers", "0"]);
+    let mounts: Vec<&str> = container["volumeMounts"].as_sequence().unwrap().iter().map(|m| text(&m["mountPath"])).collect();
+    for path in [text(at(&config, &["cache", "snapshot"])), text(at(&config, &["server", "handover_socket"]))] {
+        assert!(mounts.iter().any(|m| path.starts_with(&format!("{m}/"))), "{path} is not on a mounted volume: {mounts:?}");
+    }
+    // The probes reach the metrics endpoint where the configuration puts it.
+    let metrics = text(&config["metrics"]);
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let get = at(container, &[probe, "httpGet"]);
+        assert_eq!(format!("{}:{}", text(&get["host"]), get["port"].as_u64().unwrap()), metrics, "{probe}");
+    }
+    // Rolling updates surge, so the handover has a successor to hand to.
+    let update = at(&ds, &["spec", "updateStrategy", "rollingUpdate"]);
+    assert_eq!((update["maxSurge"].as_u64(), update["maxUnavailable"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(pod["hostNetwork"].as_bool(), Some(true));
+    let caps: Vec<&str> = at(container, &["securityContext", "capabilities", "add"]).as_sequence().unwrap().iter().map(text).collect();
+    assert_eq!(caps, ["NET_ADMIN", "NET_BIND_SERVICE"]);
+    // The PodMonitor scrapes a port the container declares.
+    let monitor = load("podmonitor.yaml");
+    let port = text(at(&monitor, &["spec", "podMetricsEndpoints", "0", "port"]));
+    let ports: Vec<&str> = container["ports"].as_sequence().unwrap().iter().map(|p| text(&p["name"])).collect();
+    assert!(ports.contains(&port), "{port} not in {ports:?}");
+}
+
+/// Every metric the Grafana dashboard queries is one nodedns registers, so no panel is
+/// silently empty after a rename.
+#[test]
+fn the_dashboard_queries_only_metrics_nodedns_exports() {
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/nodedns.json")).unwrap()).unwrap();
+    let registered = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics/mod.rs")).unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|t| t.starts_with("coredns_") || t.starts_with("nodedns_")) {
+                let family = ["_total", "_bucket"].iter().fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n));
+                assert!(registered.contains(&format!("r.register(\"{family}\"")), "panel {:?} queries {name}, which nodedns does not export", panel["title"]);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 40, "only {checked} metric references found");
+}
