@@ -1,6 +1,7 @@
-//! The command line: `nodedns run` and `nodedns check-config`. Parses flags into
-//! [`Overrides`], reports errors with context, sets up logging and signals. The only module
-//! that uses `anyhow` and exits the process.
+//! The command line: `nodedns run`, `check-config`, and the diagnostics (`explain`,
+//! `probe`, `stats`, `querylog`). Parses flags into [`Overrides`] and diagnostic requests,
+//! reports errors with context, sets up logging and signals. The only module that exits
+//! the process.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +12,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::resolv_conf::ResolvConf;
 use crate::config::{self, FileConfig, LogFormat, Overrides, Settings, file::parse_addr};
+use crate::wire::TypeName;
 use crate::upstream::UpstreamSpec;
 use crate::zones::Zone;
 
@@ -31,6 +34,97 @@ enum Command {
         /// The YAML file to check.
         file: PathBuf,
     },
+    /// Show the queries a pod's libc sends for one lookup and what nodedns does with each.
+    Explain(ExplainArgs),
+    /// Look names up repeatedly like a pod does; print slow lookups, export metrics.
+    Probe(ProbeArgs),
+    /// Summarise a running nodedns from its metrics.
+    Stats {
+        /// The running instance's HTTP endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9253")]
+        instance: String,
+    },
+    /// Show or switch a running nodedns's query log (switching from the node itself only).
+    Querylog(QuerylogArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ExplainArgs {
+    /// The name as the application passes it to getaddrinfo.
+    name: String,
+    /// The pod's resolv.conf. Default: what the kubelet writes for a pod in --namespace.
+    #[arg(long)]
+    resolv_conf: Option<PathBuf>,
+    /// Namespace for the default resolv.conf.
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The pod's C library.
+    #[arg(long, value_enum, default_value = "glibc")]
+    resolver: crate::diagnose::libc::Libc,
+    /// The type the application asks for. Default: A and AAAA (getaddrinfo, AF_UNSPEC).
+    #[arg(long = "type")]
+    qtype: Option<TypeName>,
+    /// A running nodedns's HTTP endpoint, asked what it would do with each query (cache
+    /// state included), e.g. http://127.0.0.1:9253. Without it, --config is evaluated here.
+    #[arg(long)]
+    instance: Option<String>,
+    /// The configuration to evaluate when no --instance is given.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Send the queries to this DNS server (ADDR:PORT) to see the real results; without
+    /// it, results are predicted.
+    #[arg(long, value_parser = parse_addr)]
+    server: Option<SocketAddr>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ProbeArgs {
+    /// A name to look up (repeatable), as an application would pass it.
+    #[arg(long = "name", required = true)]
+    names: Vec<String>,
+    /// Time between rounds of lookups.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    interval: std::time::Duration,
+    /// DNS server to ask. Default: the first nameserver of --resolv-conf.
+    #[arg(long, value_parser = parse_addr)]
+    server: Option<SocketAddr>,
+    /// resolv.conf giving the search list and options (a pod's own by default).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    #[arg(long, value_enum, default_value = "glibc")]
+    resolver: crate::diagnose::libc::Libc,
+    /// The type asked for. Default: A and AAAA.
+    #[arg(long = "type")]
+    qtype: Option<TypeName>,
+    /// Lookups at least this slow are printed as they happen (failures always are).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    slow: std::time::Duration,
+    /// Stop after this many rounds and print a summary. Default: run until stopped.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Serve the probe's metrics here (ADDR:PORT), at /metrics.
+    #[arg(long, value_parser = parse_addr)]
+    metrics: Option<SocketAddr>,
+}
+
+#[derive(clap::Args, Debug)]
+struct QuerylogArgs {
+    /// `on` or `off`; without it, the current policy is printed.
+    #[arg(value_parser = ["on", "off"])]
+    switch: Option<String>,
+    /// Fraction of queries logged (0 to 1).
+    #[arg(long)]
+    sample: Option<f64>,
+    /// Log every query at least this slow, whatever the sample (e.g. 100ms; 0s: off).
+    #[arg(long)]
+    slow: Option<String>,
+    #[arg(long, default_value = "http://127.0.0.1:9253")]
+    instance: String,
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -74,14 +168,108 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run(args) => match run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("nodedns: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Run(args) => report(run(args)),
+        Command::Explain(args) => report(block_on(explain(args))),
+        Command::Probe(args) => report(block_on(probe(args))),
+        Command::Stats { instance } => report(block_on(async move {
+            let text = crate::diagnose::client::http(hyper::Method::GET, &format!("{}/metrics", instance.trim_end_matches('/'))).await?;
+            print!("{}", crate::diagnose::stats::summarise(&instance, &text));
+            Ok(())
+        })),
+        Command::Querylog(args) => report(block_on(querylog(args))),
     }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nodedns: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a diagnostic on a small runtime of its own.
+fn block_on(task: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?.block_on(task)
+}
+
+fn asked_types(qtype: Option<TypeName>) -> Vec<u16> {
+    match qtype {
+        Some(t) => vec![t.0],
+        None => vec![crate::wire::TYPE_A, crate::wire::TYPE_AAAA],
+    }
+}
+
+fn read_resolv_conf(path: &std::path::Path) -> anyhow::Result<ResolvConf> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(ResolvConf::parse(&text))
+}
+
+async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
+    use crate::diagnose::explain::{self, Decider, Request};
+    let conf = match &args.resolv_conf {
+        Some(path) => read_resolv_conf(path)?,
+        None => ResolvConf::kubernetes_pod(&args.namespace, &args.cluster_domain, "10.96.0.10".parse().expect("literal")),
+    };
+    let decider = match args.instance {
+        Some(url) => Decider::Instance(url),
+        None => {
+            let file = match &args.config {
+                Some(path) => config::load_file(path)?,
+                None => FileConfig::default(),
+            };
+            let settings = Settings::build(file, Overrides::default())?;
+            let naming = crate::kubernetes::Naming::new(settings.naming.clone());
+            Decider::Settings(Box::new(settings), naming)
+        }
+    };
+    let req = Request { name: args.name, libc: args.resolver, conf, types: asked_types(args.qtype), decider, server: args.server };
+    let (lookup, explanation) = explain::explain(&req).await?;
+    match args.json {
+        true => println!("{}", serde_json::to_string_pretty(&explanation)?),
+        false => print!("{}", explain::render(&req, &lookup, &explanation)),
+    }
+    Ok(())
+}
+
+async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
+    let conf = read_resolv_conf(&args.resolv_conf)?;
+    let server = match args.server.or_else(|| conf.nameservers.first().copied()) {
+        Some(server) => server,
+        None => anyhow::bail!("{}: no nameserver line; pass --server", args.resolv_conf.display()),
+    };
+    let settings = crate::diagnose::probe::ProbeSettings {
+        names: args.names,
+        interval: args.interval,
+        server,
+        libc: args.resolver,
+        conf,
+        types: asked_types(args.qtype),
+        slow: args.slow,
+        rounds: args.count,
+        metrics: args.metrics,
+    };
+    crate::diagnose::probe::run(settings).await
+}
+
+async fn querylog(args: QuerylogArgs) -> anyhow::Result<()> {
+    let mut params = form_urlencoded::Serializer::new(String::new());
+    if let Some(switch) = &args.switch {
+        params.append_pair("enabled", if switch == "on" { "true" } else { "false" });
+    }
+    if let Some(sample) = args.sample {
+        params.append_pair("sample", &sample.to_string());
+    }
+    if let Some(slow) = &args.slow {
+        params.append_pair("slow", slow);
+    }
+    let params = params.finish();
+    let method = if params.is_empty() { hyper::Method::GET } else { hyper::Method::POST };
+    let body = crate::diagnose::client::http(method, &format!("{}/querylog?{params}", args.instance.trim_end_matches('/'))).await?;
+    print!("{body}");
+    Ok(())
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

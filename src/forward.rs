@@ -60,7 +60,15 @@ pub enum ForwardError {
     Aborted,
 }
 
-type Outcome = Result<Arc<Entry>, ForwardError>;
+/// What a miss produced, and the upstream that answered it (none when the answer came
+/// from the cache after all: another fetch's, or a stale one kept on failure).
+#[derive(Clone)]
+pub struct Answer {
+    pub entry: Arc<Entry>,
+    pub upstream: Option<Arc<Upstream>>,
+}
+
+type Outcome = Result<Answer, ForwardError>;
 /// One exchange: the upstream asked and what came of it.
 type Attempt = (Arc<Upstream>, Result<upstream::Exchange, UpstreamError>);
 type Pending = Shared<BoxFuture<'static, Outcome>>;
@@ -109,6 +117,13 @@ impl Forwarder {
         all
     }
 
+    /// The zone and upstreams a miss for `qname` (lower-cased wire form) goes to.
+    pub fn route_of(&self, qname: &[u8]) -> Option<(String, Vec<String>)> {
+        let router = self.router.load();
+        let group = router.route(qname)?;
+        Some((group.zone.to_string(), group.servers.iter().map(|u| u.label().to_string()).collect()))
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -137,7 +152,7 @@ impl Forwarder {
                 // asking again.
                 None if cached_will_do && let Some((entry, _)) = self.cache.lookup(&key.as_ref(), Instant::now()) => {
                     self.metrics.coalesced.inc();
-                    return Ok(entry);
+                    return Ok(Answer { entry, upstream: None });
                 }
                 None => {
                     // Spawned while the table is locked, so the task's own removal of the key
@@ -174,7 +189,7 @@ impl Forwarder {
         let mut current: Option<Arc<Upstream>> = None;
         let mut timer = Duration::ZERO;
         let mut last_error = UpstreamError::Timeout;
-        let mut refused: Option<Arc<Entry>> = None;
+        let mut refused: Option<Answer> = None;
         loop {
             let now = Instant::now();
             let may_start = started < max_attempts && now < deadline;
@@ -191,10 +206,10 @@ impl Forwarder {
                                 let rcode = ex.response.rcode();
                                 let entry = Arc::new(Entry::from_response(&ex.msg, &ex.response, self.cache.policy(), Instant::now()));
                                 if !(try_next_on(rcode) && may_start) {
-                                    return Ok(self.store(&key, entry));
+                                    return Ok(Answer { entry: self.store(&key, entry), upstream: Some(upstream) });
                                 }
                                 tracing::debug!(upstream = %upstream.label(), rcode = rcode.as_str(), "trying the next upstream");
-                                refused = Some(entry);
+                                refused = Some(Answer { entry, upstream: Some(upstream) });
                             }
                             Err(e) => {
                                 tracing::debug!(upstream = %upstream.label(), error = %e, "upstream attempt failed");
@@ -239,7 +254,7 @@ impl Forwarder {
             );
         }
         match self.cache.keep_on_failure(&key, Instant::now()) {
-            Some(kept) => Ok(kept),
+            Some(kept) => Ok(Answer { entry: kept, upstream: None }),
             None => refused.ok_or(ForwardError::Upstream(last_error)),
         }
     }

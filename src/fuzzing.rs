@@ -150,10 +150,10 @@ fn handler() -> (&'static Handler, &'static ListenerMetrics) {
         let settings = ForwardSettings { deadline: Duration::from_secs(1), policy: Policy::Sequential, max_attempts: 1 };
         let forwarder = Forwarder::new(Router::new([]), cache.clone(), settings, metrics.clone());
         let admission = Admission::new(vec!["127.0.0.0/8".parse().expect("literal")], Action::Refuse, None);
-        let handler_settings = HandlerSettings { max_inflight_misses: 1, udp_payload: 1232, deadline: Duration::from_secs(1), query_log: false, stale_after: Duration::from_millis(500) };
+        let handler_settings = HandlerSettings { max_inflight_misses: 1, udp_payload: 1232, deadline: Duration::from_secs(1), stale_after: Duration::from_millis(500) };
         // Naming rules off: their answers need SOAs learned by tasks, and there is no runtime
         // here. The rules themselves are pure functions with unit tests.
-        (Handler::new(cache, forwarder, admission, LocalNaming::off(&metrics), handler_settings), metrics.listener("dns://fuzz", "udp", false))
+        (Handler::new(cache, forwarder, admission, LocalNaming::off(&metrics), handler_settings, crate::server::querylog::QueryLog::off()), metrics.listener("dns://fuzz", "udp", false))
     });
     (h, m)
 }

@@ -13,11 +13,13 @@
 //! - [`node`]: the node's addresses and NOTRACK rules for them.
 //! - [`metrics`]: Prometheus metrics (CoreDNS names) and the health/readiness endpoint.
 //! - [`config`]: the YAML file, resolv.conf, and the validated settings.
+//! - [`diagnose`]: `explain`, `probe` and `stats`, the diagnostics run beside a node.
 //! - [`cli`]: the command line.
 
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod diagnose;
 pub mod forward;
 pub mod kubernetes;
 pub mod metrics;

@@ -83,12 +83,17 @@ fn the_daemonset_mounts_probes_and_monitors_what_the_configuration_uses() {
     assert!(ports.contains(&port), "{port} not in {ports:?}");
 }
 
-/// Every metric the Grafana dashboard queries is one nodedns registers, so no panel is
-/// silently empty after a rename.
+/// Every metric the Grafana dashboard queries is one nodedns (or its probe) registers, so
+/// no panel is silently empty after a rename; and every one registered has a panel.
 #[test]
-fn the_dashboard_queries_only_metrics_nodedns_exports() {
-    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/nodedns.json")).unwrap()).unwrap();
-    let registered = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics/mod.rs")).unwrap();
+fn the_dashboard_shows_exactly_the_metrics_nodedns_exports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dashboard_text = std::fs::read_to_string(root.join("deploy/grafana/nodedns.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard_text).unwrap();
+    let registered: String = ["src/metrics/mod.rs", "src/diagnose/probe.rs"].iter().map(|f| std::fs::read_to_string(root.join(f)).unwrap()).collect();
+    for family in registered.split("r.register(\"").skip(1).map(|rest| &rest[..rest.find('"').unwrap()]) {
+        assert!(dashboard_text.contains(family), "{family} is exported but on no dashboard panel");
+    }
     let mut checked = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().into_iter().flatten() {

@@ -283,15 +283,3 @@ fn tcp_answers_out_of_order_and_idle_connections_are_closed() {
     let idle = idle_since.elapsed();
     assert!(idle >= Duration::from_millis(900) && idle < Duration::from_millis(1600), "closed after {idle:?}");
 }
-
-#[test]
-fn query_log_writes_one_structured_line_per_query() {
-    let named = Named::start(&[("test.example", test_zone("test.example"))]);
-    let nd = Nodedns::start_with_config(Some("log:\n  queries: true\n  format: json\n"), &["--upstream".into(), named.addr.to_string()]);
-    query_udp(nd.dns, "www.test.example.", RecordType::A, 1, T).unwrap();
-    query_udp(nd.dns, "www.test.example.", RecordType::A, 2, T).unwrap();
-    wait_until(T, "two query log lines", || nd.log().lines().filter(|l| l.contains("\"target\":\"nodedns::query\"")).count() == 2);
-    let lines: Vec<String> = nd.log().lines().filter(|l| l.contains("nodedns::query")).map(String::from).collect();
-    assert!(lines[0].contains("\"name\":\"www.test.example.\"") && lines[0].contains("\"cache\":\"miss\""), "{}", lines[0]);
-    assert!(lines[1].contains("\"cache\":\"hit\"") && lines[1].contains("\"rcode\":\"NOERROR\""), "{}", lines[1]);
-}

@@ -52,8 +52,8 @@ fn cache_hit_allocates_nothing() {
     let settings = ForwardSettings { deadline: Duration::from_secs(2), policy: Policy::Sequential, max_attempts: 8 };
     let forwarder = Forwarder::new(Router::new([]), cache.clone(), settings, metrics.clone());
     let admission = Admission::new(vec!["127.0.0.0/8".parse().unwrap()], Action::Refuse, Some(ClientLimit { qps: 1_000_000, burst: 1_000_000, action: Action::Drop, table_size: 1024 }));
-    let settings = HandlerSettings { max_inflight_misses: 100, udp_payload: 1232, deadline: Duration::from_secs(2), query_log: false, stale_after: Duration::from_secs(1) };
-    let handler = Handler::new(cache.clone(), forwarder, admission, LocalNaming::off(&metrics), settings);
+    let settings = HandlerSettings { max_inflight_misses: 100, udp_payload: 1232, deadline: Duration::from_secs(2), stale_after: Duration::from_secs(1) };
+    let handler = Handler::new(cache.clone(), forwarder, admission, LocalNaming::off(&metrics), settings, nodedns::server::querylog::QueryLog::off());
     let listener = metrics.listener("dns://127.0.0.1:53", "udp", false);
 
     // Store an answer as the forwarder would.

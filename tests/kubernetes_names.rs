@@ -15,24 +15,6 @@ const POD_RESOLV_CONF: &str = "nameserver 127.0.0.1\n\
     search default.svc.cluster.local svc.cluster.local cluster.local us-central1-a.c.proj.internal c.proj.internal google.internal\n\
     options ndots:5 timeout:2 attempts:2\n";
 
-/// What CoreDNS's kubernetes plugin serves, as zone data: every record form of the
-/// specification for a few services, and CoreDNS's SOA.
-fn cluster_zone() -> String {
-    "$TTL 5\n@ 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1700000000 7200 1800 86400 5\n@ IN NS ns.dns\n\
-     ns.dns IN A 10.96.0.10\n\
-     dns-version IN TXT \"1.1.0\"\n\
-     kubernetes.default.svc IN A 10.96.0.1\n\
-     kube-dns.kube-system.svc IN A 10.96.0.10\n\
-     _dns._udp.kube-dns.kube-system.svc IN SRV 0 100 53 kube-dns.kube-system.svc\n\
-     api.prod.svc IN A 10.96.5.5\n\
-     _https._tcp.api.prod.svc IN SRV 0 100 443 api.prod.svc\n\
-     nginx.prod.svc IN A 10.244.1.7\n\
-     web-0.nginx.prod.svc IN A 10.244.1.7\n\
-     10-244-1-8.nginx.prod.svc IN A 10.244.1.8\n\
-     10-244-1-7.prod.pod IN A 10.244.1.7\n"
-        .into()
-}
-
 /// The cloud's internal zone (metadata server, VM names).
 fn internal_zone() -> String {
     "$TTL 300\n@ IN SOA ns.internal. cloud-dns-hostmaster.google.com. 2 21600 3600 259200 300\n@ IN NS ns\nns IN A 169.254.169.254\n\

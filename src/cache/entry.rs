@@ -166,6 +166,11 @@ impl Entry {
         (age < u64::from(self.lifetime)).then_some(age as u32)
     }
 
+    /// Seconds of freshness left at `now`, if any.
+    pub fn ttl_left(&self, now: Instant) -> Option<u32> {
+        self.age_if_fresh(now).map(|age| self.lifetime - age)
+    }
+
     /// The most octets [`Entry::write_for`] can write for any client.
     pub fn max_response_len(&self) -> usize {
         (self.wire.len() + OPT_LEN).max(compose::MAX_COMPOSED)

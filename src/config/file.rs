@@ -313,12 +313,30 @@ impl Default for NodeSection {
 pub struct LogSection {
     pub level: String,
     pub format: LogFormat,
-    pub queries: bool,
+    pub queries: QueryLogSection,
 }
 
 impl Default for LogSection {
     fn default() -> Self {
-        LogSection { level: "info".into(), format: LogFormat::Text, queries: false }
+        LogSection { level: "info".into(), format: LogFormat::Text, queries: QueryLogSection::default() }
+    }
+}
+
+/// The query log: one JSON line per sampled or slow query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryLogSection {
+    pub enabled: bool,
+    pub sample: f64,
+    #[serde(deserialize_with = "duration")]
+    pub slow: Duration,
+    /// `stdout`, `stderr`, or a file path (appended to).
+    pub output: String,
+}
+
+impl Default for QueryLogSection {
+    fn default() -> Self {
+        QueryLogSection { enabled: false, sample: 1.0, slow: Duration::ZERO, output: "stdout".into() }
     }
 }
 

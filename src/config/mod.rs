@@ -73,7 +73,9 @@ pub struct Settings {
     pub max_inflight_misses: usize,
     pub log_level: String,
     pub log_format: LogFormat,
-    pub query_log: bool,
+    pub query_log: crate::server::querylog::Policy,
+    /// Where query log lines go; read at start.
+    pub query_log_output: crate::server::querylog::Output,
     pub naming: NamingSettings,
     pub node: crate::node::NodeSettings,
 }
@@ -310,11 +312,19 @@ impl Settings {
             max_inflight_misses: file.server.max_inflight_misses,
             log_level: file.log.level,
             log_format: file.log.format,
-            query_log: file.log.queries,
+            query_log: query_log_policy(&file.log.queries)?,
+            query_log_output: file.log.queries.output.parse().unwrap_or_default(),
             node,
             naming: naming_settings(file.kubernetes, Path::new(&file.resolv_conf)),
         })
     }
+}
+
+fn query_log_policy(q: &file::QueryLogSection) -> Result<crate::server::querylog::Policy, ConfigError> {
+    if !(0.0..=1.0).contains(&q.sample) {
+        return Err(ConfigError::Settings(format!("log.queries.sample: {} is not a fraction between 0 and 1", q.sample)));
+    }
+    Ok(crate::server::querylog::Policy { enabled: q.enabled, sample: q.sample, slow: q.slow })
 }
 
 /// The Kubernetes naming rules. Search suffixes not configured are the node's: its

@@ -16,7 +16,7 @@ fn empty_file_means_defaults() {
 fn full_file_parses() {
     let c = parse_file(
         "f",
-        "listen: [\"127.0.0.1:53\", \"[::1]:53\", 169.254.20.10]\nupstreams: [10.96.0.10:53]\nforward:\n  - zone: cluster.local\n    upstreams: [10.96.0.10:53, 10.96.0.11]\ncache:\n  positive: {max_entries: 1000, max_bytes: 8Mi, min_ttl: 5s, max_ttl: 1h}\n  servfail_ttl: 2s\nserver:\n  query_deadline: 1500ms\nlog:\n  queries: true\n  format: json\n",
+        "listen: [\"127.0.0.1:53\", \"[::1]:53\", 169.254.20.10]\nupstreams: [10.96.0.10:53]\nforward:\n  - zone: cluster.local\n    upstreams: [10.96.0.10:53, 10.96.0.11]\ncache:\n  positive: {max_entries: 1000, max_bytes: 8Mi, min_ttl: 5s, max_ttl: 1h}\n  servfail_ttl: 2s\nserver:\n  query_deadline: 1500ms\nlog:\n  queries: {enabled: true, sample: 0.25, slow: 100ms}\n  format: json\n",
     )
     .unwrap();
     assert_eq!(c.listen.len(), 3);
@@ -27,7 +27,7 @@ fn full_file_parses() {
     assert_eq!(c.cache.positive.min_ttl, Duration::from_secs(5));
     assert_eq!(c.cache.negative.max_ttl, Duration::from_secs(1800), "untouched half keeps defaults");
     assert_eq!(c.server.query_deadline, Duration::from_millis(1500));
-    assert!(c.log.queries);
+    assert!(c.log.queries.enabled && c.log.queries.sample == 0.25 && c.log.queries.slow == Duration::from_millis(100));
 }
 
 /// The documented example is the reference users copy from: it must parse as shown.

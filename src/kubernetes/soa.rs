@@ -53,6 +53,11 @@ impl SoaBook {
         }
     }
 
+    /// Whether zone `zone`'s SOA is known, without asking for it.
+    pub fn knows(&self, zone: usize) -> bool {
+        self.slots[zone].lock().unwrap_or_else(PoisonError::into_inner).soa.is_some()
+    }
+
     /// The SOA of zone `zone` if known (even past its TTL: SOAs rarely change, and a
     /// refresh is started then).
     pub fn get(self: &Arc<Self>, zone: usize, now: Instant, forwarder: &Arc<Forwarder>) -> Option<Arc<Soa>> {
@@ -68,7 +73,7 @@ impl SoaBook {
     async fn fetch(&self, zone: usize, forwarder: &Arc<Forwarder>) {
         let key = KeyRef::new(self.zones[zone].wire(), TYPE_SOA, 1, false, false).to_owned();
         let learned = match forwarder.resolve(key).await {
-            Ok(entry) => Soa::from_message(entry.wire()),
+            Ok(answer) => Soa::from_message(answer.entry.wire()),
             Err(_) => None,
         };
         if learned.is_none() {

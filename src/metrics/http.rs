@@ -1,5 +1,6 @@
-//! The HTTP endpoint: `/metrics` (Prometheus text format), `/health` (the process is up)
-//! and `/ready` (listeners are bound and the process is not shutting down).
+//! The HTTP endpoint: `/metrics` (Prometheus text format), `/health` (the process is up),
+//! `/ready` (listeners are bound and the process is not shutting down), and whatever
+//! diagnostic routes the caller adds ([`Extra`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -28,24 +29,42 @@ impl Readiness {
     }
 }
 
-/// Called before each scrape, to refresh gauges that are read rather than counted.
-pub type BeforeScrape = Arc<dyn Fn() + Send + Sync>;
+/// A response from an added route.
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: String,
+    pub content_type: &'static str,
+}
+
+/// A request to an added route: method, path, query string, and whether the client is on
+/// this host (loopback), for routes that change state.
+pub struct Asked<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub local_client: bool,
+}
+
+/// Routes added by the caller; `None` for paths they do not serve.
+pub type Extra = Arc<dyn Fn(&Asked<'_>) -> Option<Reply> + Send + Sync>;
+
+/// What the endpoint serves.
+#[derive(Clone)]
+pub struct Endpoints {
+    /// The metrics in text format, read fresh for each scrape.
+    pub encode: Arc<dyn Fn() -> String + Send + Sync>,
+    pub ready: Arc<Readiness>,
+    pub extra: Option<Extra>,
+}
 
 /// Serves the endpoint on an already bound listener until `stop` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<super::Metrics>,
-    ready: Arc<Readiness>,
-    before_scrape: BeforeScrape,
-    stop: CancellationToken,
-    mut gate: crate::server::handover::Gate,
-) {
+pub async fn serve(listener: TcpListener, endpoints: Endpoints, stop: CancellationToken, mut gate: crate::server::handover::Gate) {
     loop {
         tokio::select! {
             _ = gate.opened() => {}
             _ = stop.cancelled() => return,
         }
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = gate.closed() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -56,9 +75,10 @@ pub async fn serve(
             },
             _ = stop.cancelled() => return,
         };
-        let (metrics, ready, before_scrape) = (metrics.clone(), ready.clone(), before_scrape.clone());
+        let endpoints = endpoints.clone();
         let service = service_fn(move |req: Request<Incoming>| {
-            let response = route(req.uri().path(), &metrics, &ready, &before_scrape);
+            let asked = Asked { method: req.method(), path: req.uri().path(), query: req.uri().query().unwrap_or(""), local_client: peer.ip().is_loopback() };
+            let response = route(&asked, &endpoints);
             async move { Ok::<_, Infallible>(response) }
         });
         tokio::spawn(async move {
@@ -67,21 +87,21 @@ pub async fn serve(
     }
 }
 
-fn route(path: &str, metrics: &super::Metrics, ready: &Readiness, before_scrape: &BeforeScrape) -> Response<Full<Bytes>> {
-    let (status, body, content_type) = match path {
-        "/metrics" => {
-            before_scrape();
-            (StatusCode::OK, metrics.encode(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
-        }
-        "/health" => (StatusCode::OK, "OK\n".to_string(), "text/plain"),
-        "/ready" if ready.get() => (StatusCode::OK, "OK\n".to_string(), "text/plain"),
-        "/ready" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string(), "text/plain"),
-        _ => (StatusCode::NOT_FOUND, "not found\n".to_string(), "text/plain"),
+fn route(asked: &Asked<'_>, endpoints: &Endpoints) -> Response<Full<Bytes>> {
+    let reply = |status, body: &str, content_type| Reply { status, body: body.to_string(), content_type };
+    let r = match asked.path {
+        "/metrics" => Reply { status: StatusCode::OK, body: (endpoints.encode)(), content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8" },
+        "/health" => reply(StatusCode::OK, "OK\n", "text/plain"),
+        "/ready" if endpoints.ready.get() => reply(StatusCode::OK, "OK\n", "text/plain"),
+        "/ready" => reply(StatusCode::SERVICE_UNAVAILABLE, "not ready\n", "text/plain"),
+        _ => match endpoints.extra.as_ref().and_then(|extra| extra(asked)) {
+            Some(r) => r,
+            None => reply(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
+        },
     };
     Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
+        .status(r.status)
+        .header("content-type", r.content_type)
+        .body(Full::new(Bytes::from(r.body)))
         .unwrap_or_default()
 }
-

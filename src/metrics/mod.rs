@@ -237,6 +237,8 @@ pub struct Metrics {
     pub inflight_misses: Gauge,
     pub deadline_exceeded: Counter,
     pub tcp_clients: Gauge,
+    pub query_log_lines: Counter,
+    pub query_log_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -292,6 +294,8 @@ impl Metrics {
             inflight_misses: Gauge::default(),
             deadline_exceeded: Counter::default(),
             tcp_clients: Gauge::default(),
+            query_log_lines: Counter::default(),
+            query_log_dropped: Counter::default(),
         };
         let r = &mut m.registry;
         r.register("coredns_dns_requests", "Counter of DNS requests made per zone, protocol and family.", m.requests.clone());
@@ -329,6 +333,8 @@ impl Metrics {
         r.register("nodedns_inflight_misses", "Distinct questions currently being asked upstream.", m.inflight_misses.clone());
         r.register("nodedns_deadline_exceeded", "Client queries answered SERVFAIL because the overall deadline passed.", m.deadline_exceeded.clone());
         r.register("nodedns_tcp_clients", "Open client TCP connections.", m.tcp_clients.clone());
+        r.register("nodedns_query_log_lines", "Query log lines written.", m.query_log_lines.clone());
+        r.register("nodedns_query_log_dropped", "Query log lines dropped because the writer fell behind (or the output could not be opened).", m.query_log_dropped.clone());
         r.register("nodedns_local_answers", "Queries answered from the Kubernetes naming rules instead of upstream (repeats within the negative TTL are cache hits), by rule.", m.local_answers.clone());
         r.register("nodedns_node_repairs", "Node addresses or packet-filter rules found missing (removed by someone else) and put back, by what.", m.node_repairs.clone());
         r.register("nodedns_node_setup_errors", "Failed attempts to install or check node addresses and packet-filter rules.", m.node_errors.clone());

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::{Action, Admission, Reason, Verdict};
+use super::querylog::{QueryLog, Record};
 use crate::cache::{Cache, Entry, Kind, KeyRef};
 use crate::forward::{ForwardError, Forwarder};
 use crate::kubernetes::search::SearchPrefetch;
@@ -48,8 +49,6 @@ pub struct HandlerSettings {
     pub udp_payload: u16,
     /// Overall time a client waits for a miss before getting SERVFAIL.
     pub deadline: Duration,
-    /// Whether to log every query at info level (target `nodedns::query`).
-    pub query_log: bool,
     /// How long a miss with a stale answer in the cache waits for the upstream before the
     /// stale answer is sent (RFC 8767's client response timer).
     pub stale_after: Duration,
@@ -90,12 +89,40 @@ pub struct Handler {
     /// while hits keep flowing.
     misses: Arc<Semaphore>,
     settings: ArcSwap<HandlerSettings>,
+    log: Arc<QueryLog>,
+}
+
+/// How a response came about, for metrics and the query log.
+struct How<'a> {
+    source: Source,
+    /// `hit`, `stale`, `miss`, or `none` when the cache was not consulted.
+    cache: &'static str,
+    upstream: Option<&'a str>,
+    /// Why nodedns answered itself.
+    reason: Option<&'static str>,
+}
+
+impl How<'static> {
+    fn local(cache: &'static str, reason: &'static str) -> Self {
+        How { source: Source::Local, cache, upstream: None, reason: Some(reason) }
+    }
 }
 
 impl Handler {
-    pub fn new(cache: Arc<Cache>, forwarder: Arc<Forwarder>, admission: Admission, naming: LocalNaming, settings: HandlerSettings) -> Self {
+    pub fn new(cache: Arc<Cache>, forwarder: Arc<Forwarder>, admission: Admission, naming: LocalNaming, settings: HandlerSettings, log: Arc<QueryLog>) -> Self {
         let misses = Arc::new(Semaphore::new(settings.max_inflight_misses));
-        Handler { cache, forwarder, admission: ArcSwap::from_pointee(admission), naming, misses, settings: ArcSwap::from_pointee(settings) }
+        Handler { cache, forwarder, admission: ArcSwap::from_pointee(admission), naming, misses, settings: ArcSwap::from_pointee(settings), log }
+    }
+
+    pub fn query_log(&self) -> &QueryLog {
+        &self.log
+    }
+
+    /// What this instance would do with `name` (presentation form) and `qtype` now.
+    pub fn explain(&self, name: &str, qtype: u16) -> Option<super::explain::Decision> {
+        let wire = name::from_text(name)?;
+        let soa_known = |zone| self.naming.soa.knows(zone);
+        super::explain::Decision::live(&wire, qtype, &self.cache, &self.naming.naming, soa_known, self.forwarder.route_of(&wire))
     }
 
     #[inline]
@@ -153,7 +180,7 @@ impl Handler {
         if query.qtype == TYPE_AXFR || query.qtype == TYPE_IXFR {
             // A cache has no zones to transfer.
             let len = compose::error_response(out, &query.header, Some(query.question), Rcode::REFUSED, query.edns, self.settings().udp_payload);
-            self.finish(&query, Rcode::REFUSED, Source::Local, "refused", req);
+            self.finish(&query, Rcode::REFUSED, How::local("none", "zone_transfer"), req);
             return Local::Reply(len);
         }
         let key = KeyRef::for_query(&query, &lower[..name_len]);
@@ -164,13 +191,13 @@ impl Handler {
                 if entry.hit_starts_refresh(age, self.cache.policy().prefetch_min_hits) {
                     self.refresh(&key, req);
                 }
-                let status = if entry.is_stale() {
+                let cache = if entry.is_stale() {
                     req.metrics.served_stale();
                     "stale"
                 } else {
                     "hit"
                 };
-                self.finish(&query, entry.rcode(), Source::Cache, status, req);
+                self.finish(&query, entry.rcode(), How { source: Source::Cache, cache, upstream: None, reason: None }, req);
                 Local::Reply(len)
             }
             None => {
@@ -201,7 +228,7 @@ impl Handler {
             search.after_denial(key);
         }
         let len = entry.write_for(query, 0, self.settings().udp_payload, self.limit(query, req.transport), out);
-        self.finish(query, entry.rcode(), Source::Local, answer.reason.as_str(), req);
+        self.finish(query, entry.rcode(), How::local("miss", answer.reason.as_str()), req);
         Some(len)
     }
 
@@ -232,43 +259,46 @@ impl Handler {
             // At the deadline at the latest: a stale answer beats SERVFAIL.
             Some(stale) => match tokio::time::timeout_at((req.started + self.settings().stale_after.min(self.settings().deadline)).into(), resolving).await {
                 Ok(outcome) => Ok(outcome),
-                Err(_slow) => return Some(self.write_entry(&stale.stale_copy(self.cache.policy(), Instant::now()), &query, limit, req)),
+                Err(_slow) => return Some(self.write_entry(&stale.stale_copy(self.cache.policy(), Instant::now()), None, &query, limit, req)),
             },
         };
         match outcome {
-            Ok(Ok(entry)) => Some(self.write_entry(&entry, &query, limit, req)),
+            Ok(Ok(answer)) => Some(self.write_entry(&answer.entry, answer.upstream.as_ref().map(|u| u.label()), &query, limit, req)),
             Ok(Err(e)) => {
-                let rcode = if e == ForwardError::NoRoute { Rcode::REFUSED } else { Rcode::SERVFAIL };
+                let (rcode, reason) = match e {
+                    ForwardError::NoRoute => (Rcode::REFUSED, "no_route"),
+                    ForwardError::Upstream(_) | ForwardError::Aborted => (Rcode::SERVFAIL, "upstream_failed"),
+                };
                 tracing::debug!(name = %name::to_text(query.qname), error = %e, "miss failed");
-                Some(self.write_error(&query, rcode, req))
+                Some(self.write_error(&query, rcode, reason, req))
             }
             Err(_elapsed) => {
                 self.forwarder.metrics().deadline_exceeded.inc();
-                Some(self.write_error(&query, Rcode::SERVFAIL, req))
+                Some(self.write_error(&query, Rcode::SERVFAIL, "deadline", req))
             }
         }
     }
 
-    fn write_entry(&self, entry: &Entry, query: &Query<'_>, limit: usize, req: &Request<'_>) -> Vec<u8> {
+    fn write_entry(&self, entry: &Entry, upstream: Option<&str>, query: &Query<'_>, limit: usize, req: &Request<'_>) -> Vec<u8> {
         let mut out = vec![0u8; entry.max_response_len()];
         let age = entry.age_if_fresh(Instant::now()).unwrap_or(0);
         let len = entry.write_for(query, age, self.settings().udp_payload, limit, &mut out);
         out.truncate(len);
-        let status = if entry.is_stale() {
+        let cache = if entry.is_stale() {
             req.metrics.served_stale();
             "stale"
         } else {
             "miss"
         };
-        self.finish(query, entry.rcode(), Source::Forward, status, req);
+        self.finish(query, entry.rcode(), How { source: Source::Forward, cache, upstream, reason: None }, req);
         out
     }
 
-    fn write_error(&self, query: &Query<'_>, rcode: Rcode, req: &Request<'_>) -> Vec<u8> {
+    fn write_error(&self, query: &Query<'_>, rcode: Rcode, reason: &'static str, req: &Request<'_>) -> Vec<u8> {
         let mut out = vec![0u8; MAX_COMPOSED];
         let len = compose::error_response(&mut out, &query.header, Some(query.question), rcode, query.edns, self.settings().udp_payload);
         out.truncate(len);
-        self.finish(query, rcode, Source::Local, "error", req);
+        self.finish(query, rcode, How::local("miss", reason), req);
         out
     }
 
@@ -277,7 +307,7 @@ impl Handler {
     fn overloaded(&self, query: &Query<'_>, out: &mut [u8], req: &Request<'_>) -> Local {
         req.metrics.overloaded();
         let len = compose::error_response(out, &query.header, Some(query.question), Rcode::SERVFAIL, query.edns, self.settings().udp_payload);
-        self.finish(query, Rcode::SERVFAIL, Source::Local, "overload", req);
+        self.finish(query, Rcode::SERVFAIL, How::local("miss", "overload"), req);
         Local::Reply(len)
     }
 
@@ -292,7 +322,7 @@ impl Handler {
         if truncate {
             out[2] |= (Flags::TC >> 8) as u8;
         }
-        self.finish(query, rcode, Source::Local, reason.as_str(), req);
+        self.finish(query, rcode, How::local("none", reason.as_str()), req);
         Local::Reply(len)
     }
 
@@ -308,27 +338,28 @@ impl Handler {
             QueryError::BadVersion(h) => (h, Rcode(16), Some(crate::wire::Edns { udp_payload: 512, version: 0, dnssec_ok: false })),
         };
         let len = compose::error_response(out, &header, None, rcode, edns, payload);
-        req.metrics.answered(0, Rcode(rcode.0 & 0xf), Source::Local, req.started.elapsed().as_secs_f64());
-        if self.settings().query_log {
-            tracing::info!(target: "nodedns::query", client = %req.client, rcode = rcode.as_str(), reason = %error, "rejected");
-        }
+        let latency = req.started.elapsed();
+        req.metrics.answered(0, Rcode(rcode.0 & 0xf), Source::Local, latency.as_secs_f64());
+        let record = Record { client: req.client, transport: req.transport, qname: &[0], qtype: 0, rcode, latency, cache: "none", upstream: None, reason: Some(error.as_str()) };
+        self.log.offer(latency, &record);
         Local::Reply(len)
     }
 
     #[inline]
-    fn finish(&self, query: &Query<'_>, rcode: Rcode, source: Source, cache: &'static str, req: &Request<'_>) {
-        let seconds = req.started.elapsed().as_secs_f64();
-        req.metrics.answered(query.qtype, rcode, source, seconds);
-        if self.settings().query_log {
-            tracing::info!(
-                target: "nodedns::query",
-                client = %req.client,
-                name = %name::to_text(query.qname),
-                qtype = query.qtype,
-                rcode = rcode.as_str(),
-                cache,
-                latency_us = (seconds * 1e6) as u64,
-            );
-        }
+    fn finish(&self, query: &Query<'_>, rcode: Rcode, how: How<'_>, req: &Request<'_>) {
+        let latency = req.started.elapsed();
+        req.metrics.answered(query.qtype, rcode, how.source, latency.as_secs_f64());
+        let record = Record {
+            client: req.client,
+            transport: req.transport,
+            qname: query.qname,
+            qtype: query.qtype,
+            rcode,
+            latency,
+            cache: how.cache,
+            upstream: how.upstream,
+            reason: how.reason,
+        };
+        self.log.offer(latency, &record);
     }
 }

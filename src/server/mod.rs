@@ -4,9 +4,12 @@
 //! - [`handler`]: the query path shared by both transports (the hot path lives there).
 //! - [`udp`], [`tcp`]: the transports. They own sockets and framing, never DNS policy.
 
+pub mod admin;
 pub mod admission;
+pub mod explain;
 pub mod handler;
 pub mod handover;
+pub mod querylog;
 pub mod reload;
 pub mod tcp;
 pub mod udp;
@@ -197,7 +200,9 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
     let handler_settings = reload::handler_settings(&settings);
     let admission = Admission::new(settings.allow.clone(), settings.deny_action, settings.client_limit);
     let naming = local_naming(&settings, &forwarder, &metrics).await?;
-    let handler = Arc::new(Handler::new(cache.clone(), forwarder.clone(), admission, naming, handler_settings));
+    let (query_log, query_log_writer) = querylog::QueryLog::new(settings.query_log, settings.query_log_output.clone(), metrics.query_log_lines.clone(), metrics.query_log_dropped.clone());
+    tokio::spawn(query_log_writer);
+    let handler = Arc::new(Handler::new(cache.clone(), forwarder.clone(), admission, naming, handler_settings, query_log));
     let tasks = TaskTracker::new();
     let listeners = TaskTracker::new();
 
@@ -246,11 +251,13 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
     if let Some((_, listener)) = sockets.http {
         let label = settings.listen.first().map(|a| server_label(*a)).unwrap_or_default();
         let (c, m) = (cache.clone(), metrics.clone());
-        let before_scrape: http::BeforeScrape = Arc::new(move || {
+        let encode = Arc::new(move || {
             let (positive, negative) = c.len();
             m.set_cache_entries(&label, positive, negative);
+            m.encode()
         });
-        tokio::spawn(http::serve(listener, metrics.clone(), ready.clone(), before_scrape, metrics_stop.clone(), gate.clone()));
+        let endpoints = http::Endpoints { encode, ready: ready.clone(), extra: Some(admin::routes(handler.clone())) };
+        tokio::spawn(http::serve(listener, endpoints, metrics_stop.clone(), gate.clone()));
     }
     for group in settings.router.groups() {
         let servers: Vec<String> = group.servers.iter().map(ToString::to_string).collect();

@@ -93,6 +93,10 @@ impl Reloader {
         let admission_changed = (&new.allow, new.deny_action, new.client_limit) != (&self.running.allow, self.running.deny_action, self.running.client_limit);
         let admission = admission_changed.then(|| Admission::new(new.allow.clone(), new.deny_action, new.client_limit));
         self.handler.reconfigure(handler_settings(&new), admission);
+        // A switch made at runtime (`nodedns querylog`) holds until the file's own changes.
+        if new.query_log != self.running.query_log {
+            self.handler.query_log().set_policy(new.query_log);
+        }
         // Restart-only settings keep their running values, so the next comparison is with
         // what actually runs.
         self.running = Settings { router: new.router, upstream: new.upstream, forward: new.forward, allow: new.allow, deny_action: new.deny_action, client_limit: new.client_limit, max_inflight_misses: new.max_inflight_misses, udp_payload: new.udp_payload, query_deadline: new.query_deadline, query_log: new.query_log, ..self.running.clone() };
@@ -121,7 +125,6 @@ pub fn handler_settings(s: &Settings) -> HandlerSettings {
         max_inflight_misses: s.max_inflight_misses,
         udp_payload: s.udp_payload,
         deadline: s.query_deadline,
-        query_log: s.query_log,
         stale_after: s.cache.stale_client_timeout,
     }
 }
@@ -150,6 +153,6 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("server.handover_socket", old.handover_socket != new.handover_socket);
     check("server.shutdown_grace", old.shutdown_grace != new.shutdown_grace);
     check("server TCP client limits", (old.tcp_idle_timeout, old.max_tcp_clients, old.max_tcp_inflight, old.max_tcp_per_client) != (new.tcp_idle_timeout, new.max_tcp_clients, new.max_tcp_inflight, new.max_tcp_per_client));
-    check("log", debug(&(&old.log_level, &old.log_format)) != debug(&(&new.log_level, &new.log_format)));
+    check("log", debug(&(&old.log_level, &old.log_format, &old.query_log_output)) != debug(&(&new.log_level, &new.log_format, &new.query_log_output)));
     keys
 }

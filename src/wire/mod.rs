@@ -21,6 +21,8 @@ pub use header::{Flags, Header, Opcode, Rcode};
 pub use query::{Edns, Query, QueryError};
 pub use response::{ResponseError, UpstreamResponse};
 
+/// Record type of an IPv4 address.
+pub const TYPE_A: u16 = 1;
 /// Record type of the EDNS(0) pseudo-record (RFC 6891).
 pub const TYPE_OPT: u16 = 41;
 /// Record type of a start-of-authority record, which carries the negative TTL (RFC 2308).
@@ -32,6 +34,55 @@ pub const TYPE_AXFR: u16 = 252;
 pub const TYPE_IXFR: u16 = 251;
 /// The largest DNS message, the limit of a TCP frame.
 pub const MAX_MESSAGE: usize = 65535;
+
+/// Mnemonics of the record types people type and read; others are `TYPEnnn` (RFC 3597).
+const TYPE_NAMES: [(u16, &str); 20] = [
+    (1, "A"),
+    (2, "NS"),
+    (5, "CNAME"),
+    (6, "SOA"),
+    (12, "PTR"),
+    (13, "HINFO"),
+    (15, "MX"),
+    (16, "TXT"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (35, "NAPTR"),
+    (41, "OPT"),
+    (43, "DS"),
+    (46, "RRSIG"),
+    (48, "DNSKEY"),
+    (64, "SVCB"),
+    (65, "HTTPS"),
+    (251, "IXFR"),
+    (252, "AXFR"),
+    (255, "ANY"),
+];
+
+/// A record type written for people: `AAAA`, or `TYPE65534`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TypeName(pub u16);
+
+impl std::fmt::Display for TypeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match TYPE_NAMES.iter().find(|(code, _)| *code == self.0) {
+            Some((_, name)) => f.write_str(name),
+            None => write!(f, "TYPE{}", self.0),
+        }
+    }
+}
+
+impl std::str::FromStr for TypeName {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let upper = text.to_ascii_uppercase();
+        if let Some(&(code, _)) = TYPE_NAMES.iter().find(|(_, name)| *name == upper) {
+            return Ok(TypeName(code));
+        }
+        upper.strip_prefix("TYPE").and_then(|n| n.parse().ok()).map(TypeName).ok_or_else(|| format!("`{text}` is not a record type (A, AAAA, SRV, ... or TYPEnnn)"))
+    }
+}
 
 /// Reads a big-endian u16 at `at`, or `None` past the end.
 #[inline]
@@ -45,4 +96,18 @@ pub fn read_u16(buf: &[u8], at: usize) -> Option<u16> {
 pub(crate) fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
     let b = buf.get(at..at + 4)?;
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TypeName;
+
+    #[test]
+    fn type_names_round_trip_and_unknown_types_use_the_generic_form() {
+        for text in ["A", "AAAA", "SRV", "HTTPS", "TYPE65534"] {
+            assert_eq!(text.parse::<TypeName>().unwrap().to_string(), text);
+        }
+        assert_eq!("aaaa".parse::<TypeName>(), Ok(TypeName(28)));
+        assert!("AAAAA".parse::<TypeName>().is_err());
+    }
 }

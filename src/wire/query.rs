@@ -44,6 +44,18 @@ pub enum QueryError {
     BadVersion(Header),
 }
 
+impl QueryError {
+    /// The query log's `reason`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            QueryError::Drop => "not_a_query",
+            QueryError::Malformed(_) => "malformed",
+            QueryError::NotImplemented(_) => "opcode_not_implemented",
+            QueryError::BadVersion(_) => "bad_edns_version",
+        }
+    }
+}
+
 impl<'a> Query<'a> {
     /// Parses `msg`, writing the lower-cased question name into `lower`; returns the query and
     /// the length of the lower-cased name. Rules follow Unbound's request checks: exactly one

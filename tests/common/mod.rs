@@ -94,6 +94,24 @@ pub fn test_zone(origin: &str) -> String {
     z
 }
 
+/// What CoreDNS's kubernetes plugin serves, as zone data: every record form of the
+/// specification for a few services, and CoreDNS's SOA.
+pub fn cluster_zone() -> String {
+    "$TTL 5\n@ 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1700000000 7200 1800 86400 5\n@ IN NS ns.dns\n\
+     ns.dns IN A 10.96.0.10\n\
+     dns-version IN TXT \"1.1.0\"\n\
+     kubernetes.default.svc IN A 10.96.0.1\n\
+     kube-dns.kube-system.svc IN A 10.96.0.10\n\
+     _dns._udp.kube-dns.kube-system.svc IN SRV 0 100 53 kube-dns.kube-system.svc\n\
+     api.prod.svc IN A 10.96.5.5\n\
+     _https._tcp.api.prod.svc IN SRV 0 100 443 api.prod.svc\n\
+     nginx.prod.svc IN A 10.244.1.7\n\
+     web-0.nginx.prod.svc IN A 10.244.1.7\n\
+     10-244-1-8.nginx.prod.svc IN A 10.244.1.8\n\
+     10-244-1-7.prod.pod IN A 10.244.1.7\n"
+        .into()
+}
+
 impl Named {
     /// Starts `named` serving each (origin, zone text) pair; waits until it answers.
     pub fn start(zones: &[(&str, String)]) -> Named {

@@ -1,0 +1,83 @@
+//! The diagnostic routes of the metrics endpoint: `/explain` (what this instance would do
+//! with a question, [`super::explain`]) and `/querylog` (read or switch the query log at
+//! runtime). Switching is allowed from loopback only: on a node that means someone on the
+//! node itself, or `kubectl port-forward` to the pod.
+
+use std::sync::Arc;
+
+use hyper::{Method, StatusCode};
+
+use super::handler::Handler;
+use super::querylog::Policy;
+use crate::metrics::http::{Asked, Extra, Reply};
+use crate::wire::TypeName;
+
+pub fn routes(handler: Arc<Handler>) -> Extra {
+    Arc::new(move |asked: &Asked<'_>| match asked.path {
+        "/explain" => Some(explain(&handler, asked.query)),
+        "/querylog" => Some(query_log(&handler, asked)),
+        _ => None,
+    })
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Reply {
+    let body = serde_json::to_string(value).unwrap_or_default() + "\n";
+    Reply { status, body, content_type: "application/json" }
+}
+
+fn error(status: StatusCode, message: String) -> Reply {
+    Reply { status, body: message + "\n", content_type: "text/plain" }
+}
+
+/// `?name=NAME&type=TYPE` (type defaults to A).
+fn explain(handler: &Handler, query: &str) -> Reply {
+    let params = parse_query(query);
+    let Some(name) = params.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str()) else {
+        return error(StatusCode::BAD_REQUEST, "explain needs ?name=NAME[&type=TYPE]".into());
+    };
+    let qtype = match params.iter().find(|(k, _)| k == "type").map(|(_, v)| v.parse::<TypeName>()) {
+        None => TypeName(crate::wire::TYPE_A),
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match handler.explain(name, qtype.0) {
+        Some(decision) => json(StatusCode::OK, &decision),
+        None => error(StatusCode::BAD_REQUEST, format!("`{name}` is not a valid domain name")),
+    }
+}
+
+/// GET: the policy. POST `?enabled=true&sample=0.01&slow=100ms` (any subset): changes it.
+fn query_log(handler: &Handler, asked: &Asked<'_>) -> Reply {
+    let log = handler.query_log();
+    if *asked.method != Method::POST {
+        return json(StatusCode::OK, &log.policy());
+    }
+    if !asked.local_client {
+        return error(StatusCode::FORBIDDEN, "the query log can be switched from this host only".into());
+    }
+    match updated(log.policy(), asked.query) {
+        Ok(policy) => {
+            log.set_policy(policy);
+            json(StatusCode::OK, &policy)
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+fn updated(mut policy: Policy, query: &str) -> Result<Policy, String> {
+    for (key, value) in parse_query(query) {
+        match key.as_str() {
+            "enabled" => policy.enabled = value.parse().map_err(|_| format!("enabled: `{value}` is not true or false"))?,
+            "sample" => {
+                policy.sample = value.parse().ok().filter(|s| (0.0..=1.0).contains(s)).ok_or_else(|| format!("sample: `{value}` is not a fraction between 0 and 1"))?;
+            }
+            "slow" => policy.slow = humantime::parse_duration(&value).map_err(|e| format!("slow: `{value}`: {e}"))?,
+            other => return Err(format!("unknown parameter `{other}` (enabled, sample, slow)")),
+        }
+    }
+    Ok(policy)
+}
+
+fn parse_query(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}

@@ -1,0 +1,89 @@
+//! What nodedns would do with one question, without doing it: whether the cache holds an
+//! answer, whether a Kubernetes naming rule answers it, and which upstream group gets it
+//! otherwise. Served at `/explain` by a running instance (with its cache and the
+//! namespaces it knows) and computed from a configuration file by `nodedns explain` when
+//! no instance is reachable. Never changes the cache or asks an upstream.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{Cache, KeyRef};
+use crate::config::Settings;
+use crate::kubernetes::Naming;
+use crate::wire::{Header, name};
+
+/// The decision for one question, in the order the query path takes it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// `hit` (fresh), `stale` (expired, may be served if the upstream fails), `miss`, or
+    /// `unknown` (no running instance was asked).
+    pub cache: String,
+    /// The cached answer's rcode, and its seconds left for a hit.
+    pub cached_rcode: Option<String>,
+    pub cached_answers: Option<u16>,
+    pub ttl_left: Option<u32>,
+    /// The naming rule that answers the question locally when the cache does not, and with
+    /// which rcode.
+    pub local: Option<String>,
+    pub local_rcode: Option<String>,
+    /// Anything that makes the query path differ from the above.
+    pub note: Option<String>,
+    /// The zone whose upstream group gets the question when neither does; `None`: no zone
+    /// covers it (REFUSED).
+    pub zone: Option<String>,
+    pub upstreams: Vec<String>,
+}
+
+impl Decision {
+    /// The decision of a running instance for `wire` (lower-cased wire form); `soa_known`
+    /// tells whether a naming rule's zone has its SOA learned (without it, nothing is
+    /// answered locally).
+    pub fn live(wire: &[u8], qtype: u16, cache: &Cache, naming: &Naming, soa_known: impl Fn(usize) -> bool, route: Option<(String, Vec<String>)>) -> Option<Decision> {
+        let key = KeyRef::new(wire, qtype, 1, false, false);
+        let now = Instant::now();
+        let mut decision = Decision::without_cache(wire, qtype, naming, route);
+        if let Some(answer) = naming.classify(wire, qtype, 1)
+            && !soa_known(answer.zone)
+        {
+            decision.note = Some(format!("rule {} applies, but the SOA of {} is not learned from the upstream yet: forwarded", answer.reason.as_str(), naming.zones()[answer.zone]));
+            decision.local = None;
+            decision.local_rcode = None;
+        }
+        match cache.lookup(&key, now) {
+            Some((entry, _)) => {
+                decision.cache = if entry.is_stale() { "stale" } else { "hit" }.into();
+                decision.cached_rcode = Some(entry.rcode().as_str().into());
+                decision.cached_answers = Header::parse(entry.wire()).map(|h| h.ancount);
+                decision.ttl_left = entry.ttl_left(now);
+            }
+            None => {
+                decision.cache = "miss".into();
+                if let Some(stale) = cache.stale(&key, now) {
+                    decision.cache = "stale".into();
+                    decision.cached_rcode = Some(stale.rcode().as_str().into());
+                }
+            }
+        }
+        Some(decision)
+    }
+
+    /// The decision `settings` lead to, cache unknown; namespaces only as listed there.
+    pub fn from_settings(name: &str, qtype: u16, settings: &Settings, naming: &Naming) -> Option<Decision> {
+        let wire = name::from_text(name)?;
+        let route = settings.router.route(&wire).map(|g| (g.zone.to_string(), g.servers.iter().map(ToString::to_string).collect()));
+        Some(Decision { cache: "unknown".into(), ..Decision::without_cache(&wire, qtype, naming, route) })
+    }
+
+    fn without_cache(wire: &[u8], qtype: u16, naming: &Naming, route: Option<(String, Vec<String>)>) -> Decision {
+        let local = naming.classify(wire, qtype, 1);
+        let (zone, upstreams) = route.unzip();
+        Decision {
+            local: local.map(|l| l.reason.as_str().into()),
+            local_rcode: local.map(|l| l.rcode.as_str().into()),
+            zone,
+            upstreams: upstreams.unwrap_or_default(),
+            ..Decision::default()
+        }
+    }
+}
