@@ -62,10 +62,10 @@ struct Pod {
 impl Pod {
     /// A namespace with the pod's resolv.conf, a `named` serving cluster.local and
     /// test.example, and nodedns on 127.0.0.1:53 logging every query to a file.
-    fn start() -> Pod {
+    fn start(purpose: &str) -> Pod {
         require("getent");
         require("dig");
-        let ns = Netns::create("explain", POD_RESOLV_CONF);
+        let ns = Netns::create(purpose, POD_RESOLV_CONF);
         let dir = tempfile::tempdir().unwrap();
         let query_log = dir.path().join("queries.log");
         let named = Named::spawn(dir.path(), 5301, &[("cluster.local", cluster_zone()), ("test.example", test_zone("test.example"))], Some(&ns.name));
@@ -97,19 +97,19 @@ impl Pod {
         std::fs::write(format!("/etc/netns/{}/resolv.conf", self.ns.name), text).unwrap();
     }
 
-    /// What glibc sends for `getent ahosts NAME`, seen in the query log.
-    fn glibc_queries(&self, name: &str) -> Vec<(String, String)> {
+    /// What a client sends when `program args` runs in the namespace, seen in the query log.
+    fn client_queries(&self, program: &str, args: &[&str]) -> Vec<(String, String)> {
         let before = read_lines(&self.query_log).len();
-        self.ns.run("getent", &["ahosts", name]);
+        self.ns.run(program, args);
         logged_queries(&self.query_log, before)
     }
 
     /// `nodedns explain NAME --json` in the namespace, asking the running instance and
     /// sending the queries to it.
-    fn explain(&self, name: &str) -> Value {
+    fn explain(&self, name: &str, resolver: &str) -> Value {
         let (ok, out) = self.ns.run(
             env!("CARGO_BIN_EXE_nodedns"),
-            &["explain", name, "--resolv-conf", "/etc/resolv.conf", "--instance", "http://127.0.0.1:9253", "--server", "127.0.0.1:53", "--json"],
+            &["explain", name, "--resolver", resolver, "--resolv-conf", "/etc/resolv.conf", "--instance", "http://127.0.0.1:9253", "--server", "127.0.0.1:53", "--json"],
         );
         assert!(ok, "explain failed: {out}");
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("explain --json is not JSON ({e}): {out}"))
@@ -122,7 +122,7 @@ fn explained_queries(explanation: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn explain_predicts_the_queries_glibc_sends() {
-    let pod = Pod::start();
+    let pod = Pod::start("glibc-walk");
     let ndots2 = "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 127.0.0.1\noptions ndots:2\n";
     let cases: [(&str, Option<&str>, usize); 7] = [
         // Two dots, ndots:5: three search names, then the name itself, A and AAAA each.
@@ -141,8 +141,8 @@ fn explain_predicts_the_queries_glibc_sends() {
     ];
     for (name, resolv_conf, expected) in cases {
         pod.set_resolv_conf(resolv_conf.unwrap_or(POD_RESOLV_CONF));
-        let glibc = pod.glibc_queries(name);
-        let explanation = pod.explain(name);
+        let glibc = pod.client_queries("getent", &["ahosts", name]);
+        let explanation = pod.explain(name, "glibc");
         let explained = explained_queries(&explanation);
         assert_eq!(steps(&explained), steps(&glibc), "{name} with {resolv_conf:?}: explain vs glibc");
         assert_eq!(glibc.len(), expected, "{name}: glibc sent {glibc:?}");
@@ -151,13 +151,44 @@ fn explain_predicts_the_queries_glibc_sends() {
         }
         let verdict = explanation["verdict"].as_str().unwrap();
         assert!(verdict.starts_with(&format!("{expected} queries")), "{name}: {verdict}");
-        eprintln!("{name}: {verdict}");
+        eprintln!("glibc, {name}: {verdict}");
     }
     // The human form names the search steps nodedns answers itself.
     pod.set_resolv_conf(POD_RESOLV_CONF);
     let (_, text) = pod.ns.run(env!("CARGO_BIN_EXE_nodedns"), &["explain", "api.example.com", "--resolv-conf", "/etc/resolv.conf", "--instance", "http://127.0.0.1:9253"]);
     assert!(text.contains("answered locally: not_in_specification") && text.contains("verdict: 8 queries, 6 of them NXDOMAIN; with a trailing dot: 2"), "{text}");
     drop(pod.dir);
+}
+
+/// musl (Alpine images) walks differently: no search after the name itself when it has
+/// enough dots, and the walk stops at a NODATA answer.
+#[test]
+fn explain_predicts_the_queries_musl_sends() {
+    require("musl-gcc");
+    let pod = Pod::start("musl-walk");
+    let client = pod.dir.path().join("musl_lookup");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/musl_lookup.c");
+    let built = Command::new("musl-gcc").args(["-static", "-O2", "-o"]).arg(&client).arg(&source).status().unwrap();
+    assert!(built.success(), "musl-gcc could not build {}", source.display());
+    let client = client.to_str().unwrap();
+    let ndots2 = "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 127.0.0.1\noptions ndots:2\n";
+    let ent = "search svc.cluster.local cluster.local test.example\nnameserver 127.0.0.1\noptions ndots:5\n";
+    let cases: [(&str, &str, usize); 4] = [
+        ("www.test.example", POD_RESOLV_CONF, 8),
+        ("kubernetes.default", POD_RESOLV_CONF, 4),
+        // Enough dots and not found: only the name itself (glibc would walk on: 8).
+        ("nothing.test.example", ndots2, 2),
+        // prod.svc.cluster.local exists without records: NODATA ends musl's walk at once.
+        ("prod", ent, 2),
+    ];
+    for (name, resolv_conf, expected) in cases {
+        pod.set_resolv_conf(resolv_conf);
+        let musl = pod.client_queries(client, &[name]);
+        let explanation = pod.explain(name, "musl");
+        assert_eq!(steps(&explained_queries(&explanation)), steps(&musl), "{name} with {resolv_conf:?}: explain vs musl");
+        assert_eq!(musl.len(), expected, "{name}: musl sent {musl:?}");
+        eprintln!("musl, {name}: {}", explanation["verdict"]);
+    }
 }
 
 #[test]
