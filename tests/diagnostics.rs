@@ -156,6 +156,7 @@ fn explain_predicts_the_queries_glibc_sends() {
     // The human form names the search steps nodedns answers itself.
     pod.set_resolv_conf(POD_RESOLV_CONF);
     let (_, text) = pod.ns.run(env!("CARGO_BIN_EXE_nodedns"), &["explain", "api.example.com", "--resolv-conf", "/etc/resolv.conf", "--instance", "http://127.0.0.1:9253"]);
+    eprintln!("{text}");
     assert!(text.contains("answered locally: not_in_specification") && text.contains("verdict: 8 queries, 6 of them NXDOMAIN; with a trailing dot: 2"), "{text}");
     drop(pod.dir);
 }
@@ -289,6 +290,7 @@ fn probe_walks_the_search_list_and_exports_per_step_metrics() {
         })
     });
     let out = probe.wait_with_output_within(Duration::from_secs(10));
+    eprintln!("{out}");
     assert!(out.contains("failed lookup missing.test.example.: ") && out.contains("ended in NXDOMAIN"), "{out}");
     assert!(out.contains("www: 20 lookups, 0 failed"), "{out}");
     assert!(out.contains("missing.test.example.: 20 lookups, 20 failed"), "{out}");
