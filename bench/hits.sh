@@ -1,38 +1,62 @@
 #!/usr/bin/env bash
-# Cache-hit benchmark: dnsperf at 100% cache hits against nodedns and Unbound in the same
-# run. Each server is pinned to CPU 1 and dnsperf to CPU 0; BIND `named` is the upstream
-# both warm their caches from. Prints queries/s, server CPU microseconds per answered query
-# (from /proc/PID/stat), and nodedns/Unbound ratios, as medians over ROUNDS rounds, at
-# saturation and at a fixed rate.
+# Cache-hit benchmark: dnsperf at 100% cache hits against nodedns, Unbound, dnsdist (packet
+# cache) and a bare C responder (bench/responder.c: recvmmsg/sendmmsg, flips QR, no cache:
+# the kernel's floor) in the same run, with 1 and 2 worker threads each, at a fixed rate and
+# at saturation. BIND `named` is the upstream the caches warm from.
 #
-# Usage: bench/hits.sh            (defaults: NAMES=10000 SECONDS_PER_RUN=10 ROUNDS=3 RATE=50000)
-# Needs: named, unbound, dnsperf, taskset (the Debian packages .ci/run installs).
+# Prints, per server and mode: queries/s, server CPU microseconds per answered query (from
+# /proc/PID/stat), latency (p50/p99 from dnsperf's per-query report at the fixed rate, the
+# average at saturation), and the ratios against the responder and against Unbound; medians
+# of ROUNDS rounds.
+#
+# With 1 worker every server is pinned to CPU 1 and dnsperf to CPU 0. With 2 workers the
+# servers get CPUs 0-1 and share CPU 0 with dnsperf (this machine has two cores): CPU per
+# query stays comparable, queries/s is bounded by the sharing.
+#
+# Usage: bench/hits.sh   (defaults: NAMES=10000 SECONDS_PER_RUN=10 ROUNDS=3 RATE=60000 WORKERS="1 2")
+# Needs: named, unbound, dnsdist, dnsperf, taskset, cc (the Debian packages .ci/run installs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NAMES=${NAMES:-10000}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 ROUNDS=${ROUNDS:-3}
-RATE=${RATE:-50000}
-SERVER_CPU=${SERVER_CPU:-1}
-CLIENT_CPU=${CLIENT_CPU:-0}
+RATE=${RATE:-60000}
+WORKERS=${WORKERS:-"1 2"}
+SERVERS="responder nodedns unbound dnsdist"
 
 source bench/lib.sh
-require_tools named unbound dnsperf taskset dig
+require_tools named unbound dnsdist dnsperf taskset dig cc
 cargo build --release --quiet
-P_NAMED=25353 P_NODEDNS=25354 P_UNBOUND=25355 P_METRICS=25356
+cc -O2 -pthread -o "$work/responder" bench/responder.c
+P_NAMED=25353 P_METRICS=25356
+declare -A PORT=([responder]=25360 [nodedns]=25361 [unbound]=25362 [dnsdist]=25363)
 
-# Upstream zone and query file.
 start_named $P_NAMED "$(for i in $(seq 0 $((NAMES - 1))); do echo "h$i IN A 10.$((i / 65536 % 256)).$((i / 256 % 256)).$((i % 256))"; done)"
 for i in $(seq 0 $((NAMES - 1))); do echo "h$i.bench.example A"; done > "$work/queries"
+wait_for $P_NAMED
 
-# Unbound as a forwarding cache, like a node cache would run it: one thread, forwards "."
-# to the local named only, no validation.
-cat > "$work/unbound.conf" <<CONF
+# start SERVER WORKERS CPUS: starts it pinned to CPUS; its PID is left in $started.
+start() {
+    local server=$1 workers=$2 cpus=$3 port=${PORT[$1]}
+    case $server in
+    responder)
+        taskset -c "$cpus" "$work/responder" "$port" "$workers" >/dev/null 2>&1 &
+        ;;
+    nodedns)
+        printf 'server:\n  udp_workers: %s\n  pin_udp_workers: false\n' "$workers" > "$work/nodedns.yaml"
+        taskset -c "$cpus" target/release/nodedns run -c "$work/nodedns.yaml" --listen 127.0.0.1:"$port" \
+            --upstream 127.0.0.1:$P_NAMED --metrics 127.0.0.1:$P_METRICS >"$work/nodedns.log" 2>&1 &
+        ;;
+    unbound)
+        # A forwarding cache, as a node cache would run it: forwards "." to the local named
+        # only, no validation.
+        cat > "$work/unbound.conf" <<CONF
 server:
-  interface: 127.0.0.1@$P_UNBOUND
+  interface: 127.0.0.1@$port
   do-daemonize: no
-  num-threads: 1
+  num-threads: $workers
+  so-reuseport: yes
   username: ""
   chroot: ""
   directory: "$work"
@@ -50,68 +74,92 @@ forward-zone:
   name: "."
   forward-addr: 127.0.0.1@$P_NAMED
 CONF
-taskset -c "$SERVER_CPU" unbound -d -c "$work/unbound.conf" >"$work/unbound.log" 2>&1 &
-pid_unbound=$!; pids+=($pid_unbound)
-
-taskset -c "$SERVER_CPU" target/release/nodedns run --listen 127.0.0.1:$P_NODEDNS \
-    --upstream 127.0.0.1:$P_NAMED --metrics 127.0.0.1:$P_METRICS >"$work/nodedns.log" 2>&1 &
-pid_nodedns=$!; pids+=($pid_nodedns)
-
-wait_for $P_NAMED; wait_for $P_UNBOUND; wait_for $P_NODEDNS
-
-# Warm both caches with every name, then check that a second pass loses nothing.
-for port in $P_UNBOUND $P_NODEDNS; do
-    taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p $port -d "$work/queries" -n 1 -c 1 -q 100 >/dev/null
-done
+        taskset -c "$cpus" unbound -d -c "$work/unbound.conf" >"$work/unbound.log" 2>&1 &
+        ;;
+    dnsdist)
+        {
+            echo "setLocal('127.0.0.1:$port', {reusePort=true})"
+            for _ in $(seq 2 "$workers"); do echo "addLocal('127.0.0.1:$port', {reusePort=true})"; done
+            echo "newServer({address='127.0.0.1:$P_NAMED', checkName='ns.bench.example.'})"
+            echo "pc = newPacketCache(100000, {maxTTL=86400})"
+            echo "getPool(''):setCache(pc)"
+            echo "setACL({'127.0.0.0/8'})"
+        } > "$work/dnsdist.conf"
+        taskset -c "$cpus" dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >"$work/dnsdist.log" 2>&1 &
+        ;;
+    esac
+    started=$!
+    pids+=("$started")
+}
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# run NAME PID PORT [RATE] -> prints "qps us_per_query avg_latency_ms lost"
-run() {
-    local pid=$2 port=$3 rate=${4:-}
-    local before after out
+# measure PID PORT [RATE] -> "qps us_per_query latency_a latency_b": at a fixed rate the
+# latencies are p50 and p99 (us), at saturation the average twice.
+measure() {
+    local pid=$1 port=$2 rate=${3:-} before after out
     before=$(cpu_ticks "$pid")
-    out=$(taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries" -l "$SECONDS_PER_RUN" \
-          -c 8 -q 500 ${rate:+-Q $rate} 2>&1)
+    if [ -n "$rate" ]; then
+        out=$(taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries" -l "$SECONDS_PER_RUN" \
+              -c 8 -q 500 -Q "$rate" -v 2>&1)
+    else
+        out=$(taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries" -l "$SECONDS_PER_RUN" \
+              -c 8 -q 500 2>&1)
+    fi
     after=$(cpu_ticks "$pid")
-    local done qps lat lost
+    local done qps hz lat
     done=$(awk '/Queries completed:/ {print $3}' <<<"$out")
-    lost=$(awk '/Queries lost:/ {print $3}' <<<"$out")
     qps=$(awk '/Queries per second:/ {print $4}' <<<"$out")
-    lat=$(awk '/Average Latency/ {print $4 * 1000}' <<<"$out")
-    local hz; hz=$(getconf CLK_TCK)
-    awk -v t=$((after - before)) -v hz="$hz" -v n="$done" -v q="$qps" -v l="$lat" -v lost="$lost" \
-        'BEGIN { printf "%.0f %.2f %.3f %s\n", q, t / hz * 1e6 / n, l, lost }'
+    hz=$(getconf CLK_TCK)
+    if [ -n "$rate" ]; then
+        lat=$(awk '/^> / {print $NF * 1e6}' <<<"$out" | sort -n | awk '{a[NR]=$1} END {printf "%.0f %.0f", a[int(NR*0.5)+1], a[int(NR*0.99)+1]}')
+    else
+        lat=$(awk '/Average Latency/ {printf "%.0f %.0f", $4 * 1e6, $4 * 1e6}' <<<"$out")
+    fi
+    awk -v t=$((after - before)) -v hz="$hz" -v n="$done" -v q="$qps" -v l="$lat" \
+        'BEGIN { printf "%.0f %.2f %s\n", q, t / hz * 1e6 / n, l }'
 }
 
-
 declare -A results
-for mode in saturation fixed; do
-    rate=""; [ "$mode" = fixed ] && rate=$RATE
-    for round in $(seq "$ROUNDS"); do
-        for server in nodedns unbound; do
-            if [ $server = nodedns ]; then r=$(run $server $pid_nodedns $P_NODEDNS $rate); else r=$(run $server $pid_unbound $P_UNBOUND $rate); fi
-            results[$mode,$server]+="$r"$'\n'
-            echo "  $mode round $round $server: qps=$(cut -d' ' -f1 <<<"$r") cpu_us/q=$(cut -d' ' -f2 <<<"$r") avg_ms=$(cut -d' ' -f3 <<<"$r") lost=$(cut -d' ' -f4 <<<"$r")" >&2
+for workers in $WORKERS; do
+    if [ "$workers" = 1 ]; then SERVER_CPUS=1 CLIENT_CPUS=0; else SERVER_CPUS=0-1 CLIENT_CPUS=0; fi
+    for server in $SERVERS; do
+        start "$server" "$workers" "$SERVER_CPUS"
+        pid=$started
+        # The responder answers without records, which wait_for does not count as an answer.
+        if [ "$server" = responder ]; then sleep 0.5; else wait_for "${PORT[$server]}"; fi
+        # Warm the cache with every name (the responder has none).
+        taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "${PORT[$server]}" -d "$work/queries" -n 1 -c 1 -q 100 >/dev/null
+        for round in $(seq "$ROUNDS"); do
+            for mode in fixed saturation; do
+                rate=""; [ $mode = fixed ] && rate=$RATE
+                r=$(measure "$pid" "${PORT[$server]}" $rate)
+                results[$workers,$mode,$server]+="$r"$'\n'
+                echo "  workers=$workers $server $mode round $round: $r" >&2
+            done
         done
+        if [ "$server" = nodedns ]; then
+            metrics=$(exec 3<>/dev/tcp/127.0.0.1/$P_METRICS; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3)
+            misses=$(grep '^coredns_cache_misses_total' <<<"$metrics" | awk '{s += $2} END {printf "%d", s}')
+            echo "  nodedns cache misses: $misses (the warm-up pass asks each of the $NAMES names once)" >&2
+        fi
+        kill "$pid"; wait "$pid" 2>/dev/null || true
     done
 done
 
 col() { printf '%s' "${results[$1]}" | awk -v c="$2" 'NF {print $c}' | median; }
 echo
-echo "cache hits, $NAMES names, dnsperf -c 8 on CPU $CLIENT_CPU, servers on CPU $SERVER_CPU, medians of $ROUNDS x ${SECONDS_PER_RUN}s"
-printf '%-22s %-9s %12s %14s %12s\n' mode server "queries/s" "CPU us/query" "avg ms"
-for mode in saturation fixed; do
-    label=$mode; [ "$mode" = fixed ] && label="fixed $RATE q/s"
-    for server in nodedns unbound; do
-        printf '%-22s %-9s %12s %14s %12s\n' "$label" $server "$(col $mode,$server 1)" "$(col $mode,$server 2)" "$(col $mode,$server 3)"
+echo "cache hits, $NAMES names, dnsperf -c 8 -q 500, medians of $ROUNDS x ${SECONDS_PER_RUN}s"
+printf '%-8s %-20s %-10s %10s %13s %9s %9s %12s %12s\n' workers mode server "queries/s" "CPU us/query" "p50 us" "p99 us" "CPU/resp." "CPU/unbound"
+for workers in $WORKERS; do
+    for mode in fixed saturation; do
+        label="fixed $RATE q/s"; [ $mode = saturation ] && label="saturation (avg)"
+        base=$(col "$workers,$mode,responder" 2); ub=$(col "$workers,$mode,unbound" 2)
+        for server in $SERVERS; do
+            cpu=$(col "$workers,$mode,$server" 2)
+            printf '%-8s %-20s %-10s %10s %13s %9s %9s %12s %12s\n' "$workers" "$label" "$server" \
+                "$(col "$workers,$mode,$server" 1)" "$cpu" "$(col "$workers,$mode,$server" 3)" "$(col "$workers,$mode,$server" 4)" \
+                "$(awk -v a="$cpu" -v b="$base" 'BEGIN {printf "%.2f", a / b}')" "$(awk -v a="$cpu" -v b="$ub" 'BEGIN {printf "%.2f", a / b}')"
+        done
     done
-    awk -v a="$(col $mode,nodedns 2)" -v b="$(col $mode,unbound 2)" -v qa="$(col $mode,nodedns 1)" -v qb="$(col $mode,unbound 1)" \
-        -v m="$label" 'BEGIN { printf "%-22s ratio nodedns/unbound: CPU per query %.2f, queries/s %.2f\n", m, a / b, qa / qb }'
 done
-
-# Proof that the runs measured hits: every miss is from the warm-up pass.
-metrics=$(exec 3<>/dev/tcp/127.0.0.1/$P_METRICS; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3)
-hits=$(grep '^coredns_cache_hits_total' <<<"$metrics" | awk '{s += $2} END {printf "%d", s}')
-misses=$(grep '^coredns_cache_misses_total' <<<"$metrics" | awk '{s += $2} END {printf "%d", s}')
-echo "nodedns cache: $hits hits, $misses misses (the warm-up pass asks each of the $NAMES names once)"

@@ -2,7 +2,6 @@
 //! (`tests/fuzz_corpus.rs`). Each takes arbitrary octets, drives one path the way real input
 //! does, and panics only when an invariant is broken; every other outcome is fine.
 
-use crate::server::handler::LocalNaming;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -10,14 +9,11 @@ use std::time::{Duration, Instant};
 use tokio_util::codec::Decoder;
 
 use crate::cache::{Cache, Capacity, Entry, KeyRef, TtlPolicy};
-use crate::forward::{ForwardSettings, Forwarder, Policy};
 use crate::metrics::{ListenerMetrics, Metrics};
-use crate::server::admission::{Action, Admission};
-use crate::server::handler::{Handler, HandlerSettings, Local, Request, Transport};
+use crate::server::handler::{Handler, Local, Request, Transport};
 use crate::server::tcp::frame_codec;
 use crate::wire::name::{self, MAX_NAME};
 use crate::wire::{MAX_MESSAGE, Query, UpstreamResponse};
-use crate::zones::Router;
 
 fn policy() -> TtlPolicy {
     TtlPolicy::default()
@@ -147,13 +143,9 @@ fn handler() -> (&'static Handler, &'static ListenerMetrics) {
     let (h, m) = HANDLER.get_or_init(|| {
         let metrics = Arc::new(Metrics::new());
         let cache = Arc::new(Cache::new(Capacity { max_entries: 64, max_bytes: 1 << 20 }, Capacity { max_entries: 64, max_bytes: 1 << 20 }, policy()));
-        let settings = ForwardSettings { deadline: Duration::from_secs(1), policy: Policy::Sequential, max_attempts: 1 };
-        let forwarder = Forwarder::new(Router::new([]), cache.clone(), settings, metrics.clone());
-        let admission = Admission::new(vec!["127.0.0.0/8".parse().expect("literal")], Action::Refuse, None);
-        let handler_settings = HandlerSettings { max_inflight_misses: 1, udp_payload: 1232, deadline: Duration::from_secs(1), stale_after: Duration::from_millis(500) };
         // Naming rules off: their answers need SOAs learned by tasks, and there is no runtime
         // here. The rules themselves are pure functions with unit tests.
-        (Handler::new(cache, forwarder, admission, LocalNaming::off(&metrics), handler_settings, crate::server::querylog::QueryLog::off()), metrics.listener("dns://fuzz", "udp", false))
+        (crate::harness::handler(cache, &metrics, 1), metrics.listener("dns://fuzz", "udp", false))
     });
     (h, m)
 }

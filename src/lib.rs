@@ -32,5 +32,7 @@ pub mod zones;
 
 #[doc(hidden)]
 pub mod fuzzing;
+#[doc(hidden)]
+pub mod harness;
 #[cfg(test)]
 mod testutil;

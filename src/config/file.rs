@@ -158,6 +158,10 @@ pub struct ServerSection {
     pub client_table_size: usize,
     pub max_tcp_per_client: usize,
     pub max_inflight_misses: usize,
+    /// Threads (and sockets per listen address) serving UDP; 0: one per CPU.
+    pub udp_workers: usize,
+    /// Pin UDP worker `i` to CPU `i` (modulo the CPUs this process may use).
+    pub pin_udp_workers: bool,
 }
 
 impl Default for ServerSection {
@@ -178,6 +182,8 @@ impl Default for ServerSection {
             max_tcp_inflight: 64,
             shutdown_grace: Duration::from_secs(5),
             handover_socket: String::new(),
+            udp_workers: 0,
+            pin_udp_workers: false,
         }
     }
 }

@@ -71,6 +71,9 @@ pub struct Settings {
     pub client_limit: Option<ClientLimit>,
     pub max_tcp_per_client: usize,
     pub max_inflight_misses: usize,
+    /// UDP worker threads, each with its own socket per listen address.
+    pub udp_workers: usize,
+    pub pin_udp_workers: bool,
     pub log_level: String,
     pub log_format: LogFormat,
     pub query_log: crate::server::querylog::Policy,
@@ -163,6 +166,13 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
     }
     if c.listen.is_empty() {
         return err("listen", "needs at least one address");
+    }
+    if c.server.udp_workers > MAX_UDP_WORKERS {
+        return err("server.udp_workers", &format!("at most {MAX_UDP_WORKERS}"));
+    }
+    // Every socket must fit in one handover message (Linux passes at most 253 at once).
+    if c.listen.len() * (udp_workers(c.server.udp_workers) + 1) + 1 > 253 {
+        return err("server.udp_workers", "too many sockets for a handover: fewer listen addresses or workers");
     }
     if c.node.setup && c.listen.iter().all(|a| a.ip().is_loopback() || a.ip().is_unspecified()) {
         return err("node.setup", "needs a listen address to own (not loopback, not a wildcard), such as 169.254.20.10:53");
@@ -310,6 +320,8 @@ impl Settings {
             }),
             max_tcp_per_client: file.server.max_tcp_per_client,
             max_inflight_misses: file.server.max_inflight_misses,
+            udp_workers: udp_workers(file.server.udp_workers),
+            pin_udp_workers: file.server.pin_udp_workers,
             log_level: file.log.level,
             log_format: file.log.format,
             query_log: query_log_policy(&file.log.queries)?,
@@ -317,6 +329,16 @@ impl Settings {
             node,
             naming: naming_settings(file.kubernetes, Path::new(&file.resolv_conf)),
         })
+    }
+}
+
+const MAX_UDP_WORKERS: usize = 64;
+
+/// `server.udp_workers`, 0 meaning one per CPU this process may use.
+fn udp_workers(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_UDP_WORKERS),
+        n => n,
     }
 }
 

@@ -34,8 +34,9 @@ use crate::cache::{Cache, snapshot};
 
 const HELLO: &[u8] = b"NODEDNS-HANDOVER 1\n";
 const SERVING: &[u8] = b"SERVING\n";
-/// Most sockets passed at once: every listen address twice, plus metrics.
-const MAX_SOCKETS: usize = 64;
+/// Most sockets passed in one message (Linux's SCM_MAX_FD): every UDP worker's socket and the
+/// TCP listener on every listen address, plus metrics.
+const MAX_SOCKETS: usize = 253;
 /// How long the predecessor waits for its successor to start serving.
 const SUCCESSOR_START: Duration = Duration::from_secs(60);
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);

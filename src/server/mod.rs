@@ -110,7 +110,9 @@ async fn keep_node_setup(node: Arc<node::NodeSetup>, metrics: Arc<Metrics>, stop
 
 /// Every listening socket, bound here or taken over from a predecessor.
 struct Sockets {
-    udp: Vec<(SocketAddr, tokio::net::UdpSocket)>,
+    /// `settings.udp_workers` sockets per address (more if a predecessor had more: each
+    /// inherited socket may hold queued queries and must be read).
+    udp: Vec<(SocketAddr, std::net::UdpSocket)>,
     tcp: Vec<(SocketAddr, tokio::net::TcpListener)>,
     http: Option<(SocketAddr, tokio::net::TcpListener)>,
 }
@@ -120,11 +122,14 @@ impl Sockets {
         let mut take = |role, addr| inherited.as_mut().and_then(|i| i.take(role, addr));
         let mut sockets = Sockets { udp: Vec::new(), tcp: Vec::new(), http: None };
         for &addr in &settings.listen {
-            let udp = match take(Role::Udp, addr) {
-                Some(fd) => udp::adopt(fd),
-                None => udp::bind(addr),
-            };
-            sockets.udp.push((addr, udp.with_context(|| format!("cannot listen on udp {addr}"))?));
+            let mut on_addr = 0;
+            while let Some(fd) = take(Role::Udp, addr) {
+                sockets.udp.push((addr, udp::adopt(fd).with_context(|| format!("cannot take over udp {addr}"))?));
+                on_addr += 1;
+            }
+            for _ in on_addr..settings.udp_workers {
+                sockets.udp.push((addr, udp::bind(addr).with_context(|| format!("cannot listen on udp {addr}"))?));
+            }
             let tcp = match take(Role::Tcp, addr) {
                 Some(fd) => tcp::adopt(fd),
                 None => tcp::bind(addr),
@@ -220,10 +225,27 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
     };
     let (gate_switch, gate) = Gate::new();
 
-    for (addr, socket) in sockets.udp {
-        let m = metrics.listener(&server_label(addr), "udp", addr.is_ipv6());
-        listeners.spawn(udp::serve(socket, handler.clone(), m, tasks.clone(), stop.clone(), gate.clone()));
-        tracing::info!(%addr, "serving DNS over UDP");
+    let mut udp_workers = Vec::new();
+    for (i, (addr, socket)) in sockets.udp.into_iter().enumerate() {
+        let worker = udp::Worker {
+            handler: handler.clone(),
+            metrics: metrics.listener(&server_label(addr), "udp", addr.is_ipv6()),
+            runtime: tokio::runtime::Handle::current(),
+            tasks: tasks.clone(),
+            stop: stop.clone(),
+            gate: gate.clone(),
+            cpu: settings.pin_udp_workers.then(|| i % settings.udp_workers.max(1)),
+        };
+        udp_workers.push(udp::spawn(format!("nodedns-udp-{i}"), socket, worker).with_context(|| format!("cannot start a UDP worker for {addr}"))?);
+    }
+    for addr in &settings.listen {
+        tracing::info!(%addr, workers = settings.udp_workers, "serving DNS over UDP");
+    }
+    // The listeners' tracker waits for the worker threads too.
+    for thread in udp_workers {
+        listeners.spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        });
     }
     let limits = TcpLimits {
         idle_timeout: settings.tcp_idle_timeout,

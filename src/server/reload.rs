@@ -152,6 +152,7 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check("kubernetes", old.naming != new.naming);
     check("server.handover_socket", old.handover_socket != new.handover_socket);
     check("server.shutdown_grace", old.shutdown_grace != new.shutdown_grace);
+    check("server.udp_workers", (old.udp_workers, old.pin_udp_workers) != (new.udp_workers, new.pin_udp_workers));
     check("server TCP client limits", (old.tcp_idle_timeout, old.max_tcp_clients, old.max_tcp_inflight, old.max_tcp_per_client) != (new.tcp_idle_timeout, new.max_tcp_clients, new.max_tcp_inflight, new.max_tcp_per_client));
     check("log", debug(&(&old.log_level, &old.log_format, &old.query_log_output)) != debug(&(&new.log_level, &new.log_format, &new.query_log_output)));
     keys

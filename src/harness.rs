@@ -1,0 +1,90 @@
+//! Fixtures shared by the fuzz harness, the benchmarks (`benches/`) and the allocation
+//! test: a handler with no upstreams, and a cache filled with single-A answers as the
+//! forwarder would have stored them. Not part of the product.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cache::{Cache, Capacity, Entry, KeyRef, TtlPolicy};
+use crate::forward::{ForwardSettings, Forwarder, Policy};
+use crate::metrics::{ListenerMetrics, Metrics};
+use crate::server::admission::{Action, Admission};
+use crate::server::handler::{Handler, HandlerSettings, LocalNaming};
+use crate::server::querylog::QueryLog;
+use crate::wire::{TYPE_A, UpstreamResponse, compose, name};
+use crate::zones::Router;
+
+/// A handler over `cache` that serves loopback clients and forwards nowhere; naming rules
+/// and the query log off.
+pub fn handler(cache: Arc<Cache>, metrics: &Arc<Metrics>, max_inflight_misses: usize) -> Handler {
+    let settings = ForwardSettings { deadline: Duration::from_secs(1), policy: Policy::Sequential, max_attempts: 1 };
+    let forwarder = Forwarder::new(Router::new([]), cache.clone(), settings, metrics.clone());
+    let admission = Admission::new(vec!["127.0.0.0/8".parse().expect("literal")], Action::Refuse, None);
+    let handler_settings = HandlerSettings { max_inflight_misses, udp_payload: 1232, deadline: Duration::from_secs(1), stale_after: Duration::from_millis(500) };
+    Handler::new(cache, forwarder, admission, LocalNaming::off(metrics), handler_settings, QueryLog::off())
+}
+
+/// `h<i>.bench.example.`, the names of [`Hits`].
+pub fn bench_name(i: usize) -> String {
+    format!("h{i}.bench.example.")
+}
+
+/// An upstream's answer to `name IN A`: one A record, TTL 3600, the name compressed.
+pub fn a_response(id: u16, name_wire: &[u8], ip: [u8; 4]) -> Vec<u8> {
+    let mut msg = vec![0u8; 12 + name_wire.len() + 4 + 16];
+    let len = compose::query(&mut msg, id, name_wire, TYPE_A, 1, false, None);
+    msg.truncate(len);
+    msg[2] |= 0x80; // QR
+    msg[3] |= 0x80; // RA
+    msg[7] = 1; // ANCOUNT
+    msg.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+    msg.extend_from_slice(&3600u32.to_be_bytes());
+    msg.extend_from_slice(&[0, 4]);
+    msg.extend_from_slice(&ip);
+    msg
+}
+
+/// Stores the answer for name `i` in `cache`, as the forwarder does after a miss.
+pub fn store_a(cache: &Cache, i: usize, now: Instant) {
+    let wire = name::from_text(&bench_name(i)).expect("valid name");
+    let response = a_response(i as u16, &wire, [10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+    let parsed = UpstreamResponse::parse(&response, &wire, TYPE_A, 1).expect("a valid response");
+    cache.insert(KeyRef::new(&wire, TYPE_A, 1, false, false).to_owned(), Arc::new(Entry::from_response(&response, &parsed, cache.policy(), now)));
+}
+
+/// A cache big enough for `names` entries.
+pub fn cache_for(names: usize) -> Arc<Cache> {
+    let capacity = Capacity { max_entries: names.max(16) as u64 * 2, max_bytes: (names.max(16) as u64) << 11 };
+    Arc::new(Cache::new(capacity, capacity, TtlPolicy::default()))
+}
+
+/// A handler whose cache holds `names` single-A answers, and a client query for each.
+pub struct Hits {
+    pub handler: Handler,
+    pub listener: ListenerMetrics,
+    pub queries: Vec<Vec<u8>>,
+}
+
+impl Hits {
+    pub fn new(names: usize) -> Hits {
+        let metrics = Arc::new(Metrics::new());
+        let cache = cache_for(names);
+        let now = Instant::now();
+        let queries = (0..names)
+            .map(|i| {
+                store_a(&cache, i, now);
+                client_query(i as u16, &bench_name(i))
+            })
+            .collect();
+        Hits { handler: handler(cache, &metrics, 100), listener: metrics.listener("dns://127.0.0.1:53", "udp", false), queries }
+    }
+}
+
+/// A client's query for `name IN A` with RD and an EDNS OPT (payload 1232), as dig sends it.
+pub fn client_query(id: u16, name_text: &str) -> Vec<u8> {
+    let wire = name::from_text(name_text).expect("valid name");
+    let mut msg = vec![0u8; 12 + wire.len() + 4 + 11];
+    let len = compose::query(&mut msg, id, &wire, TYPE_A, 1, false, Some((1232, false)));
+    msg.truncate(len);
+    msg
+}
