@@ -49,31 +49,7 @@ start() {
             --upstream 127.0.0.1:$P_NAMED --metrics 127.0.0.1:$P_METRICS >"$work/nodedns.log" 2>&1 &
         ;;
     unbound)
-        # A forwarding cache, as a node cache would run it: forwards "." to the local named
-        # only, no validation.
-        cat > "$work/unbound.conf" <<CONF
-server:
-  interface: 127.0.0.1@$port
-  do-daemonize: no
-  num-threads: $workers
-  so-reuseport: yes
-  username: ""
-  chroot: ""
-  directory: "$work"
-  pidfile: "$work/unbound.pid"
-  use-syslog: no
-  logfile: ""
-  verbosity: 0
-  access-control: 127.0.0.0/8 allow
-  do-not-query-localhost: no
-  module-config: "iterator"
-  msg-cache-size: 64m
-  rrset-cache-size: 128m
-  so-rcvbuf: 4m
-forward-zone:
-  name: "."
-  forward-addr: 127.0.0.1@$P_NAMED
-CONF
+        unbound_conf "$port" "$workers" 64m 128m $P_NAMED
         taskset -c "$cpus" unbound -d -c "$work/unbound.conf" >"$work/unbound.log" 2>&1 &
         ;;
     dnsdist)
@@ -97,24 +73,21 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # measure PID PORT [RATE] -> "qps us_per_query latency_a latency_b": at a fixed rate the
 # latencies are p50 and p99 (us), at saturation the average twice.
 measure() {
-    local pid=$1 port=$2 rate=${3:-} before after out
+    local pid=$1 port=$2 rate=${3:-} before after
     before=$(cpu_ticks "$pid")
-    if [ -n "$rate" ]; then
-        out=$(taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries" -l "$SECONDS_PER_RUN" \
-              -c 8 -q 500 -Q "$rate" -v 2>&1)
-    else
-        out=$(taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries" -l "$SECONDS_PER_RUN" \
-              -c 8 -q 500 2>&1)
-    fi
+    # To a file, not a shell variable: bash collecting the per-query report would compete
+    # for the CPUs being measured.
+    taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries" -l "$SECONDS_PER_RUN" \
+        -c 8 -q 500 ${rate:+-Q "$rate" -v} >"$work/perf.out" 2>&1
     after=$(cpu_ticks "$pid")
     local done qps hz lat
-    done=$(awk '/Queries completed:/ {print $3}' <<<"$out")
-    qps=$(awk '/Queries per second:/ {print $4}' <<<"$out")
+    done=$(awk '/Queries completed:/ {print $3}' "$work/perf.out")
+    qps=$(awk '/Queries per second:/ {print $4}' "$work/perf.out")
     hz=$(getconf CLK_TCK)
     if [ -n "$rate" ]; then
-        lat=$(awk '/^> / {print $NF * 1e6}' <<<"$out" | sort -n | awk '{a[NR]=$1} END {printf "%.0f %.0f", a[int(NR*0.5)+1], a[int(NR*0.99)+1]}')
+        lat=$(awk '/^> / {print $NF * 1e6}' "$work/perf.out" | sort -n | awk '{a[NR]=$1} END {printf "%.0f %.0f", a[int(NR*0.5)+1], a[int(NR*0.99)+1]}')
     else
-        lat=$(awk '/Average Latency/ {printf "%.0f %.0f", $4 * 1e6, $4 * 1e6}' <<<"$out")
+        lat=$(awk '/Average Latency/ {printf "%.0f %.0f", $4 * 1e6, $4 * 1e6}' "$work/perf.out")
     fi
     awk -v t=$((after - before)) -v hz="$hz" -v n="$done" -v q="$qps" -v l="$lat" \
         'BEGIN { printf "%.0f %.2f %s\n", q, t / hz * 1e6 / n, l }'

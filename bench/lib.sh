@@ -43,4 +43,33 @@ wait_for() {
     exit 1
 }
 
+# unbound_conf PORT THREADS MSG_CACHE RRSET_CACHE UPSTREAM_PORT: writes $work/unbound.conf,
+# Unbound as a node cache would run it: a forwarding cache for "." to the local named only,
+# no validation, one socket per thread.
+unbound_conf() {
+    cat > "$work/unbound.conf" <<CONF
+server:
+  interface: 127.0.0.1@$1
+  do-daemonize: no
+  num-threads: $2
+  so-reuseport: yes
+  username: ""
+  chroot: ""
+  directory: "$work"
+  pidfile: "$work/unbound.pid"
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  access-control: 127.0.0.0/8 allow
+  do-not-query-localhost: no
+  module-config: "iterator"
+  msg-cache-size: $3
+  rrset-cache-size: $4
+  so-rcvbuf: 4m
+forward-zone:
+  name: "."
+  forward-addr: 127.0.0.1@$5
+CONF
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }

@@ -52,10 +52,13 @@ pub fn store_a(cache: &Cache, i: usize, now: Instant) {
     cache.insert(KeyRef::new(&wire, TYPE_A, 1, false, false).to_owned(), Arc::new(Entry::from_response(&response, &parsed, cache.policy(), now)));
 }
 
-/// A cache big enough for `names` entries.
+/// A cache with room for `names` positive entries and a few negative ones, sized as an
+/// operator would size it for that many names.
 pub fn cache_for(names: usize) -> Arc<Cache> {
-    let capacity = Capacity { max_entries: names.max(16) as u64 * 2, max_bytes: (names.max(16) as u64) << 11 };
-    Arc::new(Cache::new(capacity, capacity, TtlPolicy::default()))
+    let room = names.max(16) as u64 * 9 / 8;
+    let positive = Capacity { max_entries: room, max_bytes: room * 512 };
+    let negative = Capacity { max_entries: 1024, max_bytes: 1024 * 512 };
+    Arc::new(Cache::new(positive, negative, TtlPolicy::default()))
 }
 
 /// A handler whose cache holds `names` single-A answers, and a client query for each.
