@@ -145,8 +145,7 @@ fn summarise(req: &Request, lookup: &Lookup, queries: Vec<Explained>, ended: Str
     let answered_on_node = queries.iter().filter(|q| on_node(&q.decision)).count();
     let with_trailing_dot = lookup.types.len();
     let bare = req.name.trim_end_matches('.');
-    let count = |n: usize| if n == 1 { "1 query".to_string() } else { format!("{n} queries") };
-    let verdict = format!("{}, {nxdomain} of them NXDOMAIN; with a trailing dot: {}", count(queries.len()), count(with_trailing_dot));
+    let verdict = format!("{}, {nxdomain} of them NXDOMAIN; with a trailing dot: {}", super::queries(queries.len()), super::queries(with_trailing_dot));
     let mut fixes = Vec::new();
     if queries.len() > with_trailing_dot {
         fixes.push(format!("write the name fully qualified, with a trailing dot (\"{bare}.\"), in the application's configuration: {with_trailing_dot} queries"));

@@ -13,3 +13,8 @@ pub mod explain;
 pub mod libc;
 pub mod probe;
 pub mod stats;
+
+/// "1 query", "8 queries".
+fn queries(n: usize) -> String {
+    if n == 1 { "1 query".to_string() } else { format!("{n} queries") }
+}

@@ -215,7 +215,7 @@ fn describe(name: &str, r: &LookupResult) -> String {
         format!("; slowest: {} {} {:.1} ms ({result})", q.query, TypeName(q.qtype), q.took.as_secs_f64() * 1e3)
     });
     let verdict = if r.outcome == StepOutcome::Answer { "slow" } else { "failed" };
-    let queries = if r.queries.len() == 1 { "1 query".to_string() } else { format!("{} queries", r.queries.len()) };
+    let queries = super::queries(r.queries.len());
     format!("{time} {verdict} lookup {name}: {:.1} ms, {queries}, ended in {}{}", r.took.as_secs_f64() * 1e3, r.outcome.as_str(), slowest.unwrap_or_default())
 }
 

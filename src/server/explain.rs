@@ -39,17 +39,10 @@ impl Decision {
     /// The decision of a running instance for `wire` (lower-cased wire form); `soa_known`
     /// tells whether a naming rule's zone has its SOA learned (without it, nothing is
     /// answered locally).
-    pub fn live(wire: &[u8], qtype: u16, cache: &Cache, naming: &Naming, soa_known: impl Fn(usize) -> bool, route: Option<(String, Vec<String>)>) -> Option<Decision> {
+    pub fn live(wire: &[u8], qtype: u16, cache: &Cache, naming: &Naming, soa_known: impl Fn(usize) -> bool, route: Option<(String, Vec<String>)>) -> Decision {
         let key = KeyRef::new(wire, qtype, 1, false, false);
         let now = Instant::now();
-        let mut decision = Decision::without_cache(wire, qtype, naming, route);
-        if let Some(answer) = naming.classify(wire, qtype, 1)
-            && !soa_known(answer.zone)
-        {
-            decision.note = Some(format!("rule {} applies, but the SOA of {} is not learned from the upstream yet: forwarded", answer.reason.as_str(), naming.zones()[answer.zone]));
-            decision.local = None;
-            decision.local_rcode = None;
-        }
+        let mut decision = Decision::without_cache(wire, qtype, naming, soa_known, route);
         match cache.lookup(&key, now) {
             Some((entry, _)) => {
                 decision.cache = if entry.is_stale() { "stale" } else { "hit" }.into();
@@ -65,25 +58,31 @@ impl Decision {
                 }
             }
         }
-        Some(decision)
+        decision
     }
 
     /// The decision `settings` lead to, cache unknown; namespaces only as listed there.
     pub fn from_settings(name: &str, qtype: u16, settings: &Settings, naming: &Naming) -> Option<Decision> {
         let wire = name::from_text(name)?;
         let route = settings.router.route(&wire).map(|g| (g.zone.to_string(), g.servers.iter().map(ToString::to_string).collect()));
-        Some(Decision { cache: "unknown".into(), ..Decision::without_cache(&wire, qtype, naming, route) })
+        // Evaluated here, no SOA has been learned; the rules are reported as they would apply.
+        Some(Decision { cache: "unknown".into(), ..Decision::without_cache(&wire, qtype, naming, |_| true, route) })
     }
 
-    fn without_cache(wire: &[u8], qtype: u16, naming: &Naming, route: Option<(String, Vec<String>)>) -> Decision {
-        let local = naming.classify(wire, qtype, 1);
+    fn without_cache(wire: &[u8], qtype: u16, naming: &Naming, soa_known: impl Fn(usize) -> bool, route: Option<(String, Vec<String>)>) -> Decision {
         let (zone, upstreams) = route.unzip();
-        Decision {
-            local: local.map(|l| l.reason.as_str().into()),
-            local_rcode: local.map(|l| l.rcode.as_str().into()),
-            zone,
-            upstreams: upstreams.unwrap_or_default(),
-            ..Decision::default()
+        let mut decision = Decision { zone, upstreams: upstreams.unwrap_or_default(), ..Decision::default() };
+        match naming.classify(wire, qtype, 1) {
+            Some(answer) if soa_known(answer.zone) => {
+                decision.local = Some(answer.reason.as_str().into());
+                decision.local_rcode = Some(answer.rcode.as_str().into());
+            }
+            Some(answer) => {
+                let zone = &naming.zones()[answer.zone];
+                decision.note = Some(format!("rule {} applies, but the SOA of {zone} is not learned from the upstream yet: forwarded", answer.reason.as_str()));
+            }
+            None => {}
         }
+        decision
     }
 }

@@ -122,7 +122,7 @@ impl Handler {
     pub fn explain(&self, name: &str, qtype: u16) -> Option<super::explain::Decision> {
         let wire = name::from_text(name)?;
         let soa_known = |zone| self.naming.soa.knows(zone);
-        super::explain::Decision::live(&wire, qtype, &self.cache, &self.naming.naming, soa_known, self.forwarder.route_of(&wire))
+        Some(super::explain::Decision::live(&wire, qtype, &self.cache, &self.naming.naming, soa_known, self.forwarder.route_of(&wire)))
     }
 
     #[inline]
