@@ -30,7 +30,12 @@ fn measure(names: usize) {
     }
     let after = rss_bytes();
     let (entries, _) = cache.len();
-    println!("{names:>9} single-A answers: {entries} cached, {:.0} bytes of RSS per entry", (after - before) as f64 / entries as f64);
+    let per_entry = |bytes: u64| bytes as f64 / entries as f64;
+    println!(
+        "{names:>9} single-A answers: {entries} cached, {:.0} bytes of RSS per entry (the store's slots and tables: {:.0})",
+        per_entry(after - before),
+        per_entry(cache.bookkeeping())
+    );
 }
 
 fn main() {
@@ -38,11 +43,6 @@ fn main() {
         measure(size.parse().expect("a size"));
         return;
     }
-    println!(
-        "in-line sizes: entry {} + Arc counts 16, key {} (+ the name), plus the wire answer; quick_cache's own per-entry bookkeeping on top",
-        std::mem::size_of::<nodedns::cache::Entry>(),
-        std::mem::size_of::<nodedns::cache::CacheKey>()
-    );
     // `cargo bench` passes `--bench`; any filter argument is ignored.
     let me = std::env::current_exe().expect("own path");
     for size in SIZES {

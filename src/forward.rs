@@ -64,7 +64,7 @@ pub enum ForwardError {
 /// from the cache after all: another fetch's, or a stale one kept on failure).
 #[derive(Clone)]
 pub struct Answer {
-    pub entry: Arc<Entry>,
+    pub entry: Entry,
     pub upstream: Option<Arc<Upstream>>,
 }
 
@@ -150,7 +150,7 @@ impl Forwarder {
                 // A fetch stores its answer before leaving the table, so a caller that missed
                 // the cache just before that fetch finished finds the answer here instead of
                 // asking again.
-                None if cached_will_do && let Some((entry, _)) = self.cache.lookup(&key.as_ref(), Instant::now()) => {
+                None if cached_will_do && let Some((entry, _)) = self.cache.lookup(&key.borrowed(), Instant::now()) => {
                     self.metrics.coalesced.inc();
                     return Ok(Answer { entry, upstream: None });
                 }
@@ -204,7 +204,7 @@ impl Forwarder {
                         match result {
                             Ok(ex) => {
                                 let rcode = ex.response.rcode();
-                                let entry = Arc::new(Entry::from_response(&ex.msg, &ex.response, self.cache.policy(), Instant::now()));
+                                let entry = Entry::from_response(&key.borrowed(), &ex.msg, &ex.response, self.cache.policy(), Instant::now());
                                 if !(try_next_on(rcode) && may_start) {
                                     return Ok(Answer { entry: self.store(&key, entry), upstream: Some(upstream) });
                                 }
@@ -253,7 +253,7 @@ impl Forwarder {
                 .boxed(),
             );
         }
-        match self.cache.keep_on_failure(&key, Instant::now()) {
+        match self.cache.keep_on_failure(&key.borrowed(), Instant::now()) {
             Some(kept) => Ok(Answer { entry: kept, upstream: None }),
             None => refused.ok_or(ForwardError::Upstream(last_error)),
         }
@@ -262,13 +262,13 @@ impl Forwarder {
     /// Stores the upstream's answer and returns what the clients get: a SERVFAIL neither
     /// replaces an answer still fresh (a failed refresh) nor hides one that may be served
     /// stale.
-    fn store(&self, key: &CacheKey, entry: Arc<Entry>) -> Arc<Entry> {
+    fn store(&self, key: &CacheKey, entry: Entry) -> Entry {
         if entry.kind() == Kind::ServFail
-            && let Some(kept) = self.cache.keep_on_failure(key, Instant::now())
+            && let Some(kept) = self.cache.keep_on_failure(&key.borrowed(), Instant::now())
         {
             return kept;
         }
-        self.cache.insert(key.clone(), entry.clone());
+        self.cache.insert(&key.borrowed(), entry.clone());
         entry
     }
 

@@ -43,10 +43,11 @@ pub fn upstream_response(data: &[u8]) {
     let (Some(qtype), Some(qclass)) = (crate::wire::read_u16(data, end), crate::wire::read_u16(data, end + 2)) else { return };
     let qname = &lower[..len];
     let Ok(parsed) = UpstreamResponse::parse(data, qname, qtype, qclass) else { return };
-    let entry = Entry::from_response(data, &parsed, &policy(), Instant::now());
+    let key = KeyRef::new(qname, qtype, qclass, false, false);
+    let entry = Entry::from_response(&key, data, &parsed, &policy(), Instant::now());
     let cache = Cache::new(Capacity { max_entries: 16, max_bytes: 1 << 20 }, Capacity { max_entries: 16, max_bytes: 1 << 20 }, policy());
-    cache.insert(KeyRef::new(qname, qtype, qclass, false, false).to_owned(), Arc::new(entry));
-    let Some((entry, _)) = cache.lookup(&KeyRef::new(qname, qtype, qclass, false, false), Instant::now()) else { return };
+    cache.insert(&key, entry);
+    let Some((entry, _)) = cache.lookup(&key, Instant::now()) else { return };
 
     // A client asking that question, with and without EDNS, over UDP and TCP limits.
     for edns in [None, Some((1232u16, false)), Some((4096, true))] {
@@ -90,7 +91,8 @@ pub fn naming(data: &[u8]) {
         let zone = &rules.zones()[answer.zone];
         assert!(zone.contains(qname), "{:?} denied under {zone}, which does not contain it", answer.reason);
         // `denial` parses what it built as the answer to this question.
-        let entry = soa.denial(qname, query.qtype, query.qclass, answer.rcode, &policy(), Instant::now());
+        let key = KeyRef::new(qname, query.qtype, query.qclass, false, false);
+        let entry = soa.denial(&key, answer.rcode, &policy(), Instant::now());
         assert!(entry.is_some(), "no well-formed denial for {qname:?}");
     }
     for step in later_steps(rules, qname).unwrap_or_default() {

@@ -49,7 +49,8 @@ pub fn store_a(cache: &Cache, i: usize, now: Instant) {
     let wire = name::from_text(&bench_name(i)).expect("valid name");
     let response = a_response(i as u16, &wire, [10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
     let parsed = UpstreamResponse::parse(&response, &wire, TYPE_A, 1).expect("a valid response");
-    cache.insert(KeyRef::new(&wire, TYPE_A, 1, false, false).to_owned(), Arc::new(Entry::from_response(&response, &parsed, cache.policy(), now)));
+    let key = KeyRef::new(&wire, TYPE_A, 1, false, false);
+    cache.insert(&key, Entry::from_response(&key, &response, &parsed, cache.policy(), now));
 }
 
 /// A cache with room for `names` positive entries and a few negative ones, sized as an

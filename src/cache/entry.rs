@@ -2,17 +2,22 @@
 //! with that client's ID, flags, question case and EDNS, and TTLs aged by the time spent in
 //! the cache. Writing copies the stored octets once and patches fixed offsets; no parsing.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
+
+use triomphe::ThinArc;
 
 use crate::wire::compose::{self, OPT_LEN};
 use crate::wire::header::{Flags, HEADER_LEN, Header};
-use crate::wire::{Query, Rcode, UpstreamResponse};
+use crate::wire::name::{self, MAX_NAME};
+use crate::wire::{Query, Rcode, UpstreamResponse, read_u16};
 
-use super::TtlPolicy;
+use super::{CacheKey, KeyRef, TtlPolicy};
 
 /// Which bound and which metric label an entry counts against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Kind {
     /// Records were returned (CoreDNS's cache `type="success"`).
     Positive,
@@ -25,160 +30,249 @@ pub enum Kind {
 }
 
 /// A response in wire form without its OPT record, ready to be written for any client that
-/// asked the same question.
-#[derive(Debug)]
-pub struct Entry {
-    wire: Box<[u8]>,
-    ttl_offsets: Box<[u16]>,
-    stored_at: Instant,
+/// asked the same question. A cheap handle: clones share one allocation, which holds the
+/// fixed fields, the TTL offsets and the message together (one allocation per cached answer
+/// is what keeps an entry near 100 octets; see docs/ARCHITECTURE.md, "Memory").
+#[derive(Clone)]
+pub struct Entry(ThinArc<Meta, u8>);
+
+/// The fixed part of an entry, in front of its octets: `ttl_count` native-endian `u16`
+/// offsets of the TTLs in the message, then the message. 24 octets: with the reference
+/// count and the slice length, a single-A answer's allocation is 96 octets, one of the
+/// allocator's size classes.
+struct Meta {
+    /// See [`clock`].
+    stored_at: u64,
     lifetime: u32,
-    /// When the upstream's answer expired (or will): a stale copy keeps its original's, so
-    /// the bound on serving stale counts from there.
-    first_expiry: Instant,
+    /// Seconds from `stored_at` to when the upstream's answer expired (or will); negative
+    /// for a stale copy, whose bound on serving stale counts from its original's expiry.
+    first_expiry: i32,
     /// Age (seconds) from which hits count towards a refresh; `u32::MAX`: never refreshed.
     refresh_from_age: u32,
-    near_expiry_hits: AtomicU32,
+    ttl_count: u16,
+    /// Saturates at 255: `prefetch.min_hits` is at most that.
+    near_expiry_hits: AtomicU8,
+    /// The question's DO and CD bits (the message cannot show them), [`STALE`] and the
+    /// [`Kind`] from bit [`KIND_SHIFT`] on.
+    flags: u8,
+}
+
+/// Served because the upstream failed, past its original expiry.
+const STALE: u8 = 1 << 2;
+const KIND_SHIFT: u8 = 3;
+const KEY_BITS: u8 = 0b11;
+
+/// Nanoseconds from a fixed point long before this process started to `at`: eight octets
+/// where an `Instant` takes sixteen.
+#[inline]
+fn clock(at: Instant) -> u64 {
+    static EPOCH: LazyLock<Instant> = LazyLock::new(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(1 << 32)).unwrap_or(now)
+    });
+    at.saturating_duration_since(*EPOCH).as_nanos() as u64
+}
+
+const NANOS: u64 = 1_000_000_000;
+
+/// What an entry is built from besides the message.
+struct Build<'a> {
+    key_bits: u8,
     kind: Kind,
-    /// Served because the upstream failed, past its original expiry.
+    lifetime: u32,
+    first_expiry: i64,
     stale: bool,
+    /// Every TTL is written as this, if set; otherwise as the policy and the age allow.
+    ttl: Option<u32>,
+    age: u32,
+    policy: &'a TtlPolicy,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let meta = self.meta();
+        f.debug_struct("Entry").field("kind", &self.kind()).field("lifetime", &meta.lifetime).field("stale", &self.is_stale()).field("len", &self.wire().len()).finish_non_exhaustive()
+    }
 }
 
 impl Entry {
-    /// Builds an entry from a validated upstream response, applying the TTL policy: record
-    /// TTLs are clamped into the policy's range and an entry lives as long as its shortest.
-    pub fn from_response(msg: &[u8], resp: &UpstreamResponse, policy: &TtlPolicy, now: Instant) -> Entry {
-        let mut wire: Box<[u8]> = msg[..resp.kept_len].into();
-        wire[10..12].copy_from_slice(&resp.kept_arcount.to_be_bytes());
+    /// Builds the entry answering `key` from a validated upstream response, applying the TTL
+    /// policy: record TTLs are clamped into the policy's range and an entry lives as long as
+    /// its shortest.
+    pub fn from_response(key: &KeyRef<'_>, msg: &[u8], resp: &UpstreamResponse, policy: &TtlPolicy, now: Instant) -> Entry {
         let (kind, lifetime) = classify(resp, policy);
-        for &at in &resp.ttl_offsets {
-            let at = usize::from(at);
-            let ttl = u32::from_be_bytes([wire[at], wire[at + 1], wire[at + 2], wire[at + 3]]);
-            let ttl = match kind {
-                Kind::Positive => ttl.clamp(policy.positive_min_ttl, policy.positive_max_ttl),
-                // RFC 2308 section 5: the negative answer's records all carry the negative TTL.
-                Kind::Negative | Kind::ServFail => lifetime,
-                Kind::Uncacheable => ttl,
-            };
-            wire[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
-        }
-        Entry {
-            wire,
-            ttl_offsets: resp.ttl_offsets.clone().into(),
-            stored_at: now,
-            lifetime,
-            first_expiry: now + Duration::from_secs(lifetime.into()),
-            refresh_from_age: refresh_from_age(kind, lifetime, policy),
-            near_expiry_hits: AtomicU32::new(0),
-            kind,
-            stale: false,
-        }
+        let build = Build { key_bits: key.bits(), kind, lifetime, first_expiry: lifetime.into(), stale: false, ttl: None, age: 0, policy };
+        Entry::build(&build, &msg[..resp.kept_len], resp.kept_arcount, &resp.ttl_offsets, now)
     }
 
     /// This entry as a stale answer (RFC 8767): every TTL `stale_ttl`, fresh for that long
     /// from `now`, still remembering when the upstream's answer first expired.
     pub fn stale_copy(&self, policy: &TtlPolicy, now: Instant) -> Entry {
+        let meta = self.meta();
         let lifetime = policy.stale_ttl.max(1);
-        let mut wire = self.wire.clone();
-        for &at in self.ttl_offsets.iter() {
-            let at = usize::from(at);
-            wire[at..at + 4].copy_from_slice(&lifetime.to_be_bytes());
-        }
-        Entry {
-            wire,
-            ttl_offsets: self.ttl_offsets.clone(),
-            stored_at: now,
-            lifetime,
-            first_expiry: self.first_expiry,
-            refresh_from_age: refresh_from_age(self.kind, lifetime, policy),
-            near_expiry_hits: AtomicU32::new(0),
-            kind: self.kind,
-            stale: true,
-        }
+        let first_expiry = i64::from(meta.first_expiry) - i64::from(self.age(now));
+        let build = Build { key_bits: meta.flags & KEY_BITS, kind: self.kind(), lifetime, first_expiry, stale: true, ttl: Some(lifetime), age: 0, policy };
+        let wire = self.wire();
+        let offsets: Vec<u16> = self.ttl_offsets().map(|at| at as u16).collect();
+        Entry::build(&build, wire, u16::from_be_bytes([wire[10], wire[11]]), &offsets, now)
     }
 
-    /// An entry read back from a snapshot: `msg` as it was stored, now `age` seconds old,
-    /// its upstream answer expiring (or expired) at `first_expiry`. Past its life it is kept
-    /// as a candidate for serving stale only.
-    pub(super) fn restored(msg: &[u8], resp: &UpstreamResponse, policy: &TtlPolicy, now: Instant, age: u32, first_expiry: Instant, stale: bool) -> Entry {
-        let mut entry = Entry::from_response(msg, resp, policy, now);
-        if age < entry.lifetime {
-            for &at in entry.ttl_offsets.iter() {
-                let at = usize::from(at);
-                let ttl = u32::from_be_bytes([entry.wire[at], entry.wire[at + 1], entry.wire[at + 2], entry.wire[at + 3]]);
-                entry.wire[at..at + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
-            }
-            entry.lifetime -= age;
-        } else {
-            entry.lifetime = 0;
+    /// The entry answering `key` read back from a snapshot: `msg` as it was stored, now
+    /// `age` seconds old, its upstream answer expiring (or expired) `first_expiry` seconds
+    /// from `now`. Past its life it is kept as a candidate for serving stale only.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn restored(key: &KeyRef<'_>, msg: &[u8], resp: &UpstreamResponse, policy: &TtlPolicy, now: Instant, age: u32, first_expiry: i64, stale: bool) -> Entry {
+        let (kind, lifetime) = classify(resp, policy);
+        let build = Build { key_bits: key.bits(), kind, lifetime: lifetime.saturating_sub(age), first_expiry, stale, ttl: None, age, policy };
+        Entry::build(&build, &msg[..resp.kept_len], resp.kept_arcount, &resp.ttl_offsets, now)
+    }
+
+    fn build(b: &Build<'_>, wire: &[u8], arcount: u16, ttl_offsets: &[u16], now: Instant) -> Entry {
+        let mut octets = Vec::with_capacity(ttl_offsets.len() * 2 + wire.len());
+        for at in ttl_offsets {
+            octets.extend_from_slice(&at.to_ne_bytes());
         }
-        entry.refresh_from_age = refresh_from_age(entry.kind, entry.lifetime, policy);
-        entry.first_expiry = first_expiry;
-        entry.stale = stale;
-        entry
+        let wire_at = octets.len();
+        octets.extend_from_slice(wire);
+        let wire = &mut octets[wire_at..];
+        wire[10..12].copy_from_slice(&arcount.to_be_bytes());
+        for &at in ttl_offsets {
+            let at = usize::from(at);
+            let ttl = u32::from_be_bytes([wire[at], wire[at + 1], wire[at + 2], wire[at + 3]]);
+            let ttl = match (b.ttl, b.kind) {
+                (Some(ttl), _) => ttl,
+                (None, Kind::Positive) => ttl.clamp(b.policy.positive_min_ttl, b.policy.positive_max_ttl).saturating_sub(b.age),
+                // RFC 2308 section 5: the negative answer's records all carry the negative TTL.
+                (None, Kind::Negative | Kind::ServFail) => b.lifetime,
+                (None, Kind::Uncacheable) => ttl,
+            };
+            wire[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
+        }
+        let meta = Meta {
+            stored_at: clock(now),
+            lifetime: b.lifetime,
+            first_expiry: b.first_expiry.clamp(i32::MIN.into(), i32::MAX.into()) as i32,
+            refresh_from_age: refresh_from_age(b.kind, b.lifetime, b.policy),
+            ttl_count: ttl_offsets.len() as u16,
+            near_expiry_hits: AtomicU8::new(0),
+            flags: b.key_bits | if b.stale { STALE } else { 0 } | (b.kind as u8) << KIND_SHIFT,
+        };
+        Entry(ThinArc::from_header_and_slice(meta, &octets))
+    }
+
+    #[inline]
+    fn meta(&self) -> &Meta {
+        &self.0.header.header
+    }
+
+    /// Offsets of the record TTLs in [`Entry::wire`].
+    #[inline]
+    fn ttl_offsets(&self) -> impl Iterator<Item = usize> + '_ {
+        let count = usize::from(self.meta().ttl_count);
+        self.0.slice[..count * 2].chunks_exact(2).map(|at| usize::from(u16::from_ne_bytes([at[0], at[1]])))
+    }
+
+    /// Whether this entry answers `key`: its question and bits are the key's. The store is
+    /// indexed by a hash of the key, so this is what makes a hit exact.
+    #[inline]
+    pub(super) fn answers(&self, key: &KeyRef<'_>) -> bool {
+        let name = key.name();
+        let Some(question) = self.wire().get(HEADER_LEN..HEADER_LEN + name.len() + 4) else { return false };
+        let (qname, rest) = question.split_at(name.len());
+        self.meta().flags & KEY_BITS == key.bits()
+            && rest[..2] == key.qtype().to_be_bytes()
+            && rest[2..] == key.qclass().to_be_bytes()
+            && qname.eq_ignore_ascii_case(name)
+    }
+
+    /// The key this entry answers (for snapshots, which store it beside the message).
+    pub(super) fn key(&self) -> Option<CacheKey> {
+        let wire = self.wire();
+        let mut lower = [0u8; MAX_NAME];
+        let (end, len) = name::read_lowercased(wire, HEADER_LEN, &mut lower).ok()?;
+        let (qtype, qclass) = (read_u16(wire, end)?, read_u16(wire, end + 2)?);
+        Some(KeyRef::with_bits(&lower[..len], qtype, qclass, self.meta().flags & KEY_BITS).to_owned())
     }
 
     /// Whole seconds since the entry was stored (its TTLs as stored are this much too high).
     pub(super) fn age(&self, now: Instant) -> u32 {
-        now.saturating_duration_since(self.stored_at).as_secs().min(u64::from(u32::MAX)) as u32
+        (clock(now).saturating_sub(self.meta().stored_at) / NANOS).min(u64::from(u32::MAX)) as u32
     }
 
-    pub(super) fn first_expiry(&self) -> Instant {
-        self.first_expiry
+    /// Seconds from `now` to when the upstream's answer expired (negative) or will.
+    pub(super) fn expires_in(&self, now: Instant) -> i64 {
+        i64::from(self.meta().first_expiry) - i64::from(self.age(now))
     }
 
     /// Whether this is a stale copy, served past the upstream's TTL.
     pub fn is_stale(&self) -> bool {
-        self.stale
+        self.meta().flags & STALE != 0
     }
 
     /// How long ago the upstream's answer expired, if this entry is no longer fresh.
     pub fn expired_for(&self, now: Instant) -> Option<Duration> {
+        let meta = self.meta();
+        let expiry = i128::from(meta.stored_at) + i128::from(meta.first_expiry) * i128::from(NANOS);
         match self.age_if_fresh(now) {
             Some(_) => None,
-            None => Some(now.saturating_duration_since(self.first_expiry)),
+            None => Some(Duration::from_nanos((i128::from(clock(now)) - expiry).clamp(0, u64::MAX.into()) as u64)),
         }
     }
 
     /// Counts a hit at `age` seconds; true for exactly one hit per entry: the
-    /// `min_hits`-th in the refresh window, which should start the refresh.
+    /// `min_hits`-th in the refresh window (1 to 255), which should start the refresh.
     #[inline]
     pub fn hit_starts_refresh(&self, age: u32, min_hits: u32) -> bool {
-        age >= self.refresh_from_age && self.near_expiry_hits.fetch_add(1, Ordering::Relaxed).wrapping_add(1) == min_hits.max(1)
+        let meta = self.meta();
+        if age < meta.refresh_from_age {
+            return false;
+        }
+        let min_hits = min_hits.clamp(1, u32::from(u8::MAX));
+        let counted = meta.near_expiry_hits.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |hits| hits.checked_add(1));
+        counted.is_ok_and(|before| u32::from(before) + 1 == min_hits)
     }
 
     /// The stored message: header, question and records, without OPT, TTLs as stored.
+    #[inline]
     pub fn wire(&self) -> &[u8] {
-        &self.wire
+        &self.0.slice[usize::from(self.meta().ttl_count) * 2..]
     }
 
     pub fn kind(&self) -> Kind {
-        self.kind
+        match self.meta().flags >> KIND_SHIFT {
+            0 => Kind::Positive,
+            1 => Kind::Negative,
+            2 => Kind::ServFail,
+            _ => Kind::Uncacheable,
+        }
     }
 
     pub fn rcode(&self) -> Rcode {
-        Rcode(self.wire[3] & 0xf)
+        Rcode(self.wire()[3] & 0xf)
     }
 
     /// Whole seconds since the entry was stored, if it is still fresh at `now`.
     #[inline]
     pub fn age_if_fresh(&self, now: Instant) -> Option<u32> {
-        let age = now.saturating_duration_since(self.stored_at).as_secs();
-        (age < u64::from(self.lifetime)).then_some(age as u32)
+        let meta = self.meta();
+        let age = clock(now).saturating_sub(meta.stored_at) / NANOS;
+        (age < u64::from(meta.lifetime)).then_some(age as u32)
     }
 
     /// Seconds of freshness left at `now`, if any.
     pub fn ttl_left(&self, now: Instant) -> Option<u32> {
-        self.age_if_fresh(now).map(|age| self.lifetime - age)
+        self.age_if_fresh(now).map(|age| self.meta().lifetime - age)
     }
 
     /// The most octets [`Entry::write_for`] can write for any client.
     pub fn max_response_len(&self) -> usize {
-        (self.wire.len() + OPT_LEN).max(compose::MAX_COMPOSED)
+        (self.wire().len() + OPT_LEN).max(compose::MAX_COMPOSED)
     }
 
-    /// Octets this entry occupies, for the cache's byte bound.
+    /// Octets this entry's allocation occupies (reference count, fixed part, slice length,
+    /// octets), for the cache's byte bound.
     pub fn footprint(&self) -> usize {
-        self.wire.len() + self.ttl_offsets.len() * 2 + size_of::<Self>()
+        size_of::<usize>() * 2 + size_of::<Meta>() + self.0.slice.len()
     }
 
     /// Writes the response for `client` into `out`, TTLs reduced by `age` seconds. If it
@@ -188,19 +282,19 @@ impl Entry {
     pub fn write_for(&self, client: &Query<'_>, age: u32, our_payload: u16, limit: usize, out: &mut [u8]) -> usize {
         let opt_len = if client.edns.is_some() { OPT_LEN } else { 0 };
         let flags = self.flags_for(client);
-        if self.wire.len() + opt_len > limit {
+        let wire = self.wire();
+        if wire.len() + opt_len > limit {
             return self.write_truncated(client, flags, our_payload, out);
         }
-        let len = self.wire.len();
-        out[..len].copy_from_slice(&self.wire);
+        let len = wire.len();
+        out[..len].copy_from_slice(wire);
         out[0..2].copy_from_slice(&client.header.id.to_be_bytes());
         out[2..4].copy_from_slice(&flags.0.to_be_bytes());
         // Same question, so the same length: restore the client's letter case (0x20 users
         // such as some resolvers check it, and it is what a plain server would echo).
         out[HEADER_LEN..HEADER_LEN + client.qname.len()].copy_from_slice(client.qname);
         if age > 0 {
-            for &at in self.ttl_offsets.iter() {
-                let at = usize::from(at);
+            for at in self.ttl_offsets() {
                 let ttl = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
                 out[at..at + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
             }
@@ -239,7 +333,8 @@ impl Entry {
     /// authority.
     #[inline]
     fn flags_for(&self, client: &Query<'_>) -> Flags {
-        let stored = Flags(u16::from_be_bytes([self.wire[2], self.wire[3]]));
+        let wire = self.wire();
+        let stored = Flags(u16::from_be_bytes([wire[2], wire[3]]));
         let asked = client.header.flags;
         let ad_ok = asked.has(Flags::AD) || client.edns.is_some_and(|e| e.dnssec_ok);
         let kept = stored.0 & (Flags::TC | 0xf | if ad_ok { Flags::AD } else { 0 });

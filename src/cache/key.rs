@@ -1,13 +1,13 @@
 //! Cache keys: the question that was asked, exactly.
 //!
-//! A key is (lower-cased name, type, class, DO, CD). Equality compares every part, never a
-//! hash alone (CoreDNS once keyed on a hash and served one name's answer for another,
-//! coredns#3695). [`KeyRef`] is the borrowed form built on the stack for lookups, so a hit
-//! allocates nothing; it hashes exactly like the owned [`CacheKey`].
+//! A key is (lower-cased name, type, class, DO, CD). The store indexes entries by a keyed
+//! hash of it, and a hit is confirmed by comparing every part with the question the entry
+//! answers, never by the hash alone (CoreDNS once keyed on a hash and served one name's
+//! answer for another, coredns#3695). [`KeyRef`] is the borrowed form built on the stack
+//! for lookups, so a hit allocates nothing; it hashes exactly like the owned [`CacheKey`],
+//! which the in-flight table and the snapshots use.
 
 use std::hash::{Hash, Hasher};
-
-use quick_cache::Equivalent;
 
 const DO_BIT: u8 = 1;
 const CD_BIT: u8 = 2;
@@ -38,6 +38,10 @@ impl<'a> KeyRef<'a> {
         KeyRef { name, qtype, qclass, bits }
     }
 
+    pub(super) fn with_bits(name: &'a [u8], qtype: u16, qclass: u16, bits: u8) -> Self {
+        KeyRef { name, qtype, qclass, bits }
+    }
+
     /// The key of a parsed query, given its lower-cased name.
     #[inline]
     pub fn for_query(query: &crate::wire::Query<'_>, lower_name: &'a [u8]) -> Self {
@@ -63,13 +67,18 @@ impl<'a> KeyRef<'a> {
         self.qclass
     }
 
+    /// DO and CD, as one octet.
+    pub(super) fn bits(&self) -> u8 {
+        self.bits
+    }
+
     pub fn to_owned(&self) -> CacheKey {
         CacheKey { name: self.name.into(), qtype: self.qtype, qclass: self.qclass, bits: self.bits }
     }
 }
 
 impl CacheKey {
-    pub fn as_ref(&self) -> KeyRef<'_> {
+    pub fn borrowed(&self) -> KeyRef<'_> {
         KeyRef { name: &self.name, qtype: self.qtype, qclass: self.qclass, bits: self.bits }
     }
     pub fn name(&self) -> &[u8] {
@@ -86,10 +95,6 @@ impl CacheKey {
     }
     pub fn checking_disabled(&self) -> bool {
         self.bits & CD_BIT != 0
-    }
-    /// Octets this key occupies on the heap and inline, for the cache's byte bound.
-    pub fn footprint(&self) -> usize {
-        self.name.len() + size_of::<Self>()
     }
 }
 
@@ -112,26 +117,19 @@ impl Hash for KeyRef<'_> {
     }
 }
 
-impl Equivalent<CacheKey> for KeyRef<'_> {
-    #[inline]
-    fn equivalent(&self, key: &CacheKey) -> bool {
-        self.qtype == key.qtype && self.qclass == key.qclass && self.bits == key.bits && *self.name == *key.name
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::hash::BuildHasher;
 
     #[test]
-    fn borrowed_and_owned_keys_hash_and_compare_alike() {
+    fn borrowed_and_owned_keys_hash_alike() {
         let name = crate::wire::name::from_text("example.com").unwrap();
         let borrowed = KeyRef::new(&name, 1, 1, true, false);
         let owned = borrowed.to_owned();
         let s = std::hash::RandomState::new();
         assert_eq!(s.hash_one(borrowed), s.hash_one(&owned));
-        assert!(borrowed.equivalent(&owned));
+        assert_eq!(s.hash_one(owned.borrowed()), s.hash_one(&owned));
     }
 
     #[test]
@@ -146,7 +144,7 @@ mod tests {
             KeyRef::new(&a, 1, 1, true, false),
             KeyRef::new(&a, 1, 1, false, true),
         ] {
-            assert!(!other.equivalent(&base));
+            assert_ne!(other.to_owned(), base);
         }
     }
 }

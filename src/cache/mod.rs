@@ -11,10 +11,10 @@ mod entry;
 mod key;
 pub mod snapshot;
 
-use std::sync::Arc;
+use std::hash::BuildHasher;
 use std::time::Instant;
 
-use quick_cache::Weighter;
+use quick_cache::{DefaultHashBuilder, Weighter};
 use quick_cache::sync::Cache as QuickCache;
 
 pub use entry::{Entry, Kind};
@@ -71,13 +71,17 @@ struct FootprintWeighter {
     floor: u64,
 }
 
-impl Weighter<CacheKey, Arc<Entry>> for FootprintWeighter {
-    fn weight(&self, key: &CacheKey, val: &Arc<Entry>) -> u64 {
-        ((key.footprint() + val.footprint()) as u64).max(self.floor)
+impl Weighter<u64, Entry> for FootprintWeighter {
+    fn weight(&self, _hash: &u64, entry: &Entry) -> u64 {
+        ((size_of::<u64>() + entry.footprint()) as u64).max(self.floor)
     }
 }
 
-type Store = QuickCache<CacheKey, Arc<Entry>, FootprintWeighter>;
+/// Entries by the keyed hash of their key; an entry is a hit only if it [answers](Entry::answers)
+/// the key. Two keys with the same hash (2^-64 for any pair, and the hash is seeded at
+/// random, so not something a client can arrange) take turns in one slot: a miss, never a
+/// wrong answer. The store thus holds no copy of the name: it is in the entry's question.
+type Store = QuickCache<u64, Entry, FootprintWeighter>;
 
 fn store(cap: Capacity) -> Store {
     let floor = (cap.max_bytes / cap.max_entries.max(1)).max(1);
@@ -90,22 +94,35 @@ pub struct Cache {
     positive: Store,
     negative: Store,
     policy: TtlPolicy,
+    hasher: DefaultHashBuilder,
 }
 
 impl Cache {
     pub fn new(positive: Capacity, negative: Capacity, policy: TtlPolicy) -> Self {
-        Cache { positive: store(positive), negative: store(negative), policy }
+        Cache { positive: store(positive), negative: store(negative), policy, hasher: DefaultHashBuilder::default() }
     }
 
     pub fn policy(&self) -> &TtlPolicy {
         &self.policy
     }
 
+    #[inline]
+    fn hash(&self, key: &KeyRef<'_>) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// What `store` holds for `key`, fresh or not.
+    #[inline]
+    fn find(store: &Store, key: &KeyRef<'_>, hash: u64) -> Option<Entry> {
+        store.get(&hash).filter(|entry| entry.answers(key))
+    }
+
     /// A fresh entry for `key` and its age in seconds. Expired entries are misses.
     #[inline]
-    pub fn lookup(&self, key: &KeyRef<'_>, now: Instant) -> Option<(Arc<Entry>, u32)> {
+    pub fn lookup(&self, key: &KeyRef<'_>, now: Instant) -> Option<(Entry, u32)> {
+        let hash = self.hash(key);
         for store in [&self.positive, &self.negative] {
-            if let Some(entry) = store.get(key)
+            if let Some(entry) = Self::find(store, key, hash)
                 && let Some(age) = entry.age_if_fresh(now)
             {
                 return Some((entry, age));
@@ -116,12 +133,13 @@ impl Cache {
 
     /// An expired answer for `key` that may still be served because the upstream failed or
     /// is slow: expired no longer than `stale_max_age` ago. Never a SERVFAIL.
-    pub fn stale(&self, key: &KeyRef<'_>, now: Instant) -> Option<Arc<Entry>> {
+    pub fn stale(&self, key: &KeyRef<'_>, now: Instant) -> Option<Entry> {
         let max_age = self.policy.stale_max_age;
         if max_age == 0 {
             return None;
         }
-        [&self.positive, &self.negative].into_iter().find_map(|store| store.get(key)).filter(|entry| {
+        let hash = self.hash(key);
+        [&self.positive, &self.negative].into_iter().find_map(|store| Self::find(store, key, hash)).filter(|entry| {
             matches!(entry.kind(), Kind::Positive | Kind::Negative) && entry.expired_for(now).is_some_and(|d| d.as_secs() <= u64::from(max_age))
         })
     }
@@ -130,31 +148,37 @@ impl Cache {
     /// refresh must not replace a good answer), or a stale one, stored again as a stale copy
     /// so that for `stale_ttl` seconds it is answered at once without asking the upstream
     /// (RFC 8767's failure recheck timer). `None`: nothing to fall back on.
-    pub fn keep_on_failure(&self, key: &CacheKey, now: Instant) -> Option<Arc<Entry>> {
-        let key_ref = key.as_ref();
+    pub fn keep_on_failure(&self, key: &KeyRef<'_>, now: Instant) -> Option<Entry> {
+        let hash = self.hash(key);
         for store in [&self.positive, &self.negative] {
-            if let Some(entry) = store.get(&key_ref)
+            if let Some(entry) = Self::find(store, key, hash)
                 && matches!(entry.kind(), Kind::Positive | Kind::Negative)
                 && entry.age_if_fresh(now).is_some()
             {
                 return Some(entry);
             }
         }
-        let stale = Arc::new(self.stale(&key_ref, now)?.stale_copy(&self.policy, now));
-        self.insert(key.clone(), stale.clone());
+        let stale = self.stale(key, now)?.stale_copy(&self.policy, now);
+        self.insert(key, stale.clone());
         Some(stale)
     }
 
-    /// Stores `entry` under `key` in the half its kind belongs to; uncacheable entries are
-    /// ignored. Whatever the other half held for the key is stale by now and is dropped.
-    pub fn insert(&self, key: CacheKey, entry: Arc<Entry>) {
+    /// Stores `entry` under `key` in the half its kind belongs to; uncacheable entries, and
+    /// entries whose question is not the key's, are ignored. Whatever the other half held
+    /// for the key is stale by now and is dropped.
+    pub fn insert(&self, key: &KeyRef<'_>, entry: Entry) {
         let (into, other) = match entry.kind() {
             Kind::Positive => (&self.positive, &self.negative),
             Kind::Negative | Kind::ServFail => (&self.negative, &self.positive),
             Kind::Uncacheable => return,
         };
-        other.remove(&key.as_ref());
-        into.insert(key, entry);
+        if !entry.answers(key) {
+            debug_assert!(false, "an entry stored under another question's key");
+            return;
+        }
+        let hash = self.hash(key);
+        other.remove(&hash);
+        into.insert(hash, entry);
     }
 
     /// Entry counts: (positive, negative).
@@ -165,6 +189,11 @@ impl Cache {
     /// Total weight (octets, with the per-entry floor) held: (positive, negative).
     pub fn weight(&self) -> (u64, u64) {
         (self.positive.weight(), self.negative.weight())
+    }
+
+    /// Octets the stores themselves hold beside the entries (slots and hash tables).
+    pub fn bookkeeping(&self) -> u64 {
+        [&self.positive, &self.negative].iter().map(|s| s.memory_used()).map(|m| (m.entries + m.map) as u64).sum()
     }
 }
 

@@ -14,8 +14,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Cache, CacheKey, Entry, KeyRef, Kind};
 use crate::wire::UpstreamResponse;
@@ -59,8 +58,10 @@ pub fn encode(cache: &Cache, now: Instant, wall: SystemTime) -> Vec<u8> {
     out.extend_from_slice(&unix_secs(wall).to_be_bytes());
     out.extend_from_slice(&0u32.to_be_bytes());
     let mut count = 0u32;
-    for (key, entry) in cache.positive.iter().chain(cache.negative.iter()) {
-        if matches!(entry.kind(), Kind::Positive | Kind::Negative) {
+    for (_, entry) in cache.positive.iter().chain(cache.negative.iter()) {
+        if matches!(entry.kind(), Kind::Positive | Kind::Negative)
+            && let Some(key) = entry.key()
+        {
             encode_entry(&mut out, &key, &entry, now);
             count += 1;
         }
@@ -72,10 +73,7 @@ pub fn encode(cache: &Cache, now: Instant, wall: SystemTime) -> Vec<u8> {
 }
 
 fn encode_entry(out: &mut Vec<u8>, key: &CacheKey, entry: &Entry, now: Instant) {
-    let expiry = match entry.first_expiry().checked_duration_since(now) {
-        Some(ahead) => ahead.as_secs() as i64,
-        None => -(now.duration_since(entry.first_expiry()).as_secs() as i64),
-    };
+    let expiry = entry.expires_in(now);
     out.push(key.name().len() as u8);
     out.extend_from_slice(key.name());
     out.extend_from_slice(&key.qtype().to_be_bytes());
@@ -117,7 +115,7 @@ pub fn decode_into(cache: &Cache, bytes: &[u8], now: Instant, wall: SystemTime) 
     }
     let mut restored = Restored::default();
     for (key, entry) in entries.into_iter().flatten() {
-        cache.insert(key, Arc::new(entry));
+        cache.insert(&key.borrowed(), entry);
         restored.loaded += 1;
     }
     restored.expired = count as usize - restored.loaded;
@@ -153,24 +151,19 @@ impl<'a> Reader<'a> {
         let msg_len = usize::from(self.u16()?);
         let msg = self.take(msg_len)?;
 
-        let key = KeyRef::new(name, qtype, qclass, bits & 1 != 0, bits & 2 != 0).to_owned();
+        let key = KeyRef::new(name, qtype, qclass, bits & 1 != 0, bits & 2 != 0);
         let resp = UpstreamResponse::parse(msg, name, qtype, qclass).ok()?;
         let age = u32::try_from(u64::from(age) + elapsed).unwrap_or(u32::MAX);
         // No DNS TTL exceeds 2^31 seconds; anything further out is damage, kept in range.
         let bound = i64::from(u32::MAX);
         let expiry = expiry.clamp(-bound, bound).saturating_sub(i64::try_from(elapsed).unwrap_or(bound)).max(-bound);
-        let first_expiry = if expiry >= 0 {
-            now + Duration::from_secs(expiry as u64)
-        } else {
-            now.checked_sub(Duration::from_secs(expiry.unsigned_abs())).unwrap_or(now)
-        };
-        let entry = Entry::restored(msg, &resp, cache.policy(), now, age, first_expiry, stale);
+        let entry = Entry::restored(&key, msg, &resp, cache.policy(), now, age, expiry, stale);
         if !matches!(entry.kind(), Kind::Positive | Kind::Negative) {
             return None;
         }
         let max_stale = u64::from(cache.policy().stale_max_age);
         let keep = entry.expired_for(now).is_none_or(|_| max_stale > 0 && expiry.unsigned_abs() <= max_stale);
-        Some(keep.then_some((key, entry)))
+        Some(keep.then(|| (key.to_owned(), entry)))
     }
 }
 

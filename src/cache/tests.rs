@@ -13,8 +13,18 @@ fn policy() -> TtlPolicy {
 }
 
 fn entry_for(msg: &[u8], qname: &str, qtype: u16, now: Instant) -> Entry {
-    let resp = UpstreamResponse::parse(msg, &testutil::wire_name(qname), qtype, 1).unwrap();
-    Entry::from_response(msg, &resp, &policy(), now)
+    let name = testutil::wire_name(qname);
+    let resp = UpstreamResponse::parse(msg, &name, qtype, 1).unwrap();
+    Entry::from_response(&KeyRef::new(&name, qtype, 1, false, false), msg, &resp, &policy(), now)
+}
+
+/// Stores `msg` as the answer to `qname IN qtype` (no DO or CD) and returns the key.
+fn put(cache: &Cache, msg: &[u8], qname: &str, qtype: u16, now: Instant) -> CacheKey {
+    let name = testutil::wire_name(qname);
+    let resp = UpstreamResponse::parse(msg, &name, qtype, 1).unwrap();
+    let key = KeyRef::new(&name, qtype, 1, false, false);
+    cache.insert(&key, Entry::from_response(&key, msg, &resp, cache.policy(), now));
+    key.to_owned()
 }
 
 fn cache() -> Cache {
@@ -128,8 +138,7 @@ fn lookup_finds_fresh_entries_only_and_under_the_exact_key() {
     let cache = cache();
     let now = Instant::now();
     let msg = response("a.example.", RecordType::A, ResponseCode::NoError, vec![a("a.example.", 10, [1, 2, 3, 4])], vec![], false);
-    let name = testutil::wire_name("a.example");
-    cache.insert(KeyRef::new(&name, 1, 1, false, false).to_owned(), Arc::new(entry_for(&msg, "a.example", 1, now)));
+    let name = put(&cache, &msg, "a.example", 1, now).name().to_vec();
     assert!(cache.lookup(&KeyRef::new(&name, 1, 1, false, false), now).is_some());
     assert!(cache.lookup(&KeyRef::new(&name, 1, 1, true, false), now).is_none());
     assert!(cache.lookup(&KeyRef::new(&name, 28, 1, false, false), now).is_none());
@@ -145,8 +154,7 @@ fn entry_count_is_bounded_by_the_weight_floor() {
     for i in 0..1000 {
         let qname = format!("n{i}.example");
         let msg = response(&format!("{qname}."), RecordType::A, ResponseCode::NoError, vec![a(&format!("{qname}."), 60, [1, 2, 3, 4])], vec![], false);
-        let name = testutil::wire_name(&qname);
-        cache.insert(KeyRef::new(&name, 1, 1, false, false).to_owned(), Arc::new(entry_for(&msg, &qname, 1, now)));
+        put(&cache, &msg, &qname, 1, now);
     }
     assert!(cache.len().0 <= 100, "{} entries", cache.len().0);
 }
@@ -160,8 +168,7 @@ fn byte_bound_holds_for_large_entries() {
         let qname = format!("n{i}.example");
         let answers = (0..20).map(|j| a(&format!("{qname}."), 60, [10, 0, 0, j])).collect();
         let msg = response(&format!("{qname}."), RecordType::A, ResponseCode::NoError, answers, vec![], false);
-        let name = testutil::wire_name(&qname);
-        cache.insert(KeyRef::new(&name, 1, 1, false, false).to_owned(), Arc::new(entry_for(&msg, &qname, 1, now)));
+        put(&cache, &msg, &qname, 1, now);
     }
     assert!(cache.weight().0 <= 64 * 1024);
 }
@@ -173,8 +180,7 @@ fn flood_of_one_off_names_does_not_evict_the_hot_set() {
     let now = Instant::now();
     let insert = |qname: &str| {
         let msg = response(&format!("{qname}."), RecordType::A, ResponseCode::NoError, vec![a(&format!("{qname}."), 300, [1, 2, 3, 4])], vec![], false);
-        let name = testutil::wire_name(qname);
-        cache.insert(KeyRef::new(&name, 1, 1, false, false).to_owned(), Arc::new(entry_for(&msg, qname, 1, now)));
+        put(&cache, &msg, qname, 1, now);
     };
     let hot: Vec<Vec<u8>> = (0..500).map(|i| testutil::wire_name(&format!("hot{i}.example"))).collect();
     for i in 0..500 {
@@ -204,11 +210,7 @@ fn stale_cache() -> Cache {
 
 fn store_a(cache: &Cache, qname: &str, ttl: u32, now: Instant) -> CacheKey {
     let msg = response(qname, RecordType::A, ResponseCode::NoError, vec![a(qname, ttl, [192, 0, 2, 1])], vec![], false);
-    let wire = testutil::wire_name(qname);
-    let resp = UpstreamResponse::parse(&msg, &wire, 1, 1).unwrap();
-    let key = KeyRef::new(&wire, 1, 1, false, false).to_owned();
-    cache.insert(key.clone(), Arc::new(Entry::from_response(&msg, &resp, cache.policy(), now)));
-    key
+    put(cache, &msg, qname, 1, now)
 }
 
 #[test]
@@ -216,14 +218,14 @@ fn an_expired_answer_is_stale_only_within_the_maximum_age_and_only_when_enabled(
     let now = Instant::now();
     let cache = stale_cache();
     let key = store_a(&cache, "a.example.", 60, now);
-    assert!(cache.stale(&key.as_ref(), now + Duration::from_secs(59)).is_none(), "fresh is not stale");
-    assert!(cache.stale(&key.as_ref(), now + Duration::from_secs(61)).is_some());
-    assert!(cache.stale(&key.as_ref(), now + Duration::from_secs(60 + 600)).is_some());
-    assert!(cache.stale(&key.as_ref(), now + Duration::from_secs(60 + 601)).is_none(), "past stale_max_age");
+    assert!(cache.stale(&key.borrowed(), now + Duration::from_secs(59)).is_none(), "fresh is not stale");
+    assert!(cache.stale(&key.borrowed(), now + Duration::from_secs(61)).is_some());
+    assert!(cache.stale(&key.borrowed(), now + Duration::from_secs(60 + 600)).is_some());
+    assert!(cache.stale(&key.borrowed(), now + Duration::from_secs(60 + 601)).is_none(), "past stale_max_age");
 
     let off = self::cache();
     let key = store_a(&off, "a.example.", 60, now);
-    assert!(off.stale(&key.as_ref(), now + Duration::from_secs(61)).is_none(), "stale_max_age 0 turns it off");
+    assert!(off.stale(&key.borrowed(), now + Duration::from_secs(61)).is_none(), "stale_max_age 0 turns it off");
 }
 
 #[test]
@@ -231,19 +233,19 @@ fn a_failure_keeps_a_fresh_answer_and_turns_an_expired_one_into_a_stale_copy() {
     let now = Instant::now();
     let cache = stale_cache();
     let key = store_a(&cache, "a.example.", 60, now);
-    let kept = cache.keep_on_failure(&key, now + Duration::from_secs(10)).expect("fresh answer kept");
+    let kept = cache.keep_on_failure(&key.borrowed(), now + Duration::from_secs(10)).expect("fresh answer kept");
     assert!(!kept.is_stale(), "a failed refresh leaves the fresh answer alone");
 
     let later = now + Duration::from_secs(100);
-    let stale = cache.keep_on_failure(&key, later).expect("stale copy");
+    let stale = cache.keep_on_failure(&key.borrowed(), later).expect("stale copy");
     assert!(stale.is_stale());
     let (_, parsed) = serve(&stale, "a.example.", 1, None, 0, 512);
     assert_eq!(parsed.answers[0].ttl, 30, "RFC 8767: stale answers carry a 30 s TTL");
-    let (hit, _) = cache.lookup(&key.as_ref(), later + Duration::from_secs(29)).expect("the copy is answered at once for 30 s");
+    let (hit, _) = cache.lookup(&key.borrowed(), later + Duration::from_secs(29)).expect("the copy is answered at once for 30 s");
     assert!(hit.is_stale());
-    assert!(cache.lookup(&key.as_ref(), later + Duration::from_secs(30)).is_none(), "then the upstream is asked again");
+    assert!(cache.lookup(&key.borrowed(), later + Duration::from_secs(30)).is_none(), "then the upstream is asked again");
     // The maximum age counts from the upstream's expiry, not from the copy.
-    assert!(cache.keep_on_failure(&key, now + Duration::from_secs(60 + 601)).is_none());
+    assert!(cache.keep_on_failure(&key.borrowed(), now + Duration::from_secs(60 + 601)).is_none());
 }
 
 #[test]
@@ -251,11 +253,8 @@ fn a_servfail_is_never_served_stale() {
     let now = Instant::now();
     let cache = stale_cache();
     let msg = response("b.example.", RecordType::A, ResponseCode::ServFail, vec![], vec![], false);
-    let wire = testutil::wire_name("b.example.");
-    let resp = UpstreamResponse::parse(&msg, &wire, 1, 1).unwrap();
-    let key = KeyRef::new(&wire, 1, 1, false, false).to_owned();
-    cache.insert(key.clone(), Arc::new(Entry::from_response(&msg, &resp, cache.policy(), now)));
-    assert!(cache.stale(&key.as_ref(), now + Duration::from_secs(6)).is_none());
+    let key = put(&cache, &msg, "b.example.", 1, now);
+    assert!(cache.stale(&key.borrowed(), now + Duration::from_secs(6)).is_none());
 }
 
 #[test]
@@ -263,17 +262,62 @@ fn exactly_one_hit_in_the_last_tenth_of_a_life_starts_a_refresh() {
     let now = Instant::now();
     let cache = stale_cache();
     let key = store_a(&cache, "a.example.", 100, now);
-    let (entry, _) = cache.lookup(&key.as_ref(), now).unwrap();
+    let (entry, _) = cache.lookup(&key.borrowed(), now).unwrap();
     assert!((0..89).all(|age| !entry.hit_starts_refresh(age, 2)), "hits before the window do not count");
     assert!(!entry.hit_starts_refresh(90, 2), "first hit in the window");
     assert!(entry.hit_starts_refresh(91, 2), "second hit: refresh");
     assert!((92..100).all(|age| !entry.hit_starts_refresh(age, 2)), "one refresh per entry");
 
     let short = store_a(&cache, "short.example.", 1, now);
-    let (entry, _) = cache.lookup(&short.as_ref(), now).unwrap();
+    let (entry, _) = cache.lookup(&short.borrowed(), now).unwrap();
     assert!((0..10).all(|_| !entry.hit_starts_refresh(0, 2)), "a one-second entry is not refreshed ahead");
     let off = self::cache();
     let key = store_a(&off, "a.example.", 100, now);
-    let (entry, _) = off.lookup(&key.as_ref(), now).unwrap();
+    let (entry, _) = off.lookup(&key.borrowed(), now).unwrap();
     assert!((0..100).all(|age| !entry.hit_starts_refresh(age, 2)), "prefetch_percent 0 turns it off");
+}
+
+#[test]
+fn an_entry_answers_exactly_its_own_question() {
+    let now = Instant::now();
+    let msg = response("a.example.", RecordType::A, ResponseCode::NoError, vec![a("a.example.", 60, [192, 0, 2, 1])], vec![], false);
+    let entry = entry_for(&msg, "a.example", 1, now);
+    let name = |n: &str| testutil::wire_name(n);
+    assert!(entry.answers(&KeyRef::new(&name("a.example"), 1, 1, false, false)));
+    for (other, qtype, qclass, dnssec_ok, checking_disabled) in [
+        ("b.example", 1, 1, false, false),
+        ("a.example.com", 1, 1, false, false),
+        ("example", 1, 1, false, false),
+        ("a.example", 28, 1, false, false),
+        ("a.example", 1, 3, false, false),
+        ("a.example", 1, 1, true, false),
+        ("a.example", 1, 1, false, true),
+    ] {
+        let other_name = name(other);
+        let key = KeyRef::new(&other_name, qtype, qclass, dnssec_ok, checking_disabled);
+        assert!(!entry.answers(&key), "{other} {qtype} {qclass} {dnssec_ok} {checking_disabled}");
+    }
+}
+
+#[test]
+fn an_entry_stores_its_answer_in_one_allocation_of_about_a_hundred_octets() {
+    let msg = response("h12345.bench.example.", RecordType::A, ResponseCode::NoError, vec![a("h12345.bench.example.", 60, [10, 0, 48, 57])], vec![], false);
+    let entry = entry_for(&msg, "h12345.bench.example", 1, Instant::now());
+    // Reference count, fixed part and slice length, one TTL offset, the 54-octet message.
+    assert_eq!(entry.wire().len(), 54);
+    assert_eq!(entry.footprint(), 96);
+    assert_eq!(size_of::<Entry>(), size_of::<usize>(), "a handle is one pointer");
+}
+
+#[test]
+fn snapshot_keys_come_back_from_the_entries_lower_cased() {
+    let now = Instant::now();
+    let cache = cache();
+    let msg = response("MiXeD.example.", RecordType::A, ResponseCode::NoError, vec![a("MiXeD.example.", 60, [192, 0, 2, 1])], vec![], false);
+    let name = testutil::wire_name("mixed.example");
+    let resp = UpstreamResponse::parse(&msg, &name, 1, 1).unwrap();
+    let key = KeyRef::new(&name, 1, 1, true, false);
+    cache.insert(&key, Entry::from_response(&key, &msg, &resp, cache.policy(), now));
+    let (entry, _) = cache.lookup(&key, now).expect("stored under the lower-cased key");
+    assert_eq!(entry.key(), Some(key.to_owned()));
 }

@@ -133,6 +133,9 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
     if c.cache.prefetch.min_hits > 0 && !(1..=100).contains(&c.cache.prefetch.window_percent) {
         return err("cache.prefetch.window_percent", "must be between 1 and 100");
     }
+    if c.cache.prefetch.min_hits > u32::from(u8::MAX) {
+        return err("cache.prefetch.min_hits", "must be at most 255");
+    }
     if c.server.udp_payload < 512 {
         return err("server.udp_payload", "must be at least 512 (RFC 6891)");
     }

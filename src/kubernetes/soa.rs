@@ -138,7 +138,8 @@ impl Soa {
 
     /// A cache entry answering (`qname` lower-cased wire form, `qtype`, `qclass`) with
     /// `rcode` and this SOA in the authority section, as the upstream would have.
-    pub fn denial(&self, qname: &[u8], qtype: u16, qclass: u16, rcode: Rcode, policy: &TtlPolicy, now: Instant) -> Option<Entry> {
+    pub fn denial(&self, key: &KeyRef<'_>, rcode: Rcode, policy: &TtlPolicy, now: Instant) -> Option<Entry> {
+        let (qname, qtype, qclass) = (key.name(), key.qtype(), key.qclass());
         let flags = Flags(Flags::QR | Flags::RD | Flags::RA).with(Flags::AA, self.authoritative).with_rcode(rcode);
         let mut msg = vec![0u8; HEADER_LEN + qname.len() + 4 + self.record.len()];
         Header { id: 0, flags, qdcount: 1, ancount: 0, nscount: 1, arcount: 0 }.compose(&mut msg);
@@ -148,7 +149,7 @@ impl Soa {
             pos += part.len();
         }
         let response = UpstreamResponse::parse(&msg, qname, qtype, qclass).ok()?;
-        Some(Entry::from_response(&msg, &response, policy, now))
+        Some(Entry::from_response(key, &msg, &response, policy, now))
     }
 }
 
@@ -178,7 +179,7 @@ mod tests {
         assert!(soa.authoritative);
         let qname = b"\x03api\x07example\x03com\x07default\x03svc\x07cluster\x05local\x00";
         let policy = TtlPolicy { negative_max_ttl: 3600, ..TtlPolicy::default() };
-        let entry = soa.denial(qname, 1, 1, Rcode::NXDOMAIN, &policy, Instant::now()).expect("valid message");
+        let entry = soa.denial(&KeyRef::new(qname, 1, 1, false, false), Rcode::NXDOMAIN, &policy, Instant::now()).expect("valid message");
         assert_eq!(entry.kind(), crate::cache::Kind::Negative);
         assert_eq!(entry.rcode(), Rcode::NXDOMAIN);
         let parsed = hickory_proto::op::Message::from_vec(entry.wire()).expect("hickory reads it");

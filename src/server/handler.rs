@@ -219,8 +219,8 @@ impl Handler {
         let n = &self.naming;
         let answer = n.naming.classify(key.name(), query.qtype, query.qclass)?;
         let soa = n.soa.get(answer.zone, req.started, &self.forwarder)?;
-        let entry = Arc::new(soa.denial(key.name(), query.qtype, query.qclass, answer.rcode, self.cache.policy(), req.started)?);
-        self.cache.insert(key.to_owned(), entry.clone());
+        let entry = soa.denial(key, answer.rcode, self.cache.policy(), req.started)?;
+        self.cache.insert(key, entry.clone());
         n.metrics.answered(answer.reason);
         if let Some(search) = &n.search
             && matches!(answer.reason, kubernetes::Reason::NotInSpecification | kubernetes::Reason::UnknownNamespace)

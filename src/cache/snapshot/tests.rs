@@ -15,7 +15,8 @@ fn cache(policy: TtlPolicy) -> Cache {
 fn put(cache: &Cache, msg: &[u8], qname: &str, qtype: u16, now: Instant) {
     let wire = testutil::wire_name(qname);
     let resp = UpstreamResponse::parse(msg, &wire, qtype, 1).unwrap();
-    cache.insert(KeyRef::new(&wire, qtype, 1, false, false).to_owned(), Arc::new(Entry::from_response(msg, &resp, cache.policy(), now)));
+    let key = KeyRef::new(&wire, qtype, 1, false, false);
+    cache.insert(&key, Entry::from_response(&key, msg, &resp, cache.policy(), now));
 }
 
 fn put_a(cache: &Cache, qname: &str, ttl: u32, now: Instant) {
