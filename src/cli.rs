@@ -172,7 +172,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => report(block_on(explain(args))),
         Command::Probe(args) => report(block_on(probe(args))),
         Command::Stats { instance } => report(block_on(async move {
-            let text = crate::diagnose::client::http(hyper::Method::GET, &format!("{}/metrics", instance.trim_end_matches('/'))).await?;
+            let text = crate::diagnose::client::instance(hyper::Method::GET, &instance, "metrics").await?;
             print!("{}", crate::diagnose::stats::summarise(&instance, &text));
             Ok(())
         })),
@@ -267,7 +267,7 @@ async fn querylog(args: QuerylogArgs) -> anyhow::Result<()> {
     }
     let params = params.finish();
     let method = if params.is_empty() { hyper::Method::GET } else { hyper::Method::POST };
-    let body = crate::diagnose::client::http(method, &format!("{}/querylog?{params}", args.instance.trim_end_matches('/'))).await?;
+    let body = crate::diagnose::client::instance(method, &args.instance, &format!("querylog?{params}")).await?;
     print!("{body}");
     Ok(())
 }

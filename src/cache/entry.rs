@@ -20,13 +20,13 @@ use super::{CacheKey, KeyRef, TtlPolicy};
 #[repr(u8)]
 pub enum Kind {
     /// Records were returned (CoreDNS's cache `type="success"`).
-    Positive,
+    Positive = 0,
     /// NXDOMAIN or NODATA with an SOA (`type="denial"`, RFC 2308).
-    Negative,
+    Negative = 1,
     /// The upstream said SERVFAIL; kept briefly so a broken zone is not hammered.
-    ServFail,
+    ServFail = 2,
     /// Passed to the waiting clients but never stored (truncated, zero TTL, no SOA...).
-    Uncacheable,
+    Uncacheable = 3,
 }
 
 /// A response in wire form without its OPT record, ready to be written for any client that
@@ -56,6 +56,8 @@ struct Meta {
     /// [`Kind`] from bit [`KIND_SHIFT`] on.
     flags: u8,
 }
+
+const _: () = assert!(size_of::<Meta>() == 24);
 
 /// Served because the upstream failed, past its original expiry.
 const STALE: u8 = 1 << 2;

@@ -110,6 +110,12 @@ pub enum HttpError {
     Status { url: String, status: u16, body: String },
 }
 
+/// [`http`] on `path` (with any query) of the nodedns instance at `base`
+/// (`http://HOST:PORT`, with or without a trailing slash).
+pub async fn instance(method: hyper::Method, base: &str, path: &str) -> Result<String, HttpError> {
+    http(method, &format!("{}/{path}", base.trim_end_matches('/'))).await
+}
+
 /// GET (or POST) `url` and return the body of a 200 response. A plain-HTTP client for
 /// nodedns's own endpoint, with a 5 s limit.
 pub async fn http(method: hyper::Method, url: &str) -> Result<String, HttpError> {

@@ -34,7 +34,7 @@ impl Decider {
         match self {
             Decider::Instance(base) => {
                 let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("name", name).append_pair("type", &TypeName(qtype).to_string()).finish();
-                let body = client::http(hyper::Method::GET, &format!("{}/explain?{query}", base.trim_end_matches('/'))).await?;
+                let body = client::instance(hyper::Method::GET, base, &format!("explain?{query}")).await?;
                 Ok(serde_json::from_str(&body)?)
             }
             Decider::Settings(settings, naming) => Decision::from_settings(name, qtype, settings, naming).ok_or_else(|| anyhow::anyhow!("`{name}` is not a valid domain name")),
