@@ -115,7 +115,7 @@ pub fn decode_into(cache: &Cache, bytes: &[u8], now: Instant, wall: SystemTime) 
     }
     let mut restored = Restored::default();
     for (key, entry) in entries.into_iter().flatten() {
-        cache.insert(&key.borrowed(), entry);
+        cache.insert(&key, entry);
         restored.loaded += 1;
     }
     restored.expired = count as usize - restored.loaded;
@@ -140,7 +140,7 @@ impl<'a> Reader<'a> {
     }
 
     /// One entry: `Some(None)` when it is too old to keep, `None` when it does not parse.
-    fn entry(&mut self, cache: &Cache, now: Instant, elapsed: u64) -> Option<Option<(CacheKey, Entry)>> {
+    fn entry(&mut self, cache: &Cache, now: Instant, elapsed: u64) -> Option<Option<(KeyRef<'a>, Entry)>> {
         let name_len = usize::from(*self.take(1)?.first()?);
         let name = self.take(name_len)?;
         let (qtype, qclass) = (self.u16()?, self.u16()?);
@@ -163,7 +163,7 @@ impl<'a> Reader<'a> {
         }
         let max_stale = u64::from(cache.policy().stale_max_age);
         let keep = entry.expired_for(now).is_none_or(|_| max_stale > 0 && expiry.unsigned_abs() <= max_stale);
-        Some(keep.then(|| (key.to_owned(), entry)))
+        Some(keep.then_some((key, entry)))
     }
 }
 

@@ -136,8 +136,8 @@ impl Soa {
         Some(Soa { record: record.into(), authoritative, ttl })
     }
 
-    /// A cache entry answering (`qname` lower-cased wire form, `qtype`, `qclass`) with
-    /// `rcode` and this SOA in the authority section, as the upstream would have.
+    /// A cache entry answering `key` with `rcode` and this SOA in the authority section, as
+    /// the upstream would have.
     pub fn denial(&self, key: &KeyRef<'_>, rcode: Rcode, policy: &TtlPolicy, now: Instant) -> Option<Entry> {
         let (qname, qtype, qclass) = (key.name(), key.qtype(), key.qclass());
         let flags = Flags(Flags::QR | Flags::RD | Flags::RA).with(Flags::AA, self.authoritative).with_rcode(rcode);
