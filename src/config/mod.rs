@@ -1,4 +1,4 @@
-//! Configuration: the YAML file ([`file`]), the node's resolv.conf ([`resolv_conf`]), and
+//! Configuration: the YAML file ([`file`](mod@file)), the node's resolv.conf ([`resolv_conf`]), and
 //! command-line overrides, merged and validated once into [`Settings`]. Nothing downstream
 //! re-parses a string from the configuration.
 //!

@@ -5,7 +5,7 @@
 //! No async runtime, no epoll, no allocation on this path. Misses are handed to the async
 //! side as tasks, so a worker never waits on an upstream.
 //!
-//! A worker blocks in `recvmmsg` for at most [`POLL`], then looks at the stop token and the
+//! A worker blocks in `recvmmsg` for at most `POLL`, then looks at the stop token and the
 //! handover gate: a paused process stops reading within that time.
 
 use std::io::{IoSlice, IoSliceMut};

@@ -8,10 +8,10 @@
 //!
 //! - [`spec`]: how an upstream is written (`udp://`, `tcp://`, `tls://...#name`, bare).
 //! - [`endpoint`]: one upstream at run time: transports, RTT, health, rate cap, probes.
-//! - [`udp`]: one query from a fresh random-port socket.
+//! - `udp`: one query from a fresh random-port socket.
 //! - [`pool`]: bounded, pipelined TCP/TLS connections with a bounded wait queue.
 //! - [`tls`]: DNS-over-TLS client configuration.
-//! - [`quickack`]: pooled TCP streams that acknowledge every read at once.
+//! - `quickack`: pooled TCP streams that acknowledge every read at once.
 //! - [`health`]: RTT and health, the state behind selection.
 
 pub mod endpoint;
