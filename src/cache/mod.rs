@@ -11,7 +11,7 @@ mod entry;
 mod key;
 pub mod snapshot;
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::time::Instant;
 
 use quick_cache::{DefaultHashBuilder, Weighter};
@@ -81,12 +81,45 @@ impl Weighter<u64, Entry> for FootprintWeighter {
 /// the key. Two keys with the same hash (2^-64 for any pair, and the hash is seeded at
 /// random, so not something a client can arrange) take turns in one slot: a miss, never a
 /// wrong answer. The store thus holds no copy of the name: it is in the entry's question.
-type Store = QuickCache<u64, Entry, FootprintWeighter>;
+type Store = QuickCache<u64, Entry, FootprintWeighter, PreHashed>;
 
 fn store(cap: Capacity) -> Store {
     let floor = (cap.max_bytes / cap.max_entries.max(1)).max(1);
     let estimated = cap.max_entries.min(cap.max_bytes / 128).max(16) as usize;
-    QuickCache::with_weighter(estimated, cap.max_bytes, FootprintWeighter { floor })
+    QuickCache::with(estimated, cap.max_bytes, FootprintWeighter { floor }, PreHashed, Default::default())
+}
+
+/// The store's keys are already the keyed hash [`Cache::hash`] made of the question, so the
+/// store uses them as they are instead of hashing them a second time on every lookup.
+#[derive(Clone, Copy)]
+struct PreHashed;
+
+struct PassThrough(u64);
+
+impl BuildHasher for PreHashed {
+    type Hasher = PassThrough;
+
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+
+    /// Only `u64` keys are hashed here; anything else still gets a deterministic value.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
 }
 
 /// The positive and negative stores and the TTL policy.
