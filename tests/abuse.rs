@@ -225,7 +225,7 @@ fn case_randomised_queries_accept_only_answers_that_echo_the_case() {
         assert_eq!(r.answers.len(), 1, "named echoes the case it was asked in");
         assert_eq!(r.queries[0].name().to_string(), format!("host{i}.test.example."), "the client gets its own case back");
     }
-    let log = std::fs::read_to_string(named.dir.path().join("named.stderr")).unwrap();
+    let log = named.log();
     let asked: Vec<&str> = log.lines().filter_map(|l| l.split("query: ").nth(1)?.split_whitespace().next()).filter(|n| n.to_ascii_lowercase().starts_with("host")).collect();
     assert_eq!(asked.len(), 20);
     assert!(asked.iter().filter(|n| n.chars().any(|c| c.is_ascii_uppercase())).count() >= 15, "named saw names in random case: {asked:?}");

@@ -107,8 +107,7 @@ impl Cluster {
 }
 
 fn count_queries(dir: &Path, needle: &str) -> usize {
-    let log = std::fs::read_to_string(dir.join("named.stderr")).unwrap_or_default();
-    log.lines().filter(|l| l.contains("query: ") && l.contains(needle)).count()
+    named_log(dir).lines().filter(|l| l.contains("query: ") && l.contains(needle)).count()
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {

@@ -23,9 +23,15 @@ fn a_restarted_cache_answers_the_hot_names_from_its_snapshot_without_asking_upst
 
     let mut first = Nodedns::start_with_config(Some(&config), &upstream);
     for (i, name) in hosts().iter().enumerate() {
-        let resp = query_udp(first.dns, name, RecordType::A, i as u16, Duration::from_secs(2)).unwrap();
-        assert_eq!(rcode(&resp), ResponseCode::NoError);
+        // Filling the cache is not what this test proves: ask again as a stub resolver
+        // would if a loaded CI machine kept the upstream's answer past the deadline.
+        let answered = (0..3).any(|_| {
+            query_udp(first.dns, name, RecordType::A, i as u16, Duration::from_secs(3)).is_some_and(|r| rcode(&r) == ResponseCode::NoError)
+        });
+        assert!(answered, "{name} not answered before the restart: {}\n{}", first.log(), named.log());
     }
+    let asked_before_restart = upstream_queries(&named);
+    assert!(asked_before_restart >= 50, "every name was fetched once: {asked_before_restart}");
     let status = first.proc.terminate(Duration::from_secs(10)).expect("exits on SIGTERM");
     assert!(status.success(), "{}", first.log());
     assert!(first.log().contains("cache snapshot written"), "{}", first.log());
@@ -33,14 +39,18 @@ fn a_restarted_cache_answers_the_hot_names_from_its_snapshot_without_asking_upst
     let second = Nodedns::start_with_config(Some(&config), &upstream);
     assert!(second.log().contains("cache restored from snapshot"), "{}", second.log());
     for (i, name) in hosts().iter().enumerate() {
-        let resp = query_udp(second.dns, name, RecordType::A, i as u16, Duration::from_secs(2)).unwrap();
+        let resp = query_udp(second.dns, name, RecordType::A, i as u16, Duration::from_secs(3));
+        let resp = resp.unwrap_or_else(|| panic!("{name} not answered after the restart: {}", second.log()));
         assert_eq!(rcode(&resp), ResponseCode::NoError, "{name}");
         let ttl = resp.answers[0].ttl;
         assert!((1..=300).contains(&ttl), "{name}: TTL {ttl}, aged from 300");
     }
     assert_eq!(second.metric("coredns_cache_misses_total"), 0.0, "every first query after the restart was a hit");
-    let upstream_queries: usize = (0..50).map(|i| named.queries_for(&format!("host{i}.test.example"), "A")).sum();
-    assert_eq!(upstream_queries, 50, "the upstream was asked once per name, before the restart only");
+    assert_eq!(upstream_queries(&named), asked_before_restart, "the upstream was not asked after the restart");
+}
+
+fn upstream_queries(named: &Named) -> usize {
+    (0..50).map(|i| named.queries_for(&format!("host{i}.test.example"), "A")).sum()
 }
 
 #[test]

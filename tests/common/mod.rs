@@ -167,16 +167,23 @@ impl Named {
     pub fn queries_for(&self, name: &str, qtype: &str) -> usize {
         named_queries_for(self.dir.path(), name, qtype)
     }
+
+    /// Everything named has logged, queries included.
+    pub fn log(&self) -> String {
+        named_log(self.dir.path())
+    }
+}
+
+/// The log of a `named` spawned in `dir`: with -g every category, queries included, goes
+/// to stderr, which is not buffered.
+pub fn named_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("named.stderr")).unwrap_or_default()
 }
 
 /// Counts the queries for `name`/`qtype` in the log of a `named` spawned in `dir`.
 pub fn named_queries_for(dir: &Path, name: &str, qtype: &str) -> usize {
-    {
-        // With -g every category, queries included, goes to stderr, which is not buffered.
-        let log = std::fs::read_to_string(dir.join("named.stderr")).unwrap_or_default();
-        let needle = format!("query: {name} IN {qtype} ");
-        log.lines().filter(|l| l.to_ascii_lowercase().contains(&needle.to_ascii_lowercase())).count()
-    }
+    let needle = format!("query: {name} IN {qtype} ").to_ascii_lowercase();
+    named_log(dir).lines().filter(|l| l.to_ascii_lowercase().contains(&needle)).count()
 }
 
 /// A network namespace with `lo` up and a resolv.conf, removed on drop.
