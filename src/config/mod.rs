@@ -136,8 +136,8 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
     if c.cache.prefetch.min_hits > u32::from(u8::MAX) {
         return err("cache.prefetch.min_hits", "must be at most 255");
     }
-    if c.server.udp_payload < 512 {
-        return err("server.udp_payload", "must be at least 512 (RFC 6891)");
+    if !(512..=crate::wire::MAX_UDP_PAYLOAD).contains(&c.server.udp_payload) {
+        return err("server.udp_payload", "must be between 512 (RFC 6891) and 4096");
     }
     if c.server.query_deadline.is_zero() {
         return err("server.query_deadline", "must be positive");

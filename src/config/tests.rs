@@ -69,7 +69,9 @@ fn impossible_values_are_rejected_at_their_key() {
     let e = error_of("listen: [127.0.0.1:53]\ncache:\n  positive: {max_entries: 10, max_bytes: 1Mi, min_ttl: 1h, max_ttl: 1m}\n");
     assert_eq!(e, "nodedns.yaml:3: cache.positive.min_ttl: is larger than max_ttl");
     let e = error_of("server:\n  udp_payload: 100\n");
-    assert_eq!(e, "nodedns.yaml:2: server.udp_payload: must be at least 512 (RFC 6891)");
+    assert_eq!(e, "nodedns.yaml:2: server.udp_payload: must be between 512 (RFC 6891) and 4096");
+    let e = error_of("server:\n  udp_payload: 4097\n");
+    assert_eq!(e, "nodedns.yaml:2: server.udp_payload: must be between 512 (RFC 6891) and 4096");
     let e = error_of("cache:\n  prefetch: {min_hits: 300, window_percent: 10}\n");
     assert_eq!(e, "nodedns.yaml:2: cache.prefetch.min_hits: must be at most 255");
     let e = error_of("forward:\n  - zone: a.example\n    upstreams: [10.0.0.1]\n  - zone: b.example\n    upstreams: []\n");

@@ -155,15 +155,9 @@ impl Handler {
         }
     }
 
-    fn limit(&self, query: &Query<'_>, transport: Transport) -> usize {
-        match transport {
-            Transport::Udp => query.udp_limit(self.settings().udp_payload),
-            Transport::Tcp => MAX_MESSAGE,
-        }
-    }
 
-    /// Answers from the cache or with a locally composed error. `out` must hold
-    /// [`MAX_MESSAGE`] octets.
+    /// Answers from the cache or with a locally composed error. `out` must hold the most
+    /// the transport may carry: [`MAX_MESSAGE`] octets over TCP, `server.udp_payload` over UDP.
     #[inline]
     pub fn answer_local(&self, packet: &[u8], out: &mut [u8], req: &Request<'_>) -> Local {
         let verdict = self.admission.load().check(req.client.ip(), req.started);
@@ -186,7 +180,8 @@ impl Handler {
         let key = KeyRef::for_query(&query, &lower[..name_len]);
         match self.cache.lookup(&key, req.started) {
             Some((entry, age)) => {
-                let len = entry.write_for(&query, age, self.settings().udp_payload, self.limit(&query, req.transport), out);
+                let payload = self.settings().udp_payload;
+                let len = entry.write_for(&query, age, payload, limit(&query, req.transport, payload), out);
                 req.metrics.cache_hit(entry.kind() != Kind::Positive);
                 if entry.hit_starts_refresh(age, self.cache.policy().prefetch_min_hits) {
                     self.refresh(&key, req);
@@ -227,7 +222,8 @@ impl Handler {
         {
             search.after_denial(key);
         }
-        let len = entry.write_for(query, 0, self.settings().udp_payload, self.limit(query, req.transport), out);
+        let payload = self.settings().udp_payload;
+        let len = entry.write_for(query, 0, payload, limit(query, req.transport, payload), out);
         self.finish(query, entry.rcode(), How::local("miss", answer.reason.as_str()), req);
         Some(len)
     }
@@ -253,7 +249,7 @@ impl Handler {
         let key = KeyRef::for_query(&query, &lower[..name_len]);
         let stale = self.cache.stale(&key, req.started);
         let resolving = self.forwarder.resolve(key.to_owned());
-        let limit = self.limit(&query, req.transport);
+        let limit = limit(&query, req.transport, self.settings().udp_payload);
         let outcome = match stale {
             None => tokio::time::timeout(self.settings().deadline, resolving).await,
             // At the deadline at the latest: a stale answer beats SERVFAIL.
@@ -361,5 +357,13 @@ impl Handler {
             reason: how.reason,
         };
         self.log.offer(latency, &record);
+    }
+}
+
+/// The most an answer to `query` may take on `transport`.
+fn limit(query: &Query<'_>, transport: Transport, our_payload: u16) -> usize {
+    match transport {
+        Transport::Udp => query.udp_limit(our_payload),
+        Transport::Tcp => MAX_MESSAGE,
     }
 }

@@ -34,6 +34,9 @@ pub const TYPE_AXFR: u16 = 252;
 pub const TYPE_IXFR: u16 = 251;
 /// The largest DNS message, the limit of a TCP frame.
 pub const MAX_MESSAGE: usize = 65535;
+/// The largest EDNS payload size nodedns uses over UDP (RFC 6891 suggests 4096 as a
+/// starting point; DNS Flag Day 2020 settled on 1232): the bound of `server.udp_payload`.
+pub const MAX_UDP_PAYLOAD: u16 = 4096;
 
 /// Mnemonics of the record types people type and read; others are `TYPEnnn` (RFC 3597).
 const TYPE_NAMES: [(u16, &str); 20] = [

@@ -1,0 +1,201 @@
+//! Batched datagram I/O for one UDP worker: `recvmmsg` and `sendmmsg` over message
+//! headers, buffers and peer addresses that are allocated and linked to each other once.
+//! A batch then costs the two system calls and nothing else: no headers built per call,
+//! no socket addresses copied (an answer goes out to the very address slot its query was
+//! read into).
+//!
+//! Owns only the memory the kernel reads and writes. What the answers say is the caller's.
+//! Written by hand because the general wrappers (nix's `MultiHeaders`) rebuild and copy
+//! every header and 128-octet address on each call: `perf` showed that work as 2.4% of the
+//! worker's CPU at 60k hits/s, a third of all of nodedns's own share.
+
+use std::io;
+use std::mem::size_of;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+/// Queries read (and answers sent) per system call at most.
+pub const BATCH: usize = 32;
+/// The room for one query (a longer one is dropped: no real client sends one), and for one
+/// answer: no UDP answer exceeds `server.udp_payload`, which is at most this.
+pub const SLOT: usize = crate::wire::MAX_UDP_PAYLOAD as usize;
+
+/// The buffers of one worker. Not `Send`: the kernel is given pointers into it, so it
+/// stays on the thread that made it.
+pub struct Batch {
+    queries: Box<[u8]>,
+    answers: Box<[u8]>,
+    /// Large enough for either family; the kernel writes `sockaddr_in` for IPv4 sockets.
+    peers: Box<[libc::sockaddr_in6; BATCH]>,
+    recv_iov: Box<[libc::iovec; BATCH]>,
+    recv_hdr: Box<[libc::mmsghdr; BATCH]>,
+    send_iov: Box<[libc::iovec; BATCH]>,
+    send_hdr: Box<[libc::mmsghdr; BATCH]>,
+    received: usize,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let zeroed = || -> [libc::mmsghdr; BATCH] { unsafe { std::mem::zeroed() } };
+        let iov = || [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
+        let mut b = Batch {
+            queries: vec![0u8; BATCH * SLOT].into_boxed_slice(),
+            answers: vec![0u8; BATCH * SLOT].into_boxed_slice(),
+            peers: Box::new(unsafe { std::mem::zeroed() }),
+            recv_iov: Box::new(iov()),
+            recv_hdr: Box::new(zeroed()),
+            send_iov: Box::new(iov()),
+            send_hdr: Box::new(zeroed()),
+            received: 0,
+        };
+        // The boxes never move, so these links stay valid for the life of the batch.
+        for i in 0..BATCH {
+            b.recv_iov[i] = libc::iovec { iov_base: b.queries[i * SLOT..].as_mut_ptr().cast(), iov_len: SLOT };
+            b.recv_hdr[i].msg_hdr.msg_iov = &mut b.recv_iov[i];
+            b.recv_hdr[i].msg_hdr.msg_iovlen = 1;
+            b.recv_hdr[i].msg_hdr.msg_name = (&mut b.peers[i] as *mut libc::sockaddr_in6).cast();
+            b.send_hdr[i].msg_hdr.msg_iov = &mut b.send_iov[i];
+            b.send_hdr[i].msg_hdr.msg_iovlen = 1;
+        }
+        b
+    }
+
+    /// Reads up to [`BATCH`] datagrams from `fd`, blocking for the first as the socket's
+    /// receive timeout allows. Returns how many came.
+    pub fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.received = 0;
+        for hdr in self.recv_hdr.iter_mut() {
+            hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            hdr.msg_hdr.msg_flags = 0;
+        }
+        // SAFETY: every header points at an iovec and an address slot owned by `self`,
+        // with their true lengths.
+        let n = unsafe { libc::recvmmsg(fd, self.recv_hdr.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.received = n as usize;
+        Ok(self.received)
+    }
+
+    /// Datagram `i` of the last receive: the query, its sender, and the room for its answer.
+    /// `None` for a datagram longer than a slot (dropped rather than parsed cut short) or
+    /// from an address family nodedns does not serve.
+    pub fn slot(&mut self, i: usize) -> Option<(&[u8], SocketAddr, &mut [u8])> {
+        if i >= self.received {
+            return None;
+        }
+        let hdr = &self.recv_hdr[i];
+        if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            return None;
+        }
+        let peer = peer_of(&self.peers[i], hdr.msg_hdr.msg_namelen)?;
+        let query = &self.queries[i * SLOT..i * SLOT + hdr.msg_len as usize];
+        Some((query, peer, &mut self.answers[i * SLOT..(i + 1) * SLOT]))
+    }
+
+    /// Sends the answers given as (datagram index, answer length), each to the datagram's
+    /// sender. An answer the kernel refuses (unreachable client, full buffer) is skipped,
+    /// as the network would lose it.
+    pub fn send(&mut self, fd: RawFd, replies: &[(usize, usize)]) {
+        for (k, &(i, len)) in replies.iter().enumerate() {
+            debug_assert!(i < self.received && len <= SLOT);
+            self.send_iov[k] = libc::iovec { iov_base: self.answers[i * SLOT..].as_mut_ptr().cast(), iov_len: len.min(SLOT) };
+            let hdr = &mut self.send_hdr[k].msg_hdr;
+            hdr.msg_name = (&mut self.peers[i] as *mut libc::sockaddr_in6).cast();
+            hdr.msg_namelen = self.recv_hdr[i].msg_hdr.msg_namelen;
+        }
+        let mut sent = 0;
+        while sent < replies.len() {
+            let pending = (replies.len() - sent) as libc::c_uint;
+            // SAFETY: headers `sent..replies.len()` were just pointed at answers and
+            // addresses owned by `self`.
+            let n = unsafe { libc::sendmmsg(fd, self.send_hdr[sent..].as_mut_ptr(), pending, 0) };
+            match n {
+                n if n > 0 => sent += n as usize,
+                0 => return,
+                _ => sent += 1,
+            }
+        }
+    }
+}
+
+fn peer_of(addr: &libc::sockaddr_in6, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match i32::from(addr.sin6_family) {
+        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+            let ip = Ipv6Addr::from(addr.sin6_addr.s6_addr);
+            Some(SocketAddrV6::new(ip, u16::from_be(addr.sin6_port), addr.sin6_flowinfo, addr.sin6_scope_id).into())
+        }
+        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the kernel wrote a `sockaddr_in` here (family AF_INET, length checked);
+            // it is smaller than the slot and has no stricter alignment.
+            let v4 = unsafe { &*(addr as *const libc::sockaddr_in6).cast::<libc::sockaddr_in>() };
+            Some(SocketAddrV4::new(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)), u16::from_be(v4.sin_port)).into())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    fn bound(addr: &str) -> UdpSocket {
+        let s = UdpSocket::bind(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    }
+
+    #[test]
+    fn answers_go_back_to_each_sender_in_one_batch() {
+        for any in ["127.0.0.1:0", "[::1]:0"] {
+            let server = bound(any);
+            let clients: Vec<UdpSocket> = (0..3).map(|_| bound(any)).collect();
+            for (n, c) in clients.iter().enumerate() {
+                c.send_to(&[n as u8; 7], server.local_addr().unwrap()).unwrap();
+            }
+            let mut batch = Batch::new();
+            let mut got = 0;
+            let mut replies = Vec::new();
+            while got < clients.len() {
+                let count = batch.receive(server.as_raw_fd()).unwrap();
+                for i in 0..count {
+                    let (query, peer, out) = batch.slot(i).unwrap();
+                    assert_eq!(query.len(), 7);
+                    assert_eq!(clients[query[0] as usize].local_addr().unwrap(), peer);
+                    out[..3].copy_from_slice(&[query[0], 0xAA, 0xBB]);
+                    replies.push((i, 3));
+                }
+                batch.send(server.as_raw_fd(), &replies);
+                replies.clear();
+                got += count;
+            }
+            for (n, c) in clients.iter().enumerate() {
+                let mut buf = [0u8; 16];
+                let (len, from) = c.recv_from(&mut buf).unwrap();
+                assert_eq!((&buf[..len], from), (&[n as u8, 0xAA, 0xBB][..], server.local_addr().unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_datagram_longer_than_a_slot_is_not_offered() {
+        let server = bound("127.0.0.1:0");
+        let client = bound("127.0.0.1:0");
+        client.send_to(&vec![1u8; SLOT + 1], server.local_addr().unwrap()).unwrap();
+        client.send_to(&[2u8; 20], server.local_addr().unwrap()).unwrap();
+        let mut batch = Batch::new();
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let count = batch.receive(server.as_raw_fd()).unwrap();
+            seen.extend((0..count).map(|i| batch.slot(i).map(|(q, _, _)| q.len())));
+        }
+        assert_eq!(seen, vec![None, Some(20)]);
+        assert!(batch.slot(2).is_none(), "past the batch");
+    }
+}
