@@ -5,8 +5,9 @@
 //! No async runtime, no epoll, no allocation on this path. Misses are handed to the async
 //! side as tasks, so a worker never waits on an upstream.
 //!
-//! A worker blocks in `recvmmsg` for at most `POLL`, then looks at the stop token and the
-//! handover gate: a paused process stops reading within that time.
+//! A worker blocks in `recvmmsg` for at most `POLL`, and a busy one reads batches for at
+//! most `LOOK`, before it looks at the stop token and the handover gate: a paused process
+//! stops reading within that time.
 
 mod batch;
 
@@ -26,6 +27,8 @@ use batch::{BATCH, Batch};
 
 /// How long a worker blocks before it checks for a stop or a handover.
 const POLL: Duration = Duration::from_millis(50);
+/// How often a busy worker checks for a stop or a handover.
+const LOOK: Duration = Duration::from_millis(5);
 
 /// Binds a UDP socket with a large receive buffer, so a burst of queries (a job's pods all
 /// starting at once) queues in the kernel rather than being dropped. `SO_REUSEPORT`, so
@@ -80,14 +83,28 @@ fn serve(socket: std::net::UdpSocket, w: Worker) {
     let fd = socket.as_raw_fd();
     let mut batch = Batch::new();
     let mut replies = [(0usize, 0usize); BATCH];
-    while !w.stop.is_cancelled() {
-        if !w.gate.is_open() {
-            std::thread::sleep(POLL);
-            continue;
+    let (mut look, mut next_look) = (true, Instant::now());
+    loop {
+        if look {
+            if w.stop.is_cancelled() {
+                return;
+            }
+            if !w.gate.is_open() {
+                std::thread::sleep(POLL);
+                continue;
+            }
         }
         // Timeouts and errors (ICMP errors of earlier sends surface here) end the batch empty.
-        let Ok(count) = batch.receive(fd) else { continue };
+        let Ok(count) = batch.receive(fd) else {
+            look = true;
+            continue;
+        };
         let started = Instant::now();
+        // The token and the gate each take a lock to read: looked at every LOOK, not per batch.
+        look = started >= next_look;
+        if look {
+            next_look = started + LOOK;
+        }
         let mut n_replies = 0;
         for i in 0..count {
             let Some((query, peer, out)) = batch.slot(i) else { continue };
