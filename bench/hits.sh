@@ -7,20 +7,21 @@
 # Prints, per server and mode: queries/s, server CPU microseconds per answered query (from
 # /proc/PID/stat), latency (p50/p99 from dnsperf's per-query report at the fixed rate, the
 # average at saturation), and the ratios against the responder and against Unbound; medians
-# of ROUNDS rounds.
+# of ROUNDS rounds. All servers run at once (pinned alike); each round loads them one after
+# the other.
 #
 # With 1 worker every server is pinned to CPU 1 and dnsperf to CPU 0. With 2 workers the
 # servers get CPUs 0-1 and share CPU 0 with dnsperf (this machine has two cores): CPU per
 # query stays comparable, queries/s is bounded by the sharing.
 #
-# Usage: bench/hits.sh   (defaults: NAMES=10000 SECONDS_PER_RUN=10 ROUNDS=3 RATE=60000 WORKERS="1 2")
+# Usage: bench/hits.sh   (defaults: NAMES=10000 SECONDS_PER_RUN=6 ROUNDS=5 RATE=60000 WORKERS="1 2")
 # Needs: named, unbound, dnsdist, dnsperf, taskset, cc (the Debian packages .ci/run installs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NAMES=${NAMES:-10000}
-SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
-ROUNDS=${ROUNDS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-6}
+ROUNDS=${ROUNDS:-5}
 RATE=${RATE:-60000}
 WORKERS=${WORKERS:-"1 2"}
 SERVERS="responder nodedns unbound dnsdist"
@@ -96,28 +97,31 @@ measure() {
 declare -A results
 for workers in $WORKERS; do
     if [ "$workers" = 1 ]; then SERVER_CPUS=1 CLIENT_CPUS=0; else SERVER_CPUS=0-1 CLIENT_CPUS=0; fi
+    declare -A PID=()
     for server in $SERVERS; do
         start "$server" "$workers" "$SERVER_CPUS"
-        pid=$started
+        PID[$server]=$started
         # The responder answers without records, which wait_for does not count as an answer.
         if [ "$server" = responder ]; then sleep 0.5; else wait_for "${PORT[$server]}"; fi
         # Warm the cache with every name (the responder has none).
         taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "${PORT[$server]}" -d "$work/queries" -n 1 -c 1 -q 100 >/dev/null
-        for round in $(seq "$ROUNDS"); do
+    done
+    # Rounds interleave the servers (all running, only the measured one loaded), so a noisy
+    # stretch of this shared machine falls on every server alike rather than on one.
+    for round in $(seq "$ROUNDS"); do
+        for server in $SERVERS; do
             for mode in fixed saturation; do
                 rate=""; [ $mode = fixed ] && rate=$RATE
-                r=$(measure "$pid" "${PORT[$server]}" $rate)
+                r=$(measure "${PID[$server]}" "${PORT[$server]}" $rate)
                 results[$workers,$mode,$server]+="$r"$'\n'
                 echo "  workers=$workers $server $mode round $round: $r" >&2
             done
         done
-        if [ "$server" = nodedns ]; then
-            metrics=$(exec 3<>/dev/tcp/127.0.0.1/$P_METRICS; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3)
-            misses=$(grep '^coredns_cache_misses_total' <<<"$metrics" | awk '{s += $2} END {printf "%d", s}')
-            echo "  nodedns cache misses: $misses (the warm-up pass asks each of the $NAMES names once)" >&2
-        fi
-        kill "$pid"; wait "$pid" 2>/dev/null || true
     done
+    metrics=$(exec 3<>/dev/tcp/127.0.0.1/$P_METRICS; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3)
+    misses=$(grep '^coredns_cache_misses_total' <<<"$metrics" | awk '{s += $2} END {printf "%d", s}')
+    echo "  nodedns cache misses: $misses (the warm-up pass asks each of the $NAMES names once)" >&2
+    for server in $SERVERS; do kill "${PID[$server]}"; wait "${PID[$server]}" 2>/dev/null || true; done
 done
 
 col() { printf '%s' "${results[$1]}" | awk -v c="$2" 'NF {print $c}' | median; }
