@@ -1,7 +1,9 @@
 //! The diagnostic routes of the metrics endpoint: `/explain` (what this instance would do
 //! with a question, [`super::explain`]) and `/querylog` (read or switch the query log at
-//! runtime). Switching is allowed from loopback only: on a node that means someone on the
-//! node itself, or `kubectl port-forward` to the pod.
+//! runtime). Explaining and switching are allowed from loopback only: on a node that means
+//! someone on the node itself, or `kubectl port-forward` to the pod. An explanation shows
+//! what is cached, and the metrics port is reachable by every pod of the node (and by
+//! Prometheus): from there it would tell one pod which names the others resolve.
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use crate::wire::TypeName;
 
 pub fn routes(handler: Arc<Handler>) -> Extra {
     Arc::new(move |asked: &Asked<'_>| match asked.path {
+        "/explain" if !asked.local_client => Some(error(StatusCode::FORBIDDEN, "explain answers this host only: it shows what is cached".into())),
         "/explain" => Some(explain(&handler, asked.query)),
         "/querylog" => Some(query_log(&handler, asked)),
         _ => None,
@@ -80,4 +83,24 @@ fn updated(mut policy: Policy, query: &str) -> Result<Policy, String> {
 
 fn parse_query(query: &str) -> Vec<(String, String)> {
     form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn ask(routes: &Extra, local_client: bool) -> StatusCode {
+        let asked = Asked { method: &Method::GET, path: "/explain", query: "name=h1.bench.example", local_client };
+        routes(&asked).expect("explain is routed").status
+    }
+
+    #[test]
+    fn explain_answers_loopback_clients_only() {
+        let metrics = Arc::new(Metrics::new());
+        let handler = crate::harness::handler(crate::harness::cache_for(10), &metrics, 10);
+        let routes = routes(Arc::new(handler));
+        assert_eq!(ask(&routes, true), StatusCode::OK);
+        assert_eq!(ask(&routes, false), StatusCode::FORBIDDEN, "another pod of the node must not learn what is cached");
+    }
 }
