@@ -64,7 +64,9 @@ pub struct ForwardRule {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSection {
+    #[serde(deserialize_with = "positive_bounds")]
     pub positive: CacheBounds,
+    #[serde(deserialize_with = "negative_bounds")]
     pub negative: CacheBounds,
     #[serde(deserialize_with = "duration")]
     pub servfail_ttl: Duration,
@@ -123,16 +125,45 @@ impl Default for CacheSection {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy)]
 pub struct CacheBounds {
     pub max_entries: u64,
-    #[serde(deserialize_with = "bytes")]
     pub max_bytes: u64,
-    #[serde(deserialize_with = "duration")]
     pub min_ttl: Duration,
-    #[serde(deserialize_with = "duration")]
     pub max_ttl: Duration,
+}
+
+/// A half of the cache as written: a field left out keeps that half's default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BoundsInFile {
+    #[serde(default)]
+    max_entries: Option<u64>,
+    #[serde(default, deserialize_with = "some_bytes")]
+    max_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "some_duration")]
+    min_ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    max_ttl: Option<Duration>,
+}
+
+impl BoundsInFile {
+    fn over(self, default: CacheBounds) -> CacheBounds {
+        CacheBounds {
+            max_entries: self.max_entries.unwrap_or(default.max_entries),
+            max_bytes: self.max_bytes.unwrap_or(default.max_bytes),
+            min_ttl: self.min_ttl.unwrap_or(default.min_ttl),
+            max_ttl: self.max_ttl.unwrap_or(default.max_ttl),
+        }
+    }
+}
+
+fn positive_bounds<'de, D: Deserializer<'de>>(d: D) -> Result<CacheBounds, D::Error> {
+    Ok(BoundsInFile::deserialize(d)?.over(CacheSection::default().positive))
+}
+
+fn negative_bounds<'de, D: Deserializer<'de>>(d: D) -> Result<CacheBounds, D::Error> {
+    Ok(BoundsInFile::deserialize(d)?.over(CacheSection::default().negative))
 }
 
 #[derive(Debug, Deserialize)]
@@ -505,4 +536,12 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     parse_bytes(&scalar(d)?).map_err(serde::de::Error::custom)
+}
+
+fn some_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    bytes(d).map(Some)
+}
+
+fn some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }

@@ -30,6 +30,15 @@ fn full_file_parses() {
     assert!(c.log.queries.enabled && c.log.queries.sample == 0.25 && c.log.queries.slow == Duration::from_millis(100));
 }
 
+#[test]
+fn a_cache_half_given_in_part_keeps_its_own_defaults_for_the_rest() {
+    let c = parse_file("f", "cache:\n  positive: {max_entries: 500000}\n  negative: {max_ttl: 30s}\n").unwrap();
+    assert_eq!((c.cache.positive.max_entries, c.cache.positive.max_bytes), (500_000, 128 << 20));
+    assert_eq!(c.cache.positive.max_ttl, Duration::from_secs(3600));
+    assert_eq!((c.cache.negative.max_entries, c.cache.negative.max_bytes), (100_000, 32 << 20));
+    assert_eq!(c.cache.negative.max_ttl, Duration::from_secs(30));
+}
+
 /// The documented example is the reference users copy from: it must parse as shown.
 #[test]
 fn the_example_in_config_md_parses() {
