@@ -271,7 +271,7 @@ fn watched_namespaces_deny_unknown_ones_and_follow_changes_and_failures() {
         &[("KUBECONFIG", api.kubeconfig(dir.path()))],
     );
     wait_until(Duration::from_secs(10), "namespaces listed", || nd.log().contains("namespaces listed"));
-    let rcode_of = |name: &str| rcode(&query_udp(nd.dns, name, hickory_proto::rr::RecordType::A, 7, Duration::from_secs(2)).expect("an answer"));
+    let rcode_of = |name: &str| rcode(&query_udp(nd.dns, name, hickory_proto::rr::RecordType::A, 7, Duration::from_secs(3)).expect("an answer"));
     use hickory_proto::op::ResponseCode;
     wait_until(Duration::from_secs(5), "the cluster SOA learned", || {
         rcode_of("soa-probe.staging.svc.cluster.local.") == ResponseCode::NXDomain && named.queries_for("soa-probe.staging.svc.cluster.local", "A") == 0

@@ -11,7 +11,7 @@ use common::*;
 use hickory_proto::rr::RecordType;
 
 fn answer(nd: &Nodedns, name: &str) -> String {
-    let resp = query_udp(nd.dns, name, RecordType::A, 7, Duration::from_secs(2)).unwrap_or_else(|| panic!("no answer for {name}"));
+    let resp = query_udp(nd.dns, name, RecordType::A, 7, Duration::from_secs(3)).unwrap_or_else(|| panic!("no answer for {name}"));
     resp.answers.first().map(|r| r.data.to_string()).unwrap_or_default()
 }
 
