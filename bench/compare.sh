@@ -32,9 +32,7 @@ cc -O2 -pthread -o "$work/responder" bench/responder.c
 P_NAMED=25353
 declare -A PORT=([responder]=25370 [old]=25371 [new]=25372) METRICS=([old]=25373 [new]=25374)
 declare -A BIN=([old]=target/compare/target/release/nodedns [new]=target/release/nodedns)
-start_named $P_NAMED "$(for i in $(seq 0 $((NAMES - 1))); do echo "h$i IN A 10.$((i / 65536 % 256)).$((i / 256 % 256)).$((i % 256))"; done)"
-for i in $(seq 0 $((NAMES - 1))); do echo "h$i.bench.example A"; done > "$work/queries"
-wait_for $P_NAMED
+start_named_hosts $P_NAMED "$NAMES"
 
 declare -A PID
 taskset -c 1 "$work/responder" "${PORT[responder]}" 1 >/dev/null 2>&1 &
@@ -49,7 +47,6 @@ for side in old new; do
 done
 sleep 0.5
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A results
 for round in $(seq "$ROUNDS"); do
     for server in responder old new; do
@@ -67,7 +64,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-med() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+med() { tr ' ' '\n' <<<"$1" | awk 'NF' | median; }
 echo
 echo "CPU us per cache hit, 1 worker on CPU 1, dnsperf on CPU 0, $ROUNDS interleaved rounds x ${SECONDS_PER_RUN}s; old = $REV"
 for mode in fixed saturation; do

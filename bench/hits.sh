@@ -33,9 +33,7 @@ cc -O2 -pthread -o "$work/responder" bench/responder.c
 P_NAMED=25353 P_METRICS=25356
 declare -A PORT=([responder]=25360 [nodedns]=25361 [unbound]=25362 [dnsdist]=25363)
 
-start_named $P_NAMED "$(for i in $(seq 0 $((NAMES - 1))); do echo "h$i IN A 10.$((i / 65536 % 256)).$((i / 256 % 256)).$((i % 256))"; done)"
-for i in $(seq 0 $((NAMES - 1))); do echo "h$i.bench.example A"; done > "$work/queries"
-wait_for $P_NAMED
+start_named_hosts $P_NAMED "$NAMES"
 
 # start SERVER WORKERS CPUS: starts it pinned to CPUS; its PID is left in $started.
 start() {
@@ -69,7 +67,6 @@ start() {
     pids+=("$started")
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # measure PID PORT [RATE] -> "qps us_per_query latency_a latency_b": at a fixed rate the
 # latencies are p50 and p99 (us), at saturation the average twice.

@@ -1,5 +1,5 @@
 # Shared by the bench scripts: tool checks, a scratch directory whose processes are stopped
-# on exit, an authoritative named for bench.example, and a median.
+# on exit, an authoritative named for bench.example, a process's CPU ticks, and a median.
 # Source it after `cd` to the repository root; it sets `work` and `pids`.
 
 require_tools() {
@@ -71,5 +71,16 @@ forward-zone:
   forward-addr: 127.0.0.1@$5
 CONF
 }
+
+# start_named_hosts PORT NAMES: named serving h0..h(NAMES-1).bench.example, each one A
+# record, and those names as a dnsperf query file in $work/queries; waits until it answers.
+start_named_hosts() {
+    start_named "$1" "$(awk -v n="$2" 'BEGIN { for (i = 0; i < n; i++) printf "h%d IN A 10.%d.%d.%d\n", i, int(i / 65536) % 256, int(i / 256) % 256, i % 256 }')"
+    awk -v n="$2" 'BEGIN { for (i = 0; i < n; i++) printf "h%d.bench.example A\n", i }' > "$work/queries"
+    wait_for "$1"
+}
+
+# cpu_ticks PID: user plus system CPU time of the process so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }

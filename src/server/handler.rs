@@ -155,7 +155,6 @@ impl Handler {
         }
     }
 
-
     /// Answers from the cache or with a locally composed error. `out` must hold the most
     /// the transport may carry: [`MAX_MESSAGE`] octets over TCP, `server.udp_payload` over UDP.
     #[inline]
