@@ -5,8 +5,8 @@
 # at saturation. BIND `named` is the upstream the caches warm from.
 #
 # Prints, per server and mode: queries/s, server CPU microseconds per answered query (from
-# /proc/PID/stat), latency (p50/p99 from dnsperf's per-query report at the fixed rate, the
-# average at saturation), and the ratios against the responder and against Unbound; medians
+# /proc/PID/stat; the median and the range of the rounds), latency (p50/p99 from dnsperf's
+# per-query report at the fixed rate, the average at saturation), and the ratios against the responder and against Unbound; medians
 # of ROUNDS rounds. All servers run at once (pinned alike); each round loads them one after
 # the other.
 #
@@ -122,17 +122,21 @@ for workers in $WORKERS; do
 done
 
 col() { printf '%s' "${results[$1]}" | awk -v c="$2" 'NF {print $c}' | median; }
+# The lowest and highest round: on this shared machine one server's rounds spread by more
+# than most differences between servers, so the medians are printed with their range.
+range() { printf '%s' "${results[$1]}" | awk -v c="$2" 'NF {print $c}' | sort -n | awk 'NR == 1 {lo = $1} {hi = $1} END {print lo "-" hi}'; }
 echo
 echo "cache hits, $NAMES names, dnsperf -c 8 -q 500, medians of $ROUNDS x ${SECONDS_PER_RUN}s"
-printf '%-8s %-20s %-10s %10s %13s %9s %9s %12s %12s\n' workers mode server "queries/s" "CPU us/query" "p50 us" "p99 us" "CPU/resp." "CPU/unbound"
+printf '%-8s %-20s %-10s %10s %13s %12s %9s %9s %12s %12s\n' workers mode server "queries/s" "CPU us/query" "CPU range" "p50 us" "p99 us" "CPU/resp." "CPU/unbound"
 for workers in $WORKERS; do
     for mode in fixed saturation; do
         label="fixed $RATE q/s"; [ $mode = saturation ] && label="saturation (avg)"
         base=$(col "$workers,$mode,responder" 2); ub=$(col "$workers,$mode,unbound" 2)
         for server in $SERVERS; do
             cpu=$(col "$workers,$mode,$server" 2)
-            printf '%-8s %-20s %-10s %10s %13s %9s %9s %12s %12s\n' "$workers" "$label" "$server" \
-                "$(col "$workers,$mode,$server" 1)" "$cpu" "$(col "$workers,$mode,$server" 3)" "$(col "$workers,$mode,$server" 4)" \
+            printf '%-8s %-20s %-10s %10s %13s %12s %9s %9s %12s %12s\n' "$workers" "$label" "$server" \
+                "$(col "$workers,$mode,$server" 1)" "$cpu" "$(range "$workers,$mode,$server" 2)" \
+                "$(col "$workers,$mode,$server" 3)" "$(col "$workers,$mode,$server" 4)" \
                 "$(awk -v a="$cpu" -v b="$base" 'BEGIN {printf "%.2f", a / b}')" "$(awk -v a="$cpu" -v b="$ub" 'BEGIN {printf "%.2f", a / b}')"
         done
     done
