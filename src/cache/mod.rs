@@ -2,23 +2,24 @@
 //!
 //! Owns what is stored and for how long (RFC 2308 negative caching, TTL caps, separate bounds
 //! for positive and negative entries). It never does I/O and never decides where a miss
-//! goes; that is `forward`'s job. Eviction is `quick_cache`'s S3-FIFO, so a flood of
-//! one-off names passes through the small probationary queue without pushing out names that
+//! goes; that is `forward`'s job. Entries live in [`store`], whose S3-FIFO eviction lets a
+//! flood of one-off names pass through a small probation FIFO without pushing out names that
 //! are asked again. Expired entries stay until evicted, so that when the upstream fails they
 //! can still be served (RFC 8767, "serve stale") for a bounded time.
 
 mod entry;
 mod key;
 pub mod snapshot;
+mod store;
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::time::Instant;
 
-use quick_cache::{DefaultHashBuilder, Weighter};
-use quick_cache::sync::Cache as QuickCache;
+use foldhash::fast::RandomState;
 
 pub use entry::{Entry, Kind};
 pub use key::{CacheKey, KeyRef};
+use store::Store;
 
 /// How long entries live. All values are seconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,76 +64,21 @@ pub struct Capacity {
     pub max_bytes: u64,
 }
 
-/// Every entry weighs its real footprint but at least `max_bytes / max_entries`, so that
-/// one weight bound enforces both limits: the byte total stays under `max_bytes`, and the
-/// entry count cannot exceed `max_entries`.
-#[derive(Clone)]
-struct FootprintWeighter {
-    floor: u64,
-}
-
-impl Weighter<u64, Entry> for FootprintWeighter {
-    fn weight(&self, _hash: &u64, entry: &Entry) -> u64 {
-        ((size_of::<u64>() + entry.footprint()) as u64).max(self.floor)
-    }
-}
-
-/// Entries by the keyed hash of their key; an entry is a hit only if it [answers](Entry::answers)
-/// the key. Two keys with the same hash (2^-64 for any pair, and the hash is seeded at
-/// random, so not something a client can arrange) take turns in one slot: a miss, never a
-/// wrong answer. The store thus holds no copy of the name: it is in the entry's question.
-type Store = QuickCache<u64, Entry, FootprintWeighter, PreHashed>;
-
-fn store(cap: Capacity) -> Store {
-    let floor = (cap.max_bytes / cap.max_entries.max(1)).max(1);
-    let estimated = cap.max_entries.min(cap.max_bytes / 128).max(16) as usize;
-    QuickCache::with(estimated, cap.max_bytes, FootprintWeighter { floor }, PreHashed, Default::default())
-}
-
-/// The store's keys are already the keyed hash [`Cache::hash`] made of the question, so the
-/// store uses them as they are instead of hashing them a second time on every lookup.
-#[derive(Clone, Copy)]
-struct PreHashed;
-
-struct PassThrough(u64);
-
-impl BuildHasher for PreHashed {
-    type Hasher = PassThrough;
-
-    fn build_hasher(&self) -> PassThrough {
-        PassThrough(0)
-    }
-}
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    #[inline]
-    fn write_u64(&mut self, hash: u64) {
-        self.0 = hash;
-    }
-
-    /// Only `u64` keys are hashed here; anything else still gets a deterministic value.
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-}
-
-/// The positive and negative stores and the TTL policy.
+/// The positive and negative stores and the TTL policy. Entries are stored by the keyed hash
+/// of their key; an entry is a hit only if it [answers](Entry::answers) the key. Two keys with
+/// the same hash (2^-61 for any pair, and the hash is seeded at random, so not something a
+/// client can arrange) take turns in one slot: a miss, never a wrong answer. The store thus
+/// holds no copy of the name: it is in the entry's question.
 pub struct Cache {
     positive: Store,
     negative: Store,
     policy: TtlPolicy,
-    hasher: DefaultHashBuilder,
+    hasher: RandomState,
 }
 
 impl Cache {
     pub fn new(positive: Capacity, negative: Capacity, policy: TtlPolicy) -> Self {
-        Cache { positive: store(positive), negative: store(negative), policy, hasher: DefaultHashBuilder::default() }
+        Cache { positive: Store::new(positive), negative: Store::new(negative), policy, hasher: RandomState::default() }
     }
 
     pub fn policy(&self) -> &TtlPolicy {
@@ -147,7 +93,7 @@ impl Cache {
     /// What `store` holds for `key`, fresh or not.
     #[inline]
     fn find(store: &Store, key: &KeyRef<'_>, hash: u64) -> Option<Entry> {
-        store.get(&hash).filter(|entry| entry.answers(key))
+        store.get(hash).filter(|entry| entry.answers(key))
     }
 
     /// A fresh entry for `key` and its age in seconds. Expired entries are misses.
@@ -210,7 +156,7 @@ impl Cache {
             return;
         }
         let hash = self.hash(key);
-        other.remove(&hash);
+        other.remove(hash);
         into.insert(hash, entry);
     }
 
@@ -224,9 +170,9 @@ impl Cache {
         (self.positive.weight(), self.negative.weight())
     }
 
-    /// Octets the stores themselves hold beside the entries (slots and hash tables).
+    /// Octets the stores themselves hold beside the entries (slots, FIFOs, ghosts).
     pub fn bookkeeping(&self) -> u64 {
-        [&self.positive, &self.negative].iter().map(|s| s.memory_used()).map(|m| (m.entries + m.map) as u64).sum()
+        self.positive.bookkeeping() + self.negative.bookkeeping()
     }
 }
 

@@ -58,7 +58,7 @@ pub fn encode(cache: &Cache, now: Instant, wall: SystemTime) -> Vec<u8> {
     out.extend_from_slice(&unix_secs(wall).to_be_bytes());
     out.extend_from_slice(&0u32.to_be_bytes());
     let mut count = 0u32;
-    for (_, entry) in cache.positive.iter().chain(cache.negative.iter()) {
+    for entry in cache.positive.entries().into_iter().chain(cache.negative.entries()) {
         if matches!(entry.kind(), Kind::Positive | Kind::Negative)
             && let Some(key) = entry.key()
         {
