@@ -6,22 +6,22 @@
 #
 # Prints, per server and mode: queries/s, server CPU microseconds per answered query (from
 # /proc/PID/stat; the median and the range of the rounds), latency (p50/p99 from dnsperf's
-# per-query report at the fixed rate, the average at saturation), and the ratios against the responder and against Unbound; medians
-# of ROUNDS rounds. All servers run at once (pinned alike); each round loads them one after
-# the other.
+# per-query report at the fixed rate, the average at saturation), and the ratios against the
+# responder and against Unbound; medians of ROUNDS rounds. All servers run at once (pinned
+# alike); each round loads them one after the other.
 #
 # With 1 worker every server is pinned to CPU 1 and dnsperf to CPU 0. With 2 workers the
 # servers get CPUs 0-1 and share CPU 0 with dnsperf (this machine has two cores): CPU per
 # query stays comparable, queries/s is bounded by the sharing.
 #
-# Usage: bench/hits.sh   (defaults: NAMES=10000 SECONDS_PER_RUN=6 ROUNDS=5 RATE=60000 WORKERS="1 2")
+# Usage: bench/hits.sh   (defaults: NAMES=10000 SECONDS_PER_RUN=6 ROUNDS=7 RATE=60000 WORKERS="1 2")
 # Needs: named, unbound, dnsdist, dnsperf, taskset, cc (the Debian packages .ci/run installs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NAMES=${NAMES:-10000}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-6}
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${ROUNDS:-7}
 RATE=${RATE:-60000}
 WORKERS=${WORKERS:-"1 2"}
 SERVERS="responder nodedns unbound dnsdist"
