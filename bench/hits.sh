@@ -67,7 +67,6 @@ start() {
     pids+=("$started")
 }
 
-
 # measure PID PORT [RATE] -> "qps us_per_query latency_a latency_b": at a fixed rate the
 # latencies are p50 and p99 (us), at saturation the average twice.
 measure() {
@@ -121,10 +120,12 @@ for workers in $WORKERS; do
     for server in $SERVERS; do kill "${PID[$server]}"; wait "${PID[$server]}" 2>/dev/null || true; done
 done
 
-col() { printf '%s' "${results[$1]}" | awk -v c="$2" 'NF {print $c}' | median; }
+# rounds KEY FIELD: that field of every round, one per line.
+rounds() { printf '%s' "${results[$1]}" | awk -v c="$2" 'NF {print $c}'; }
+col() { rounds "$1" "$2" | median; }
 # The lowest and highest round: on this shared machine one server's rounds spread by more
 # than most differences between servers, so the medians are printed with their range.
-range() { printf '%s' "${results[$1]}" | awk -v c="$2" 'NF {print $c}' | sort -n | awk 'NR == 1 {lo = $1} {hi = $1} END {print lo "-" hi}'; }
+range() { rounds "$1" "$2" | sort -n | awk 'NR == 1 {lo = $1} {hi = $1} END {print lo "-" hi}'; }
 echo
 echo "cache hits, $NAMES names, dnsperf -c 8 -q 500, medians of $ROUNDS x ${SECONDS_PER_RUN}s"
 printf '%-8s %-20s %-10s %10s %13s %12s %9s %9s %12s %12s\n' workers mode server "queries/s" "CPU us/query" "CPU range" "p50 us" "p99 us" "CPU/resp." "CPU/unbound"

@@ -75,7 +75,7 @@ impl Store {
     pub(super) fn get(&self, hash: u64) -> Option<Entry> {
         let shard = self.read(hash);
         let slot = &shard.slots[shard.find(hash)?];
-        let tag = slot.tag.load(Ordering::Relaxed);
+        let tag = slot.tag();
         if tag & REFS != REFS {
             // Two readers may both add one: the count is a hint, like S3-FIFO's.
             slot.tag.store(tag + 1, Ordering::Relaxed);
@@ -131,6 +131,17 @@ struct Slot {
 }
 
 const _: () = assert!(size_of::<Slot>() == 16);
+
+impl Slot {
+    #[inline]
+    fn tag(&self) -> u64 {
+        self.tag.load(Ordering::Relaxed)
+    }
+
+    fn on_probation(&self) -> bool {
+        self.entry.is_some() && self.tag() & PROBATION != 0
+    }
+}
 
 #[inline]
 fn same_key(tag: u64, hash: u64) -> bool {
@@ -198,7 +209,7 @@ impl Shard {
         loop {
             let slot = &self.slots[at];
             slot.entry.as_ref()?;
-            if same_key(slot.tag.load(Ordering::Relaxed), hash) {
+            if same_key(slot.tag(), hash) {
                 return Some(at);
             }
             at = (at + 1) & self.mask();
@@ -238,7 +249,7 @@ impl Shard {
         let slot = &self.slots[at];
         let weight = slot.entry.as_ref().map_or(0, |e| self.weight_of(e));
         self.weight -= weight;
-        if slot.tag.load(Ordering::Relaxed) & PROBATION != 0 {
+        if slot.on_probation() {
             self.probation_weight -= weight;
             self.probation_len -= 1;
         }
@@ -247,7 +258,7 @@ impl Shard {
 
     fn add_weight(&mut self, at: usize, weight: u64) {
         self.weight += weight;
-        if self.slots[at].tag.load(Ordering::Relaxed) & PROBATION != 0 {
+        if self.slots[at].on_probation() {
             self.probation_weight += weight;
             self.probation_len += 1;
         }
@@ -261,7 +272,7 @@ impl Shard {
         if self.probation.len() > 2 * self.probation_len + 16 {
             let mut seen = std::collections::HashSet::with_capacity(self.probation_len);
             let mut queue = std::mem::take(&mut self.probation);
-            queue.retain(|&h| self.find(h).is_some_and(|at| self.slots[at].tag.load(Ordering::Relaxed) & PROBATION != 0) && seen.insert(h));
+            queue.retain(|&h| self.find(h).is_some_and(|at| self.slots[at].on_probation()) && seen.insert(h));
             self.probation = queue;
         }
     }
@@ -278,9 +289,14 @@ impl Shard {
 
     fn remove(&mut self, hash: u64) {
         if let Some(at) = self.find(hash) {
-            self.take_weight(at);
-            self.vacate(at);
+            self.drop_entry(at);
         }
+    }
+
+    /// Takes the entry in slot `at` out of the totals and the table.
+    fn drop_entry(&mut self, at: usize) {
+        self.take_weight(at);
+        self.vacate(at);
     }
 
     /// Empties slot `at` and moves later slots of the probe run back into the gap, so that
@@ -291,7 +307,10 @@ impl Shard {
         let mut at = gap;
         loop {
             at = (at + 1) & self.mask();
-            let Some(tag) = self.slots[at].entry.as_ref().map(|_| self.slots[at].tag.load(Ordering::Relaxed)) else { return };
+            if self.slots[at].entry.is_none() {
+                return;
+            }
+            let tag = self.slots[at].tag();
             // The entry at `at` may fill the gap only if its home is not between the gap
             // and it (cyclically): then it would no longer be found from its home.
             let home = self.home(tag);
@@ -347,7 +366,7 @@ impl Shard {
     fn evict_from_probation(&mut self) -> bool {
         while let Some(hash) = self.probation.pop_front() {
             let Some(at) = self.find(hash) else { continue };
-            let tag = self.slots[at].tag.load(Ordering::Relaxed);
+            let tag = self.slots[at].tag();
             if tag & PROBATION == 0 {
                 continue;
             }
@@ -357,8 +376,7 @@ impl Shard {
                 self.slots[at].tag.store(tag & !PROBATION, Ordering::Relaxed);
                 self.add_weight(at, weight);
             } else {
-                self.take_weight(at);
-                self.vacate(at);
+                self.drop_entry(at);
                 let (slot, print) = self.ghost_index(hash);
                 self.ghost[slot] = print;
             }
@@ -378,7 +396,7 @@ impl Shard {
             if slot.entry.is_none() {
                 continue;
             }
-            let tag = slot.tag.load(Ordering::Relaxed);
+            let tag = slot.tag();
             if tag & PROBATION != 0 {
                 continue;
             }
@@ -386,8 +404,7 @@ impl Shard {
                 slot.tag.store(tag - 1, Ordering::Relaxed);
                 continue;
             }
-            self.take_weight(at);
-            self.vacate(at);
+            self.drop_entry(at);
             // The gap may now hold an entry the hand has not looked at.
             self.hand = at;
             return;
@@ -500,7 +517,7 @@ mod tests {
         assert_eq!(store.weight(), held.len() as u64 * floor);
         for shard in store.shards.iter() {
             let shard = shard.read().unwrap();
-            let probation: u64 = shard.slots.iter().filter(|s| s.entry.is_some() && s.tag.load(Ordering::Relaxed) & PROBATION != 0).count() as u64;
+            let probation: u64 = shard.slots.iter().filter(|s| s.on_probation()).count() as u64;
             assert_eq!(shard.probation_weight, probation * floor);
         }
     }
