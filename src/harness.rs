@@ -65,8 +65,10 @@ pub fn cache_for(names: usize) -> Arc<Cache> {
 /// A handler whose cache holds `names` single-A answers, and a client query for each.
 pub struct Hits {
     pub handler: Handler,
+    /// The first worker's counters; [`Hits::worker`] makes more.
     pub listener: ListenerMetrics,
     pub queries: Vec<Vec<u8>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Hits {
@@ -80,9 +82,17 @@ impl Hits {
                 client_query(i as u16, &bench_name(i))
             })
             .collect();
-        Hits { handler: handler(cache, &metrics, 100), listener: metrics.listener("dns://127.0.0.1:53", "udp", false), queries }
+        let listener = metrics.listener(LISTENER, "udp", false);
+        Hits { handler: handler(cache, &metrics, 100), listener, queries, metrics }
+    }
+
+    /// Counters for one more worker of the same listener, as the server gives each.
+    pub fn worker(&self) -> ListenerMetrics {
+        self.metrics.listener(LISTENER, "udp", false)
     }
 }
+
+const LISTENER: &str = "dns://127.0.0.1:53";
 
 /// A client's query for `name IN A` with RD and an EDNS OPT (payload 1232), as dig sends it.
 pub fn client_query(id: u16, name_text: &str) -> Vec<u8> {

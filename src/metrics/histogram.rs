@@ -37,6 +37,35 @@ impl AtomicHistogram {
         self.inner.counts[i].fetch_add(1, Ordering::Relaxed);
         self.inner.sum_nanos.fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
     }
+
+    /// The counts as they are now.
+    pub fn read(&self) -> Reading {
+        let buckets = self.inner.bounds.iter().zip(self.inner.counts.iter()).map(|(&b, c)| (b, c.load(Ordering::Relaxed))).collect();
+        Reading { buckets, sum_nanos: self.inner.sum_nanos.load(Ordering::Relaxed) }
+    }
+}
+
+/// A histogram's counts read at one time, ready to be added to another's and encoded.
+pub struct Reading {
+    buckets: Vec<(f64, u64)>,
+    sum_nanos: u64,
+}
+
+impl Reading {
+    /// Both readings' observations; the histograms must have the same bounds.
+    pub fn merge(mut self, other: Reading) -> Reading {
+        debug_assert!(self.buckets.iter().map(|b| b.0).eq(other.buckets.iter().map(|b| b.0)), "merging histograms with different bounds");
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            mine.1 += theirs.1;
+        }
+        self.sum_nanos += other.sum_nanos;
+        self
+    }
+
+    pub fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let count = self.buckets.iter().map(|(_, n)| n).sum();
+        encoder.encode_histogram::<NoLabelSet>(self.sum_nanos as f64 / 1e9, count, &self.buckets, None)
+    }
 }
 
 impl TypedMetric for AtomicHistogram {
@@ -44,11 +73,8 @@ impl TypedMetric for AtomicHistogram {
 }
 
 impl EncodeMetric for AtomicHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let buckets: Vec<(f64, u64)> = self.inner.bounds.iter().zip(self.inner.counts.iter()).map(|(&b, c)| (b, c.load(Ordering::Relaxed))).collect();
-        let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum = self.inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.read().encode(encoder)
     }
 
     fn metric_type(&self) -> MetricType {

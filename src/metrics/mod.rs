@@ -2,13 +2,16 @@
 //! (so NodeLocal DNSCache dashboards keep working), plus `nodedns_*` for what it lacks.
 //!
 //! Owns the registry and the HTTP endpoint ([`http`]). Counters used on the hot path are
-//! resolved once per listener into [`ListenerMetrics`] so that counting a query is an atomic
-//! add, never a label lookup. Nothing here decides anything about DNS.
+//! resolved once per listener worker into [`ListenerMetrics`] so that counting a query is an
+//! atomic add, never a label lookup; those counted on every answer are each worker's own,
+//! summed at scrape ([`summed`]). Nothing here decides anything about DNS.
 
 mod histogram;
 pub mod http;
+mod summed;
 
 use histogram::AtomicHistogram;
+use summed::Summed;
 
 use std::sync::Arc;
 
@@ -128,6 +131,13 @@ impl MetricConstructor<AtomicHistogram> for DurationBuckets {
     }
 }
 
+/// The series each worker's histogram is attached to.
+impl MetricConstructor<Summed<AtomicHistogram>> for DurationBuckets {
+    fn new_metric(&self) -> Summed<AtomicHistogram> {
+        Summed::default()
+    }
+}
+
 /// Query types CoreDNS names in its `type` label; everything else is `other`.
 const TYPES: [(u16, &str); 16] = [
     (1, "A"), (2, "NS"), (5, "CNAME"), (6, "SOA"), (12, "PTR"), (15, "MX"), (16, "TXT"), (28, "AAAA"),
@@ -204,11 +214,11 @@ impl NamingMetrics {
 /// The process-wide metrics.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    responses: Family<ResponseLabels, Counter>,
-    duration: Family<DurationLabels, AtomicHistogram, DurationBuckets>,
+    requests: Family<RequestLabels, Summed<Counter>>,
+    responses: Family<ResponseLabels, Summed<Counter>>,
+    duration: Family<DurationLabels, Summed<AtomicHistogram>, DurationBuckets>,
     cache_entries: Family<CacheTypeLabels, Gauge>,
-    cache_hits: Family<CacheTypeLabels, Counter>,
+    cache_hits: Family<CacheTypeLabels, Summed<Counter>>,
     cache_misses: Family<CacheLabels, Counter>,
     cache_prefetch: Family<CacheLabels, Counter>,
     cache_served_stale: Family<CacheLabels, Counter>,
@@ -368,12 +378,14 @@ impl Metrics {
         }
     }
 
-    /// Resolves the hot-path counters for one listener, e.g. `server = "dns://127.0.0.1:53"`.
+    /// Resolves the hot-path counters for one listener worker, e.g. `server =
+    /// "dns://127.0.0.1:53"`: the per-answer ones are new parts of the listener's series,
+    /// for this worker alone. Called once per worker, at start-up: each call adds parts.
     pub fn listener(&self, server: &str, proto: &str, ipv6: bool) -> ListenerMetrics {
         let zone = ".".to_string();
         let view = String::new();
         let requests = TYPES.map(|(_, name)| {
-            self.requests.get_or_create_owned(&RequestLabels {
+            self.requests.get_or_create(&RequestLabels {
                 server: server.into(),
                 zone: zone.clone(),
                 view: view.clone(),
@@ -381,24 +393,31 @@ impl Metrics {
                 family: if ipv6 { "2" } else { "1" }.into(),
                 r#type: name.into(),
             })
+            .attach(Counter::default())
         });
         let duration = TYPES.map(|(_, name)| {
-            self.duration.get_or_create_owned(&DurationLabels { server: server.into(), zone: zone.clone(), view: view.clone(), r#type: name.into() })
+            self.duration
+                .get_or_create(&DurationLabels { server: server.into(), zone: zone.clone(), view: view.clone(), r#type: name.into() })
+                .attach(DurationBuckets.new_metric())
         });
         let responses = SOURCES.map(|plugin| {
             std::array::from_fn(|code| {
                 let rcode = rcode_label(code);
-                self.responses.get_or_create_owned(&ResponseLabels {
-                    server: server.into(),
-                    zone: zone.clone(),
-                    view: view.clone(),
-                    rcode: rcode.into(),
-                    plugin: plugin.into(),
-                })
+                self.responses
+                    .get_or_create(&ResponseLabels {
+                        server: server.into(),
+                        zone: zone.clone(),
+                        view: view.clone(),
+                        rcode: rcode.into(),
+                        plugin: plugin.into(),
+                    })
+                    .attach(Counter::default())
             })
         });
         let hits = ["success", "denial"].map(|t| {
-            self.cache_hits.get_or_create_owned(&CacheTypeLabels { server: server.into(), r#type: t.into(), zones: zone.clone(), view: view.clone() })
+            self.cache_hits
+                .get_or_create(&CacheTypeLabels { server: server.into(), r#type: t.into(), zones: zone.clone(), view: view.clone() })
+                .attach(Counter::default())
         });
         let cache_labels = CacheLabels { server: server.into(), zones: zone.clone(), view: view.clone() };
         let cache_miss = self.cache_misses.get_or_create_owned(&cache_labels);
