@@ -5,7 +5,9 @@
 # For judging one change to the hot path; bench/hits.sh is the full comparison.
 #
 # Prints, per mode (fixed RATE q/s and saturation), each server's rounds of CPU microseconds
-# per answered query (from /proc/PID/stat), the medians, and old/new against the responder.
+# per answered query (from /proc/PID/stat), the medians, and old/new against the responder;
+# then the same for the user-space CPU alone (the servers' own code, without the kernel's
+# per-packet work: a smaller figure that moves less with the machine's noise).
 #
 # Usage: bench/compare.sh REV   (defaults: NAMES=10000 SECONDS_PER_RUN=5 ROUNDS=7 RATE=60000)
 # The other revision is built in a git worktree under target/compare (first run: minutes).
@@ -52,26 +54,31 @@ for round in $(seq "$ROUNDS"); do
     for server in responder old new; do
         for mode in fixed saturation; do
             rate=""; [ $mode = fixed ] && rate=$RATE
-            before=$(cpu_ticks "${PID[$server]}")
+            before=$(cpu_ticks "${PID[$server]}") before_user=$(user_ticks "${PID[$server]}")
             taskset -c 0 dnsperf -s 127.0.0.1 -p "${PORT[$server]}" -d "$work/queries" -l "$SECONDS_PER_RUN" \
                 -c 8 -q 500 ${rate:+-Q "$rate"} >"$work/perf.out" 2>&1
-            after=$(cpu_ticks "${PID[$server]}")
+            after=$(cpu_ticks "${PID[$server]}") after_user=$(user_ticks "${PID[$server]}")
             done=$(awk '/Queries completed:/ {print $3}' "$work/perf.out")
-            us=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$done" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+            per_query() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$done" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}'; }
+            us=$(per_query $((after - before))) user=$(per_query $((after_user - before_user)))
             results[$server,$mode]+="$us "
-            echo "  round $round $server $mode: $us us/query" >&2
+            results[$server,$mode,user]+="$user "
+            echo "  round $round $server $mode: $us us/query, $user in user space" >&2
         done
     done
 done
 
 med() { tr ' ' '\n' <<<"$1" | awk 'NF' | median; }
-echo
-echo "CPU us per cache hit, 1 worker on CPU 1, dnsperf on CPU 0, $ROUNDS interleaved rounds x ${SECONDS_PER_RUN}s; old = $REV"
-for mode in fixed saturation; do
-    for server in responder old new; do
-        printf '%-11s %-10s %-48s median %s\n' "$mode" "$server" "${results[$server,$mode]}" "$(med "${results[$server,$mode]}")"
+for part in "" ",user"; do
+    echo
+    what="CPU"; [ -n "$part" ] && what="user-space CPU"
+    echo "$what us per cache hit, 1 worker on CPU 1, dnsperf on CPU 0, $ROUNDS interleaved rounds x ${SECONDS_PER_RUN}s; old = $REV"
+    for mode in fixed saturation; do
+        for server in responder old new; do
+            printf '%-11s %-10s %-48s median %s\n' "$mode" "$server" "${results[$server,$mode$part]}" "$(med "${results[$server,$mode$part]}")"
+        done
+        r=$(med "${results[responder,$mode$part]}")
+        awk -v o="$(med "${results[old,$mode$part]}")" -v n="$(med "${results[new,$mode$part]}")" -v r="$r" -v m="$mode" \
+            'BEGIN {printf "%-11s old/responder %.2f, new/responder %.2f, new/old %.2f\n", m, o / r, n / r, n / o}'
     done
-    r=$(med "${results[responder,$mode]}")
-    awk -v o="$(med "${results[old,$mode]}")" -v n="$(med "${results[new,$mode]}")" -v r="$r" -v m="$mode" \
-        'BEGIN {printf "%-11s old/responder %.2f, new/responder %.2f, new/old %.2f\n", m, o / r, n / r, n / o}'
 done

@@ -5,7 +5,8 @@
 # at saturation. BIND `named` is the upstream the caches warm from.
 #
 # Prints, per server and mode: queries/s, server CPU microseconds per answered query (from
-# /proc/PID/stat; the median and the range of the rounds), latency (p50/p99 from dnsperf's
+# /proc/PID/stat; the median and the range of the rounds), the user-space part of it (the
+# server's own code; the rest is mostly the kernel's per-packet work), latency (p50/p99 from dnsperf's
 # per-query report at the fixed rate, the average at saturation), and the ratios against the
 # responder and against Unbound; medians of ROUNDS rounds. All servers run at once (pinned
 # alike); each round loads them one after the other.
@@ -67,16 +68,16 @@ start() {
     pids+=("$started")
 }
 
-# measure PID PORT [RATE] -> "qps us_per_query latency_a latency_b": at a fixed rate the
-# latencies are p50 and p99 (us), at saturation the average twice.
+# measure PID PORT [RATE] -> "qps us_per_query latency_a latency_b user_us_per_query": at a
+# fixed rate the latencies are p50 and p99 (us), at saturation the average twice.
 measure() {
-    local pid=$1 port=$2 rate=${3:-} before after
-    before=$(cpu_ticks "$pid")
+    local pid=$1 port=$2 rate=${3:-} before after before_user after_user
+    before=$(cpu_ticks "$pid") before_user=$(user_ticks "$pid")
     # To a file, not a shell variable: bash collecting the per-query report would compete
     # for the CPUs being measured.
     taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries" -l "$SECONDS_PER_RUN" \
         -c 8 -q 500 ${rate:+-Q "$rate" -v} >"$work/perf.out" 2>&1
-    after=$(cpu_ticks "$pid")
+    after=$(cpu_ticks "$pid") after_user=$(user_ticks "$pid")
     local done qps hz lat
     done=$(awk '/Queries completed:/ {print $3}' "$work/perf.out")
     qps=$(awk '/Queries per second:/ {print $4}' "$work/perf.out")
@@ -86,8 +87,8 @@ measure() {
     else
         lat=$(awk '/Average Latency/ {printf "%.0f %.0f", $4 * 1e6, $4 * 1e6}' "$work/perf.out")
     fi
-    awk -v t=$((after - before)) -v hz="$hz" -v n="$done" -v q="$qps" -v l="$lat" \
-        'BEGIN { printf "%.0f %.2f %s\n", q, t / hz * 1e6 / n, l }'
+    awk -v t=$((after - before)) -v u=$((after_user - before_user)) -v hz="$hz" -v n="$done" -v q="$qps" -v l="$lat" \
+        'BEGIN { printf "%.0f %.2f %s %.2f\n", q, t / hz * 1e6 / n, l, u / hz * 1e6 / n }'
 }
 
 declare -A results
@@ -128,15 +129,15 @@ col() { rounds "$1" "$2" | median; }
 range() { rounds "$1" "$2" | sort -n | awk 'NR == 1 {lo = $1} {hi = $1} END {print lo "-" hi}'; }
 echo
 echo "cache hits, $NAMES names, dnsperf -c 8 -q 500, medians of $ROUNDS x ${SECONDS_PER_RUN}s"
-printf '%-8s %-20s %-10s %10s %13s %12s %9s %9s %12s %12s\n' workers mode server "queries/s" "CPU us/query" "CPU range" "p50 us" "p99 us" "CPU/resp." "CPU/unbound"
+printf '%-8s %-20s %-10s %10s %13s %12s %8s %9s %9s %12s %12s\n' workers mode server "queries/s" "CPU us/query" "CPU range" "user us" "p50 us" "p99 us" "CPU/resp." "CPU/unbound"
 for workers in $WORKERS; do
     for mode in fixed saturation; do
         label="fixed $RATE q/s"; [ $mode = saturation ] && label="saturation (avg)"
         base=$(col "$workers,$mode,responder" 2); ub=$(col "$workers,$mode,unbound" 2)
         for server in $SERVERS; do
             cpu=$(col "$workers,$mode,$server" 2)
-            printf '%-8s %-20s %-10s %10s %13s %12s %9s %9s %12s %12s\n' "$workers" "$label" "$server" \
-                "$(col "$workers,$mode,$server" 1)" "$cpu" "$(range "$workers,$mode,$server" 2)" \
+            printf '%-8s %-20s %-10s %10s %13s %12s %8s %9s %9s %12s %12s\n' "$workers" "$label" "$server" \
+                "$(col "$workers,$mode,$server" 1)" "$cpu" "$(range "$workers,$mode,$server" 2)" "$(col "$workers,$mode,$server" 5)" \
                 "$(col "$workers,$mode,$server" 3)" "$(col "$workers,$mode,$server" 4)" \
                 "$(awk -v a="$cpu" -v b="$base" 'BEGIN {printf "%.2f", a / b}')" "$(awk -v a="$cpu" -v b="$ub" 'BEGIN {printf "%.2f", a / b}')"
         done

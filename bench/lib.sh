@@ -82,5 +82,8 @@ start_named_hosts() {
 
 # cpu_ticks PID: user plus system CPU time of the process so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# user_ticks PID: the user-space part alone: the server's own code, where the system part
+# is mostly the kernel's per-packet work, the same for every server.
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }

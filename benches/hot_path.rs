@@ -44,6 +44,37 @@ fn lookup_spread(c: &mut Criterion, cache: &Cache, names: usize, now: Instant) {
     });
 }
 
+/// The same lookups four at a time, as a UDP worker does a batch: every key's slots are
+/// prefetched, then every entry, then each is looked up. Time per lookup, so it reads
+/// against `lookup_spread_*`: the difference is the memory waits the prefetches overlap.
+fn lookup_spread_prefetched(c: &mut Criterion, cache: &Cache, names: usize, now: Instant) {
+    const BATCH: usize = 4;
+    let mut wire = [[0u8; MAX_NAME]; BATCH];
+    let mut len = [0; BATCH];
+    let mut i = 0;
+    c.bench_function(&format!("lookup_spread_{names}_names_prefetched_by_4"), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters.div_ceil(BATCH as u64) {
+                let mut ahead = [None; BATCH];
+                for k in 0..BATCH {
+                    i = (i + 7919) % names;
+                    len[k] = bench_name_wire(i, &mut wire[k]);
+                    ahead[k] = Some(cache.prefetch_slots(&KeyRef::new(&wire[k][..len[k]], TYPE_A, 1, false, false)));
+                }
+                for a in ahead.into_iter().flatten() {
+                    cache.prefetch_entry(a);
+                }
+                for k in 0..BATCH {
+                    let key = KeyRef::new(&wire[k][..len[k]], TYPE_A, 1, false, false);
+                    black_box(cache.lookup(black_box(&key), now).is_some());
+                }
+            }
+            start.elapsed()
+        })
+    });
+}
+
 /// [`bench_name`]`(i)` in wire form, written into `out` without allocating; its length.
 fn bench_name_wire(i: usize, out: &mut [u8; MAX_NAME]) -> usize {
     let mut digits = [0u8; 20];
@@ -92,11 +123,13 @@ fn pieces(c: &mut Criterion) {
     // Names asked in a scattered order, as a node's pods ask them: a hit's cost is then
     // the memory it touches (the store's table and the entry), which is what a server pays.
     lookup_spread(c, &cache, NAMES, now);
+    lookup_spread_prefetched(c, &cache, NAMES, now);
     let big = cache_for(BIG);
     for i in 0..BIG {
         store_a(&big, i, now);
     }
     lookup_spread(c, &big, BIG, now);
+    lookup_spread_prefetched(c, &big, BIG, now);
 
     let (entry, age) = cache.lookup(&key, now).expect("stored");
     let mut out = vec![0u8; MAX_MESSAGE];

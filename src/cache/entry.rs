@@ -277,6 +277,11 @@ impl Entry {
         size_of::<usize>() * 2 + size_of::<Meta>() + self.0.slice.len()
     }
 
+    /// Where the entry's one allocation starts, and its length: what to prefetch.
+    pub(super) fn allocation(&self) -> (*const u8, usize) {
+        (self.0.ptr().cast(), self.footprint())
+    }
+
     /// Writes the response for `client` into `out`, TTLs reduced by `age` seconds. If it
     /// would exceed `limit` octets, writes an empty truncated response instead so the client
     /// retries over TCP (RFC 7766). Returns the length written.

@@ -76,6 +76,10 @@ pub struct Cache {
     hasher: RandomState,
 }
 
+/// A key's hash, kept between the two prefetch steps of a batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Ahead(u64);
+
 impl Cache {
     pub fn new(positive: Capacity, negative: Capacity, policy: TtlPolicy) -> Self {
         Cache { positive: Store::new(positive), negative: Store::new(negative), policy, hasher: RandomState::default() }
@@ -94,6 +98,27 @@ impl Cache {
     #[inline]
     fn find(store: &Store, key: &KeyRef<'_>, hash: u64) -> Option<Entry> {
         store.get(hash).filter(|entry| entry.answers(key))
+    }
+
+    /// Has the CPU start loading the slots `key` would be in, without waiting: the first of
+    /// the two steps that let a batch of lookups wait for memory once rather than once per
+    /// lookup (a hit's slot and entry are usually not in the CPU's caches: perf put
+    /// two-thirds of the lookup's time on loading them). The second step is
+    /// [`Cache::prefetch_entry`] with what this returns.
+    #[inline]
+    pub fn prefetch_slots(&self, key: &KeyRef<'_>) -> Ahead {
+        let hash = self.hash(key);
+        self.positive.prefetch_slot(hash);
+        self.negative.prefetch_slot(hash);
+        Ahead(hash)
+    }
+
+    /// Has the CPU start loading the entry stored for the key `ahead` was made from.
+    #[inline]
+    pub fn prefetch_entry(&self, ahead: Ahead) {
+        if !self.positive.prefetch_entry(ahead.0) {
+            self.negative.prefetch_entry(ahead.0);
+        }
     }
 
     /// A fresh entry for `key` and its age in seconds. Expired entries are misses.

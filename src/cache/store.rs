@@ -15,7 +15,7 @@
 //! main set directly.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{Capacity, Entry};
@@ -35,7 +35,7 @@ const MIN_ENTRIES_PER_SHARD: u64 = 32;
 
 /// The entries of one half of the cache (positive or negative), bounded by weight.
 pub(super) struct Store {
-    shards: Box<[RwLock<Shard>]>,
+    shards: Box<[Locked]>,
     /// `log2(shards.len())`.
     shard_bits: u32,
 }
@@ -51,23 +51,47 @@ impl Store {
         let wanted = (max_entries / MIN_ENTRIES_PER_SHARD).min(cpus * 4).clamp(1, MAX_SHARDS as u64);
         let shard_bits = 63 - wanted.leading_zeros();
         let count = 1usize << shard_bits;
-        let shards = (0..count).map(|_| RwLock::new(Shard::new(max_bytes / count as u64, floor))).collect();
+        let shards = (0..count).map(|_| Locked::new(Shard::new(max_bytes / count as u64, floor))).collect();
         Store { shards, shard_bits }
     }
 
     #[inline]
-    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+    fn shard(&self, hash: u64) -> &Locked {
         // The top bits pick the shard; the slot index starts at bit FLAG_BITS.
         let index = if self.shard_bits == 0 { 0 } else { (hash >> (64 - self.shard_bits)) as usize };
         &self.shards[index]
     }
 
     fn read(&self, hash: u64) -> RwLockReadGuard<'_, Shard> {
-        self.shard(hash).read().unwrap_or_else(PoisonError::into_inner)
+        self.shard(hash).read()
     }
 
-    fn write(&self, hash: u64) -> RwLockWriteGuard<'_, Shard> {
-        self.shard(hash).write().unwrap_or_else(PoisonError::into_inner)
+    fn write(&self, hash: u64) -> Written<'_> {
+        self.shard(hash).write()
+    }
+
+    /// Has the CPU start loading the slot where `hash` would be, without locking or waiting
+    /// for it: for a batch of queries, all their slots are then on the way at once, where
+    /// looking them up one by one waits for each in turn.
+    #[inline]
+    pub(super) fn prefetch_slot(&self, hash: u64) {
+        let shard = self.shard(hash);
+        let (table, slots) = (shard.table.load(Ordering::Relaxed), shard.slots.load(Ordering::Relaxed));
+        prefetch(table.wrapping_add(home(hash, slots - 1)).cast());
+    }
+
+    /// Has the CPU start loading the entry stored under `hash`, if there is one (its slot
+    /// should be loaded or on the way). True if there is.
+    #[inline]
+    pub(super) fn prefetch_entry(&self, hash: u64) -> bool {
+        let shard = self.read(hash);
+        let Some(at) = shard.find(hash) else { return false };
+        if let Some(entry) = &shard.slots[at].entry {
+            let (start, len) = entry.allocation();
+            prefetch(start);
+            prefetch(start.wrapping_add(len - 1));
+        }
+        true
     }
 
     /// The entry stored under `hash`, counted as asked for.
@@ -97,7 +121,7 @@ impl Store {
     pub(super) fn entries(&self) -> Vec<Entry> {
         let mut all = Vec::with_capacity(self.len());
         for shard in self.shards.iter() {
-            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+            let shard = shard.read();
             all.extend(shard.slots.iter().filter_map(|slot| slot.entry.clone()));
         }
         all
@@ -117,8 +141,80 @@ impl Store {
     }
 
     fn sum(&self, of: impl Fn(&Shard) -> u64) -> u64 {
-        self.shards.iter().map(|s| of(&s.read().unwrap_or_else(PoisonError::into_inner))).sum()
+        self.shards.iter().map(|s| of(&s.read())).sum()
     }
+}
+
+/// A shard behind its lock, and where its table is for [`Store::prefetch_slot`], which
+/// reads that without the lock. The pair is published by every writer that may have
+/// replaced the table; a reader may see the address and length of different tables, or
+/// of a table since freed: a prefetch names memory without touching it, harmlessly.
+struct Locked {
+    lock: RwLock<Shard>,
+    table: AtomicPtr<Slot>,
+    slots: AtomicUsize,
+}
+
+impl Locked {
+    fn new(shard: Shard) -> Locked {
+        let locked = Locked { lock: RwLock::new(shard), table: AtomicPtr::default(), slots: AtomicUsize::new(0) };
+        locked.publish(&locked.read());
+        locked
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Shard> {
+        self.lock.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> Written<'_> {
+        Written { guard: self.lock.write().unwrap_or_else(PoisonError::into_inner), locked: self }
+    }
+
+    fn publish(&self, shard: &Shard) {
+        let table = shard.slots.as_ptr().cast_mut();
+        // Stored only when changed: readers keep this line in their caches.
+        if self.table.load(Ordering::Relaxed) != table {
+            self.table.store(table, Ordering::Relaxed);
+            self.slots.store(shard.slots.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// A shard locked for writing, whose table is published when the lock is let go.
+struct Written<'a> {
+    guard: RwLockWriteGuard<'a, Shard>,
+    locked: &'a Locked,
+}
+
+impl Drop for Written<'_> {
+    fn drop(&mut self) {
+        self.locked.publish(&self.guard);
+    }
+}
+
+impl std::ops::Deref for Written<'_> {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Written<'_> {
+    fn deref_mut(&mut self) -> &mut Shard {
+        &mut self.guard
+    }
+}
+
+/// Has the CPU start loading the cache line holding `at`. Never faults, whatever `at` is.
+#[inline]
+fn prefetch(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it reads nothing and faults on no address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 /// A hash and an entry; empty when `entry` is `None`. 16 octets.
@@ -141,6 +237,12 @@ impl Slot {
     fn on_probation(&self) -> bool {
         self.entry.is_some() && self.tag() & PROBATION != 0
     }
+}
+
+/// The slot where `hash`'s probe starts in a table of `mask + 1` slots.
+#[inline]
+fn home(hash: u64, mask: usize) -> usize {
+    (hash >> FLAG_BITS) as usize & mask
 }
 
 #[inline]
@@ -199,7 +301,7 @@ impl Shard {
 
     #[inline]
     fn home(&self, hash: u64) -> usize {
-        (hash >> FLAG_BITS) as usize & self.mask()
+        home(hash, self.mask())
     }
 
     /// The index of the slot holding `hash`.
@@ -483,6 +585,25 @@ mod tests {
     }
 
     #[test]
+    fn the_table_published_for_prefetching_follows_every_growth() {
+        let store = one_shard(60);
+        let published = |store: &Store| {
+            let shard = &store.shards[0];
+            let live = shard.read();
+            (shard.table.load(Ordering::Relaxed) == live.slots.as_ptr().cast_mut(), shard.slots.load(Ordering::Relaxed) == live.slots.len())
+        };
+        assert_eq!(published(&store), (true, true));
+        for i in 0..50 {
+            store.insert(spread(i), entry(i as usize));
+            assert_eq!(published(&store), (true, true), "after {} entries", i + 1);
+            store.prefetch_slot(spread(i + 1));
+        }
+        assert!(store.shards[0].read().slots.len() > FIRST_SLOTS, "the table grew");
+        assert!(store.prefetch_entry(spread(7)), "a stored entry is there to prefetch");
+        assert!(!store.prefetch_entry(spread(50)), "an absent one is not");
+    }
+
+    #[test]
     fn entries_probing_past_the_tables_end_stay_reachable_when_others_leave() {
         let store = one_shard(16);
         let hashes = colliding(8);
@@ -516,7 +637,7 @@ mod tests {
         let floor = (1u64 << 30) / 1000;
         assert_eq!(store.weight(), held.len() as u64 * floor);
         for shard in store.shards.iter() {
-            let shard = shard.read().unwrap();
+            let shard = shard.read();
             let probation: u64 = shard.slots.iter().filter(|s| s.on_probation()).count() as u64;
             assert_eq!(shard.probation_weight, probation * floor);
         }
@@ -529,7 +650,7 @@ mod tests {
         for i in 1..=40 {
             store.insert(spread(i), entry(i as usize));
         }
-        assert_eq!(store.shards[0].read().unwrap().probation_weight, 4 * 1024);
+        assert_eq!(store.shards[0].read().probation_weight, 4 * 1024);
         store
     }
 
@@ -551,7 +672,7 @@ mod tests {
         let store = full_shard();
         store.insert(spread(41), entry(41));
         assert!(store.get(spread(37)).is_none(), "the oldest probationer left");
-        let mut shard = store.shards[0].write().unwrap();
+        let mut shard = store.shards[0].write();
         assert!(shard.ghost_forgets(spread(37)));
         assert!(!shard.ghost_forgets(spread(37)));
         assert!(!shard.ghost_forgets(spread(38)));
@@ -564,7 +685,7 @@ mod tests {
             store.remove(spread(99));
             store.insert(spread(99), entry(99));
         }
-        let shard = store.shards[0].read().unwrap();
+        let shard = store.shards[0].read();
         assert!(shard.probation.len() <= 2 * shard.probation_len + 17, "{} hashes queued", shard.probation.len());
         assert_eq!(shard.probation_len, 4, "38 to 40 and 99 (37 made room for it)");
     }

@@ -12,7 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::{Action, Admission, Reason, Verdict};
 use super::querylog::{QueryLog, Record};
-use crate::cache::{Cache, Entry, Kind, KeyRef};
+use crate::cache::{Ahead, Cache, Entry, Kind, KeyRef};
 use crate::forward::{ForwardError, Forwarder};
 use crate::kubernetes::search::SearchPrefetch;
 use crate::kubernetes::{self, Naming, SoaBook};
@@ -153,6 +153,22 @@ impl Handler {
         if let Some(admission) = admission {
             self.admission.store(Arc::new(admission));
         }
+    }
+
+    /// The first step of answering a batch of queries: has the CPU start loading the
+    /// cache slots this query's answer would be in ([`Cache::prefetch_slots`]). `None` for
+    /// a packet that is not a query. Costs a parse, which the answer repeats.
+    #[inline]
+    pub fn prefetch_slots(&self, packet: &[u8]) -> Option<Ahead> {
+        let mut lower = [0u8; MAX_NAME];
+        let (query, name_len) = Query::parse(packet, &mut lower).ok()?;
+        Some(self.cache.prefetch_slots(&KeyRef::for_query(&query, &lower[..name_len])))
+    }
+
+    /// The second step: has the CPU start loading the cached entry itself.
+    #[inline]
+    pub fn prefetch_entry(&self, ahead: Ahead) {
+        self.cache.prefetch_entry(ahead);
     }
 
     /// Answers from the cache or with a locally composed error. `out` must hold the most

@@ -79,6 +79,12 @@ impl Batch {
         Ok(self.received)
     }
 
+    /// Datagram `i` of the last receive, if it fit in its slot.
+    pub fn query(&self, i: usize) -> Option<&[u8]> {
+        let hdr = self.recv_hdr[..self.received].get(i)?;
+        (hdr.msg_hdr.msg_flags & libc::MSG_TRUNC == 0).then(|| &self.queries[i * SLOT..i * SLOT + hdr.msg_len as usize])
+    }
+
     /// Datagram `i` of the last receive: the query, its sender, and the room for its answer.
     /// `None` for a datagram longer than a slot (dropped rather than parsed cut short) or
     /// from an address family nodedns does not serve.
