@@ -102,8 +102,8 @@ impl Cache {
 
     /// Has the CPU start loading the slots `key` would be in, without waiting: the first of
     /// the two steps that let a batch of lookups wait for memory once rather than once per
-    /// lookup (a hit's slot and entry are usually not in the CPU's caches: perf put
-    /// two-thirds of the lookup's time on loading them). The second step is
+    /// lookup (in a server, a hit's slot and entry are usually not in the CPU's caches:
+    /// perf put nine-tenths of the lookup's samples on loading those two). The second step is
     /// [`Cache::prefetch_entry`] with what this returns.
     #[inline]
     pub fn prefetch_slots(&self, key: &KeyRef<'_>) -> Ahead {

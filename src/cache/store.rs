@@ -66,7 +66,7 @@ impl Store {
         self.shard(hash).read()
     }
 
-    fn write(&self, hash: u64) -> Written<'_> {
+    fn write(&self, hash: u64) -> RwLockWriteGuard<'_, Shard> {
         self.shard(hash).write()
     }
 
@@ -110,7 +110,11 @@ impl Store {
     /// Stores `entry` under `hash`, replacing what was there, then evicts down to the bound.
     /// An entry heavier than a whole shard's bound is not stored.
     pub(super) fn insert(&self, hash: u64, entry: Entry) {
-        self.write(hash).insert(hash, entry);
+        let locked = self.shard(hash);
+        let mut shard = locked.write();
+        shard.insert(hash, entry);
+        // Inserting is what grows a table.
+        locked.publish(&shard);
     }
 
     pub(super) fn remove(&self, hash: u64) {
@@ -146,8 +150,8 @@ impl Store {
 }
 
 /// A shard behind its lock, and where its table is for [`Store::prefetch_slot`], which
-/// reads that without the lock. The pair is published by every writer that may have
-/// replaced the table; a reader may see the address and length of different tables, or
+/// reads that without the lock. The pair is published after every insert (what grows the
+/// table); a reader may see the address and length of different tables, or
 /// of a table since freed: a prefetch names memory without touching it, harmlessly.
 struct Locked {
     lock: RwLock<Shard>,
@@ -166,8 +170,8 @@ impl Locked {
         self.lock.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> Written<'_> {
-        Written { guard: self.lock.write().unwrap_or_else(PoisonError::into_inner), locked: self }
+    fn write(&self) -> RwLockWriteGuard<'_, Shard> {
+        self.lock.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn publish(&self, shard: &Shard) {
@@ -177,31 +181,6 @@ impl Locked {
             self.table.store(table, Ordering::Relaxed);
             self.slots.store(shard.slots.len(), Ordering::Relaxed);
         }
-    }
-}
-
-/// A shard locked for writing, whose table is published when the lock is let go.
-struct Written<'a> {
-    guard: RwLockWriteGuard<'a, Shard>,
-    locked: &'a Locked,
-}
-
-impl Drop for Written<'_> {
-    fn drop(&mut self) {
-        self.locked.publish(&self.guard);
-    }
-}
-
-impl std::ops::Deref for Written<'_> {
-    type Target = Shard;
-    fn deref(&self) -> &Shard {
-        &self.guard
-    }
-}
-
-impl std::ops::DerefMut for Written<'_> {
-    fn deref_mut(&mut self) -> &mut Shard {
-        &mut self.guard
     }
 }
 
