@@ -107,12 +107,15 @@ fn serve(socket: std::net::UdpSocket, w: Worker) {
             next_look = started + LOOK;
         }
         // Loading every query's slot, then every entry, before answering any: the batch
-        // waits for memory about once per step instead of twice per query.
-        for i in 0..count {
-            ahead[i] = batch.query(i).and_then(|query| w.handler.prefetch_slots(query));
-        }
-        for &ahead in ahead[..count].iter().flatten() {
-            w.handler.prefetch_entry(ahead);
+        // waits for memory about once per step instead of twice per query. A lone query
+        // has nothing to overlap its waits with.
+        if count > 1 {
+            for i in 0..count {
+                ahead[i] = batch.query(i).and_then(|query| w.handler.prefetch_slots(query));
+            }
+            for &ahead in ahead[..count].iter().flatten() {
+                w.handler.prefetch_entry(ahead);
+            }
         }
         let mut n_replies = 0;
         for i in 0..count {
