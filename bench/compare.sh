@@ -49,9 +49,6 @@ for side in old new; do
 done
 sleep 0.5
 
-# per_query TICKS: microseconds per query answered in the last run ($done).
-per_query() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$done" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}'; }
-
 declare -A results
 for round in $(seq "$ROUNDS"); do
     for server in responder old new; do
@@ -62,7 +59,7 @@ for round in $(seq "$ROUNDS"); do
                 -c 8 -q 500 ${rate:+-Q "$rate"} >"$work/perf.out" 2>&1
             after=$(cpu_ticks "${PID[$server]}") after_user=$(user_ticks "${PID[$server]}")
             done=$(awk '/Queries completed:/ {print $3}' "$work/perf.out")
-            us=$(per_query $((after - before))) user=$(per_query $((after_user - before_user)))
+            us=$(per_query $((after - before)) "$done") user=$(per_query $((after_user - before_user)) "$done")
             results[$server,$mode]+="$us "
             results[$server,$mode,user]+="$user "
             echo "  round $round $server $mode: $us us/query, $user in user space" >&2

@@ -78,17 +78,15 @@ measure() {
     taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries" -l "$SECONDS_PER_RUN" \
         -c 8 -q 500 ${rate:+-Q "$rate" -v} >"$work/perf.out" 2>&1
     after=$(cpu_ticks "$pid") after_user=$(user_ticks "$pid")
-    local done qps hz lat
+    local done qps lat
     done=$(awk '/Queries completed:/ {print $3}' "$work/perf.out")
     qps=$(awk '/Queries per second:/ {print $4}' "$work/perf.out")
-    hz=$(getconf CLK_TCK)
     if [ -n "$rate" ]; then
         lat=$(awk '/^> / {print $NF * 1e6}' "$work/perf.out" | sort -n | awk '{a[NR]=$1} END {printf "%.0f %.0f", a[int(NR*0.5)+1], a[int(NR*0.99)+1]}')
     else
         lat=$(awk '/Average Latency/ {printf "%.0f %.0f", $4 * 1e6, $4 * 1e6}' "$work/perf.out")
     fi
-    awk -v t=$((after - before)) -v u=$((after_user - before_user)) -v hz="$hz" -v n="$done" -v q="$qps" -v l="$lat" \
-        'BEGIN { printf "%.0f %.2f %s %.2f\n", q, t / hz * 1e6 / n, l, u / hz * 1e6 / n }'
+    printf '%.0f %s %s %s\n' "$qps" "$(per_query $((after - before)) "$done")" "$lat" "$(per_query $((after_user - before_user)) "$done")"
 }
 
 declare -A results

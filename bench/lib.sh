@@ -86,4 +86,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # is mostly the kernel's per-packet work, the same for every server.
 user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 
+# per_query TICKS QUERIES: CPU microseconds per query, from clock ticks spent on QUERIES.
+per_query() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}'; }
+
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }

@@ -85,17 +85,9 @@ impl EncodeMetric for AtomicHistogram {
 #[cfg(test)]
 mod tests {
     use prometheus_client::metrics::histogram::Histogram;
-    use prometheus_client::registry::Registry;
 
     use super::*;
-
-    fn text(register: impl FnOnce(&mut Registry)) -> String {
-        let mut registry = Registry::default();
-        register(&mut registry);
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
-        out
-    }
+    use crate::metrics::exposition;
 
     #[test]
     fn encodes_exactly_like_the_library_histogram() {
@@ -105,6 +97,6 @@ mod tests {
             ours.observe(v);
             theirs.observe(v);
         }
-        assert_eq!(text(|r| r.register("h", "x", ours)), text(|r| r.register("h", "x", theirs)));
+        assert_eq!(exposition(|r| r.register("h", "x", ours)), exposition(|r| r.register("h", "x", theirs)));
     }
 }

@@ -506,6 +506,17 @@ impl Metrics {
     }
 }
 
+/// The text exposition of a fresh registry holding what `register` puts in it: how the
+/// metric types' tests compare their output.
+#[cfg(test)]
+fn exposition(register: impl FnOnce(&mut Registry)) -> String {
+    let mut registry = Registry::default();
+    register(&mut registry);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing into a String");
+    out
+}
+
 /// One upstream's metrics, resolved once when the upstream is created.
 #[derive(Clone)]
 pub struct UpstreamMetrics {

@@ -80,17 +80,8 @@ impl EncodeMetric for Summed<AtomicHistogram> {
 
 #[cfg(test)]
 mod tests {
-    use prometheus_client::registry::Registry;
-
     use super::*;
-
-    fn text(register: impl FnOnce(&mut Registry)) -> String {
-        let mut registry = Registry::default();
-        register(&mut registry);
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
-        out
-    }
+    use crate::metrics::exposition;
 
     #[test]
     fn a_summed_counter_reads_as_one_counter_of_every_part() {
@@ -100,7 +91,7 @@ mod tests {
         b.inc_by(4);
         let single = Counter::<u64>::default();
         single.inc_by(7);
-        assert_eq!(text(|r| r.register("c", "x", summed)), text(|r| r.register("c", "x", single)));
+        assert_eq!(exposition(|r| r.register("c", "x", summed)), exposition(|r| r.register("c", "x", single)));
     }
 
     #[test]
@@ -113,6 +104,6 @@ mod tests {
             if i % 2 == 0 { a.observe(v) } else { b.observe(v) }
             single.observe(v);
         }
-        assert_eq!(text(|r| r.register("h", "x", summed)), text(|r| r.register("h", "x", single)));
+        assert_eq!(exposition(|r| r.register("h", "x", summed)), exposition(|r| r.register("h", "x", single)));
     }
 }

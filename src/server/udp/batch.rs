@@ -89,16 +89,9 @@ impl Batch {
     /// `None` for a datagram longer than a slot (dropped rather than parsed cut short) or
     /// from an address family nodedns does not serve.
     pub fn slot(&mut self, i: usize) -> Option<(&[u8], SocketAddr, &mut [u8])> {
-        if i >= self.received {
-            return None;
-        }
-        let hdr = &self.recv_hdr[i];
-        if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-            return None;
-        }
-        let peer = peer_of(&self.peers[i], hdr.msg_hdr.msg_namelen)?;
-        let query = &self.queries[i * SLOT..i * SLOT + hdr.msg_len as usize];
-        Some((query, peer, &mut self.answers[i * SLOT..(i + 1) * SLOT]))
+        let len = self.query(i)?.len();
+        let peer = peer_of(&self.peers[i], self.recv_hdr[i].msg_hdr.msg_namelen)?;
+        Some((&self.queries[i * SLOT..i * SLOT + len], peer, &mut self.answers[i * SLOT..(i + 1) * SLOT]))
     }
 
     /// Sends the answers given as (datagram index, answer length), each to the datagram's
