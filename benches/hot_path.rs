@@ -56,18 +56,20 @@ fn lookup_spread_prefetched(c: &mut Criterion, cache: &Cache, names: usize, now:
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters.div_ceil(BATCH as u64) {
-                let mut ahead = [None; BATCH];
+                let mut hash = [None; BATCH];
                 for k in 0..BATCH {
                     i = (i + 7919) % names;
                     len[k] = bench_name_wire(i, &mut wire[k]);
-                    ahead[k] = Some(cache.prefetch_slots(&KeyRef::new(&wire[k][..len[k]], TYPE_A, 1, false, false)));
+                    let h = cache.hash(&KeyRef::new(&wire[k][..len[k]], TYPE_A, 1, false, false));
+                    cache.prefetch_slots(h);
+                    hash[k] = Some(h);
                 }
-                for a in ahead.into_iter().flatten() {
-                    cache.prefetch_entry(a);
+                for &h in hash.iter().flatten() {
+                    cache.prefetch_entry(h);
                 }
-                for k in 0..BATCH {
+                for (k, h) in hash.into_iter().flatten().enumerate() {
                     let key = KeyRef::new(&wire[k][..len[k]], TYPE_A, 1, false, false);
-                    black_box(cache.lookup(black_box(&key), now).is_some());
+                    black_box(cache.lookup_hashed(black_box(&key), h, now).is_some());
                 }
             }
             start.elapsed()

@@ -10,6 +10,7 @@ use hickory_proto::op::Message;
 use nodedns::harness::Hits;
 use nodedns::server::handler::{Local, Request, Transport};
 use nodedns::wire::MAX_MESSAGE;
+use nodedns::wire::name::MAX_NAME;
 
 struct Counting;
 
@@ -47,10 +48,12 @@ fn cache_hit_allocates_nothing() {
 
     // As a UDP worker answers: the prefetch steps, then the answer.
     let answer = |out: &mut [u8]| {
-        let ahead = hits.handler.prefetch_slots(&query).expect("a query");
-        hits.handler.prefetch_entry(ahead);
+        let mut lower = [0u8; MAX_NAME];
+        let parsed = hits.handler.parse(&query, &mut lower);
+        hits.handler.prefetch_slots(&parsed);
+        hits.handler.prefetch_entry(&parsed);
         let req = Request { transport: Transport::Udp, client, started: Instant::now(), metrics: &hits.listener };
-        hits.handler.answer_local(&query, out, &req)
+        hits.handler.answer_parsed(&parsed, out, &req)
     };
     let Local::Reply(len) = answer(&mut out) else { panic!("expected a cache hit") };
     let reply = Message::from_vec(&out[..len]).unwrap();

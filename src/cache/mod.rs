@@ -76,9 +76,11 @@ pub struct Cache {
     hasher: RandomState,
 }
 
-/// A key's hash, kept between the two prefetch steps of a batch.
+/// A key's hash, computed once per query and kept through a batch's prefetch steps and
+/// lookup. Given with another key than its own, it finds nothing: the entry found must
+/// answer the key.
 #[derive(Clone, Copy, Debug)]
-pub struct Ahead(u64);
+pub struct KeyHash(u64);
 
 impl Cache {
     pub fn new(positive: Capacity, negative: Capacity, policy: TtlPolicy) -> Self {
@@ -90,8 +92,8 @@ impl Cache {
     }
 
     #[inline]
-    fn hash(&self, key: &KeyRef<'_>) -> u64 {
-        self.hasher.hash_one(key)
+    pub fn hash(&self, key: &KeyRef<'_>) -> KeyHash {
+        KeyHash(self.hasher.hash_one(key))
     }
 
     /// What `store` holds for `key`, fresh or not.
@@ -104,27 +106,30 @@ impl Cache {
     /// the two steps that let a batch of lookups wait for memory once rather than once per
     /// lookup (in a server, a hit's slot and entry are usually not in the CPU's caches:
     /// perf put nine-tenths of the lookup's samples on loading those two). The second step is
-    /// [`Cache::prefetch_entry`] with what this returns.
+    /// [`Cache::prefetch_entry`].
     #[inline]
-    pub fn prefetch_slots(&self, key: &KeyRef<'_>) -> Ahead {
-        let hash = self.hash(key);
+    pub fn prefetch_slots(&self, KeyHash(hash): KeyHash) {
         self.positive.prefetch_slot(hash);
         self.negative.prefetch_slot(hash);
-        Ahead(hash)
     }
 
-    /// Has the CPU start loading the entry stored for the key `ahead` was made from.
+    /// Has the CPU start loading the entry stored under `hash`.
     #[inline]
-    pub fn prefetch_entry(&self, ahead: Ahead) {
-        if !self.positive.prefetch_entry(ahead.0) {
-            self.negative.prefetch_entry(ahead.0);
+    pub fn prefetch_entry(&self, KeyHash(hash): KeyHash) {
+        if !self.positive.prefetch_entry(hash) {
+            self.negative.prefetch_entry(hash);
         }
     }
 
     /// A fresh entry for `key` and its age in seconds. Expired entries are misses.
     #[inline]
     pub fn lookup(&self, key: &KeyRef<'_>, now: Instant) -> Option<(Entry, u32)> {
-        let hash = self.hash(key);
+        self.lookup_hashed(key, self.hash(key), now)
+    }
+
+    /// [`Cache::lookup`] with the key's hash already at hand.
+    #[inline]
+    pub fn lookup_hashed(&self, key: &KeyRef<'_>, KeyHash(hash): KeyHash, now: Instant) -> Option<(Entry, u32)> {
         for store in [&self.positive, &self.negative] {
             if let Some(entry) = Self::find(store, key, hash)
                 && let Some(age) = entry.age_if_fresh(now)
@@ -142,7 +147,7 @@ impl Cache {
         if max_age == 0 {
             return None;
         }
-        let hash = self.hash(key);
+        let KeyHash(hash) = self.hash(key);
         [&self.positive, &self.negative].into_iter().find_map(|store| Self::find(store, key, hash)).filter(|entry| {
             matches!(entry.kind(), Kind::Positive | Kind::Negative) && entry.expired_for(now).is_some_and(|d| d.as_secs() <= u64::from(max_age))
         })
@@ -153,7 +158,7 @@ impl Cache {
     /// so that for `stale_ttl` seconds it is answered at once without asking the upstream
     /// (RFC 8767's failure recheck timer). `None`: nothing to fall back on.
     pub fn keep_on_failure(&self, key: &KeyRef<'_>, now: Instant) -> Option<Entry> {
-        let hash = self.hash(key);
+        let KeyHash(hash) = self.hash(key);
         for store in [&self.positive, &self.negative] {
             if let Some(entry) = Self::find(store, key, hash)
                 && matches!(entry.kind(), Kind::Positive | Kind::Negative)
@@ -180,7 +185,7 @@ impl Cache {
             debug_assert!(false, "an entry stored under another question's key");
             return;
         }
-        let hash = self.hash(key);
+        let KeyHash(hash) = self.hash(key);
         other.remove(hash);
         into.insert(hash, entry);
     }

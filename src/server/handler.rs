@@ -12,7 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::{Action, Admission, Reason, Verdict};
 use super::querylog::{QueryLog, Record};
-use crate::cache::{Ahead, Cache, Entry, Kind, KeyRef};
+use crate::cache::{Cache, Entry, KeyHash, Kind, KeyRef};
 use crate::forward::{ForwardError, Forwarder};
 use crate::kubernetes::search::SearchPrefetch;
 use crate::kubernetes::{self, Naming, SoaBook};
@@ -31,6 +31,16 @@ pub enum Local {
     /// The cache cannot answer; call [`Handler::answer_miss`], holding the slot (one of
     /// `max_inflight_misses`) until it returns.
     Miss(OwnedSemaphorePermit),
+}
+
+/// A query read by [`Handler::parse`]: its message, its cache key (over the lower-cased
+/// name) and the key's hash; or why it gets no normal answer.
+pub struct Parsed<'a>(Result<Keyed<'a>, QueryError>);
+
+struct Keyed<'a> {
+    query: Query<'a>,
+    key: KeyRef<'a>,
+    hash: KeyHash,
 }
 
 /// Per-transport response size limit.
@@ -155,36 +165,57 @@ impl Handler {
         }
     }
 
-    /// The first step of answering a batch of queries: has the CPU start loading the
-    /// cache slots this query's answer would be in ([`Cache::prefetch_slots`]). `None` for
-    /// a packet that is not a query. Costs a parse, which the answer repeats.
+    /// Reads a query for answering: parses it, lower-cases its name into `lower` and hashes
+    /// its cache key. A batch does this once per query, then the prefetch steps, then
+    /// [`Handler::answer_parsed`]; nothing is parsed or hashed twice.
     #[inline]
-    pub fn prefetch_slots(&self, packet: &[u8]) -> Option<Ahead> {
-        let mut lower = [0u8; MAX_NAME];
-        let (query, name_len) = Query::parse(packet, &mut lower).ok()?;
-        Some(self.cache.prefetch_slots(&KeyRef::for_query(&query, &lower[..name_len])))
+    pub fn parse<'a>(&self, packet: &'a [u8], lower: &'a mut [u8; MAX_NAME]) -> Parsed<'a> {
+        let parsed = Query::parse(packet, lower);
+        let lower: &'a [u8; MAX_NAME] = lower;
+        Parsed(parsed.map(|(query, name_len)| {
+            let key = KeyRef::for_query(&query, &lower[..name_len]);
+            let hash = self.cache.hash(&key);
+            Keyed { query, key, hash }
+        }))
+    }
+
+    /// The first step of answering a batch of queries: has the CPU start loading the
+    /// cache slots this query's answer would be in ([`Cache::prefetch_slots`]).
+    #[inline]
+    pub fn prefetch_slots(&self, parsed: &Parsed<'_>) {
+        if let Ok(keyed) = &parsed.0 {
+            self.cache.prefetch_slots(keyed.hash);
+        }
     }
 
     /// The second step: has the CPU start loading the cached entry itself.
     #[inline]
-    pub fn prefetch_entry(&self, ahead: Ahead) {
-        self.cache.prefetch_entry(ahead);
+    pub fn prefetch_entry(&self, parsed: &Parsed<'_>) {
+        if let Ok(keyed) = &parsed.0 {
+            self.cache.prefetch_entry(keyed.hash);
+        }
     }
 
     /// Answers from the cache or with a locally composed error. `out` must hold the most
     /// the transport may carry: [`MAX_MESSAGE`] octets over TCP, `server.udp_payload` over UDP.
     #[inline]
     pub fn answer_local(&self, packet: &[u8], out: &mut [u8], req: &Request<'_>) -> Local {
-        let verdict = self.admission.load().check(req.client.ip(), req.started);
         let mut lower = [0u8; MAX_NAME];
-        let (query, name_len) = match Query::parse(packet, &mut lower) {
-            Ok(parsed) => parsed,
-            Err(e) if verdict == Verdict::Serve => return self.reject(e, out, req),
+        self.answer_parsed(&self.parse(packet, &mut lower), out, req)
+    }
+
+    /// [`Handler::answer_local`] for a query read by [`Handler::parse`].
+    #[inline]
+    pub fn answer_parsed(&self, parsed: &Parsed<'_>, out: &mut [u8], req: &Request<'_>) -> Local {
+        let verdict = self.admission.load().check(req.client.ip(), req.started);
+        let Keyed { query, key, hash } = match &parsed.0 {
+            Ok(keyed) => keyed,
+            Err(e) if verdict == Verdict::Serve => return self.reject(*e, out, req),
             // Clients we do not serve get no error messages either.
             Err(_) => return Local::Drop,
         };
         if let Verdict::Deny(action, reason) = verdict {
-            return self.deny(&query, action, reason, out, req);
+            return self.deny(query, action, reason, out, req);
         }
         if query.qtype == TYPE_AXFR || query.qtype == TYPE_IXFR {
             // A cache has no zones to transfer.
@@ -192,8 +223,7 @@ impl Handler {
             self.finish(&query, Rcode::REFUSED, How::local("none", "zone_transfer"), req);
             return Local::Reply(len);
         }
-        let key = KeyRef::for_query(&query, &lower[..name_len]);
-        match self.cache.lookup(&key, req.started) {
+        match self.cache.lookup_hashed(key, *hash, req.started) {
             Some((entry, age)) => {
                 let payload = self.settings().udp_payload;
                 let len = entry.write_for(&query, age, payload, limit(&query, req.transport, payload), out);

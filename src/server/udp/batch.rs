@@ -79,19 +79,11 @@ impl Batch {
         Ok(self.received)
     }
 
-    /// Datagram `i` of the last receive, if it fit in its slot.
-    pub fn query(&self, i: usize) -> Option<&[u8]> {
-        let hdr = self.recv_hdr[..self.received].get(i)?;
-        (hdr.msg_hdr.msg_flags & libc::MSG_TRUNC == 0).then(|| &self.queries[i * SLOT..i * SLOT + hdr.msg_len as usize])
-    }
-
-    /// Datagram `i` of the last receive: the query, its sender, and the room for its answer.
-    /// `None` for a datagram longer than a slot (dropped rather than parsed cut short) or
-    /// from an address family nodedns does not serve.
-    pub fn slot(&mut self, i: usize) -> Option<(&[u8], SocketAddr, &mut [u8])> {
-        let len = self.query(i)?.len();
-        let peer = peer_of(&self.peers[i], self.recv_hdr[i].msg_hdr.msg_namelen)?;
-        Some((&self.queries[i * SLOT..i * SLOT + len], peer, &mut self.answers[i * SLOT..(i + 1) * SLOT]))
+    /// The datagrams of the last receive, beside the room for their answers: a worker reads
+    /// every query of a batch before it answers any.
+    pub fn split(&mut self) -> (Received<'_>, Answers<'_>) {
+        let received = Received { queries: &self.queries, headers: &self.recv_hdr[..self.received], peers: &self.peers };
+        (received, Answers(&mut self.answers))
     }
 
     /// Sends the answers given as (datagram index, answer length), each to the datagram's
@@ -117,6 +109,36 @@ impl Batch {
                 _ => sent += 1,
             }
         }
+    }
+}
+
+/// The datagrams of one receive.
+pub struct Received<'b> {
+    queries: &'b [u8],
+    headers: &'b [libc::mmsghdr],
+    peers: &'b [libc::sockaddr_in6; BATCH],
+}
+
+impl<'b> Received<'b> {
+    /// Datagram `i`, if it fit in its slot (a longer one is dropped rather than parsed cut short).
+    pub fn query(&self, i: usize) -> Option<&'b [u8]> {
+        let hdr = self.headers.get(i)?;
+        (hdr.msg_hdr.msg_flags & libc::MSG_TRUNC == 0).then(|| &self.queries[i * SLOT..i * SLOT + hdr.msg_len as usize])
+    }
+
+    /// Who sent datagram `i`; `None` for an address family nodedns does not serve.
+    pub fn peer(&self, i: usize) -> Option<SocketAddr> {
+        peer_of(&self.peers[i], self.headers.get(i)?.msg_hdr.msg_namelen)
+    }
+}
+
+/// The room for the answers of one receive, one slot per datagram.
+pub struct Answers<'b>(&'b mut [u8]);
+
+impl Answers<'_> {
+    /// The room for the answer to datagram `i`.
+    pub fn room(&mut self, i: usize) -> &mut [u8] {
+        &mut self.0[i * SLOT..(i + 1) * SLOT]
     }
 }
 
@@ -163,11 +185,12 @@ mod tests {
             let mut replies = Vec::new();
             while got < clients.len() {
                 let count = batch.receive(server.as_raw_fd()).unwrap();
+                let (received, mut answers) = batch.split();
                 for i in 0..count {
-                    let (query, peer, out) = batch.slot(i).unwrap();
+                    let (query, peer) = (received.query(i).unwrap(), received.peer(i).unwrap());
                     assert_eq!(query.len(), 7);
                     assert_eq!(clients[query[0] as usize].local_addr().unwrap(), peer);
-                    out[..3].copy_from_slice(&[query[0], 0xAA, 0xBB]);
+                    answers.room(i)[..3].copy_from_slice(&[query[0], 0xAA, 0xBB]);
                     replies.push((i, 3));
                 }
                 batch.send(server.as_raw_fd(), &replies);
@@ -190,11 +213,14 @@ mod tests {
         client.send_to(&[2u8; 20], server.local_addr().unwrap()).unwrap();
         let mut batch = Batch::new();
         let mut seen = Vec::new();
+        let mut count = 0;
         while seen.len() < 2 {
-            let count = batch.receive(server.as_raw_fd()).unwrap();
-            seen.extend((0..count).map(|i| batch.slot(i).map(|(q, _, _)| q.len())));
+            count = batch.receive(server.as_raw_fd()).unwrap();
+            let (received, _) = batch.split();
+            seen.extend((0..count).map(|i| received.query(i).map(<[u8]>::len)));
         }
         assert_eq!(seen, vec![None, Some(20)]);
-        assert!(batch.slot(2).is_none(), "past the batch");
+        let (received, _) = batch.split();
+        assert!(received.query(count).is_none() && received.peer(count).is_none(), "past the batch");
     }
 }

@@ -16,6 +16,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrayvec::ArrayVec;
 use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use super::handler::{Handler, Local, Request, Transport};
 use super::handover::Gate;
 use crate::metrics::ListenerMetrics;
+use crate::wire::name::MAX_NAME;
 use batch::{BATCH, Batch};
 
 /// How long a worker blocks before it checks for a stop or a handover.
@@ -83,7 +85,7 @@ fn serve(socket: std::net::UdpSocket, w: Worker) {
     let fd = socket.as_raw_fd();
     let mut batch = Batch::new();
     let mut replies = [(0usize, 0usize); BATCH];
-    let mut ahead = [None; BATCH];
+    let mut lowers = Box::new([[0u8; MAX_NAME]; BATCH]);
     let (mut look, mut next_look) = (true, Instant::now());
     loop {
         if look {
@@ -106,29 +108,38 @@ fn serve(socket: std::net::UdpSocket, w: Worker) {
         if look {
             next_look = started + LOOK;
         }
-        // Loading every query's slot, then every entry, before answering any: the batch
-        // waits for memory about once per step instead of twice per query. A lone query
-        // has nothing to overlap its waits with.
-        if count > 1 {
-            for i in 0..count {
-                ahead[i] = batch.query(i).and_then(|query| w.handler.prefetch_slots(query));
+        let (received, mut answers) = batch.split();
+        // Every query is read, and its cache slot then its entry loaded, before any is
+        // answered: the batch waits for memory about once per step instead of twice per
+        // query. A lone query has nothing to overlap its waits with.
+        let ahead = count > 1;
+        let mut parsed = ArrayVec::<_, BATCH>::new();
+        for (i, lower) in lowers.iter_mut().take(count).enumerate() {
+            let Some(query) = received.query(i) else { continue };
+            let query = w.handler.parse(query, lower);
+            if ahead {
+                w.handler.prefetch_slots(&query);
             }
-            for &ahead in ahead[..count].iter().flatten() {
-                w.handler.prefetch_entry(ahead);
+            parsed.push((i, query));
+        }
+        if ahead {
+            for (_, query) in &parsed {
+                w.handler.prefetch_entry(query);
             }
         }
         let mut n_replies = 0;
-        for i in 0..count {
-            let Some((query, peer, out)) = batch.slot(i) else { continue };
+        for &(i, ref query) in &parsed {
+            let Some(peer) = received.peer(i) else { continue };
             let req = Request { transport: Transport::Udp, client: peer, started, metrics: &w.metrics };
-            match w.handler.answer_local(query, out, &req) {
+            match w.handler.answer_parsed(query, answers.room(i), &req) {
                 Local::Reply(len) => {
                     replies[n_replies] = (i, len);
                     n_replies += 1;
                 }
                 Local::Drop => {}
                 Local::Miss(slot) => {
-                    let (packet, socket, handler, metrics) = (query.to_vec(), socket.clone(), w.handler.clone(), w.metrics.clone());
+                    let packet = received.query(i).unwrap_or_default().to_vec();
+                    let (socket, handler, metrics) = (socket.clone(), w.handler.clone(), w.metrics.clone());
                     w.tasks.spawn(async move {
                         let req = Request { transport: Transport::Udp, client: peer, started, metrics: &metrics };
                         if let Some(response) = handler.answer_miss(&packet, &req).await {
@@ -141,6 +152,8 @@ fn serve(socket: std::net::UdpSocket, w: Worker) {
                 }
             }
         }
+        // The parsed queries borrow the batch's buffers.
+        drop(parsed);
         batch.send(fd, &replies[..n_replies]);
     }
 }
