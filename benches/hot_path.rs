@@ -148,7 +148,7 @@ fn whole_hit(c: &mut Criterion) {
     c.bench_function("answer_local_hit", |b| {
         b.iter(|| {
             i = (i + 7919) % NAMES;
-            let req = Request { transport: Transport::Udp, client, started: Instant::now(), metrics: &hits.listener };
+            let req = Request { transport: Transport::Udp, client, started: Instant::now(), metrics: &hits.listener, held: None };
             black_box(hits.handler.answer_local(&hits.queries[i], &mut out, &req));
         })
     });
@@ -175,7 +175,7 @@ fn whole_hit_two_threads(c: &mut Criterion) {
                         let mut i = t * NAMES / 2;
                         for _ in 0..iters {
                             i = (i + 7919) % NAMES;
-                            let req = Request { transport: Transport::Udp, client, started: Instant::now(), metrics: &metrics };
+                            let req = Request { transport: Transport::Udp, client, started: Instant::now(), metrics: &metrics, held: None };
                             black_box(hits.handler.answer_local(&hits.queries[i], &mut out, &req));
                         }
                     });

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use hickory_proto::op::Message;
 use nodedns::harness::Hits;
+use nodedns::metrics::HeldLatencies;
 use nodedns::server::handler::{Local, Request, Transport};
 use nodedns::wire::MAX_MESSAGE;
 use nodedns::wire::name::MAX_NAME;
@@ -46,14 +47,18 @@ fn cache_hit_allocates_nothing() {
     let mut out = vec![0u8; MAX_MESSAGE];
     let client: SocketAddr = "127.0.0.1:5353".parse().unwrap();
 
+    let held = HeldLatencies::default();
     // As a UDP worker answers: the prefetch steps, then the answer.
     let answer = |out: &mut [u8]| {
         let mut lower = [0u8; MAX_NAME];
         let parsed = hits.handler.parse(&query, &mut lower);
         hits.handler.prefetch_slots(&parsed);
         hits.handler.prefetch_entry(&parsed);
-        let req = Request { transport: Transport::Udp, client, started: Instant::now(), metrics: &hits.listener };
-        hits.handler.answer_parsed(&parsed, out, &req)
+        let started = Instant::now();
+        let req = Request { transport: Transport::Udp, client, started, metrics: &hits.listener, held: Some(&held) };
+        let local = hits.handler.answer_parsed(&parsed, out, &req);
+        held.release(&hits.listener, started.elapsed().as_secs_f64());
+        local
     };
     let Local::Reply(len) = answer(&mut out) else { panic!("expected a cache hit") };
     let reply = Message::from_vec(&out[..len]).unwrap();

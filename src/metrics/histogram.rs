@@ -33,9 +33,15 @@ impl AtomicHistogram {
 
     #[inline]
     pub fn observe(&self, seconds: f64) {
+        self.observe_times(seconds, 1);
+    }
+
+    /// `times` observations of the same value.
+    #[inline]
+    pub fn observe_times(&self, seconds: f64, times: u64) {
         let i = self.inner.bounds.iter().position(|&bound| seconds <= bound).unwrap_or(self.inner.bounds.len() - 1);
-        self.inner.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.inner.sum_nanos.fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+        self.inner.counts[i].fetch_add(times, Ordering::Relaxed);
+        self.inner.sum_nanos.fetch_add((seconds * 1e9) as u64 * times, Ordering::Relaxed);
     }
 
     /// The counts as they are now.

@@ -16,7 +16,7 @@ use crate::cache::{Cache, Entry, KeyHash, Kind, KeyRef};
 use crate::forward::{ForwardError, Forwarder};
 use crate::kubernetes::search::SearchPrefetch;
 use crate::kubernetes::{self, Naming, SoaBook};
-use crate::metrics::{ListenerMetrics, NamingMetrics, Source};
+use crate::metrics::{HeldLatencies, ListenerMetrics, NamingMetrics, Source};
 use crate::wire::compose::{self, MAX_COMPOSED};
 use crate::wire::name::{self, MAX_NAME};
 use crate::wire::{Flags, MAX_MESSAGE, Query, QueryError, Rcode, TYPE_AXFR, TYPE_IXFR};
@@ -71,6 +71,25 @@ pub struct Request<'a> {
     pub client: SocketAddr,
     pub started: Instant,
     pub metrics: &'a ListenerMetrics,
+    /// Where a UDP worker holds its batch's latencies until the batch is sent; `None`:
+    /// each answer's latency is observed when it is written.
+    pub held: Option<&'a HeldLatencies>,
+}
+
+impl Request<'_> {
+    /// Counts the answer in the metrics. Returns its latency if it was measured now,
+    /// `None` if it is held for the batch.
+    #[inline]
+    fn count_answer(&self, qtype: u16, rcode: Rcode, source: Source) -> Option<Duration> {
+        self.metrics.answered(qtype, rcode, source);
+        if let Some(held) = self.held {
+            held.hold(qtype);
+            return None;
+        }
+        let latency = self.started.elapsed();
+        self.metrics.latency(qtype, latency.as_secs_f64());
+        Some(latency)
+    }
 }
 
 /// The Kubernetes naming rules, and what answering by them needs.
@@ -379,17 +398,23 @@ impl Handler {
             QueryError::BadVersion(h) => (h, Rcode(16), Some(crate::wire::Edns { udp_payload: 512, version: 0, dnssec_ok: false })),
         };
         let len = compose::error_response(out, &header, None, rcode, edns, payload);
-        let latency = req.started.elapsed();
-        req.metrics.answered(0, Rcode(rcode.0 & 0xf), Source::Local, latency.as_secs_f64());
-        let record = Record { client: req.client, transport: req.transport, qname: &[0], qtype: 0, rcode, latency, cache: "none", upstream: None, reason: Some(error.as_str()) };
-        self.log.offer(latency, &record);
+        let latency = req.count_answer(0, Rcode(rcode.0 & 0xf), Source::Local);
+        if self.log.is_on() {
+            let latency = latency.unwrap_or_else(|| req.started.elapsed());
+            let record = Record { client: req.client, transport: req.transport, qname: &[0], qtype: 0, rcode, latency, cache: "none", upstream: None, reason: Some(error.as_str()) };
+            self.log.offer(&record);
+        }
         Local::Reply(len)
     }
 
     #[inline]
     fn finish(&self, query: &Query<'_>, rcode: Rcode, how: How<'_>, req: &Request<'_>) {
-        let latency = req.started.elapsed();
-        req.metrics.answered(query.qtype, rcode, how.source, latency.as_secs_f64());
+        let latency = req.count_answer(query.qtype, rcode, how.source);
+        if !self.log.is_on() {
+            return;
+        }
+        // A held latency is not known yet: the log reads the clock for itself.
+        let latency = latency.unwrap_or_else(|| req.started.elapsed());
         let record = Record {
             client: req.client,
             transport: req.transport,
@@ -401,7 +426,7 @@ impl Handler {
             upstream: how.upstream,
             reason: how.reason,
         };
-        self.log.offer(latency, &record);
+        self.log.offer(&record);
     }
 }
 

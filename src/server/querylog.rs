@@ -167,10 +167,15 @@ impl QueryLog {
         self.policy.store(Arc::new(policy));
     }
 
-    /// Logs the query if the policy selects it. Cheap when the log is off: one atomic load.
+    /// Whether any query may be logged: callers skip building records when not.
     #[inline]
-    pub fn offer(&self, latency: Duration, record: &Record<'_>) {
-        if !self.policy.load().logs(latency) {
+    pub fn is_on(&self) -> bool {
+        self.policy.load().enabled
+    }
+
+    /// Logs the query if the policy selects it.
+    pub fn offer(&self, record: &Record<'_>) {
+        if !self.policy.load().logs(record.latency) {
             return;
         }
         let Ok(mut line) = serde_json::to_string(&Line::of(record, SystemTime::now())) else { return };

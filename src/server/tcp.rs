@@ -171,7 +171,7 @@ impl TcpServer {
                 None => return,
             };
             activity.touch();
-            let req = Request { transport: Transport::Tcp, client: peer, started: Instant::now(), metrics: &self.listener_metrics };
+            let req = Request { transport: Transport::Tcp, client: peer, started: Instant::now(), metrics: &self.listener_metrics, held: None };
             match self.handler.answer_local(&packet, &mut out, &req) {
                 Local::Reply(len) => {
                     if tx.send(out[..len].to_vec()).await.is_err() {
@@ -184,7 +184,7 @@ impl TcpServer {
                     let Ok(permit) = inflight.clone().acquire_owned().await else { return };
                     let (this, tx, started) = (self.clone(), tx.clone(), req.started);
                     self.tasks.spawn(async move {
-                        let req = Request { transport: Transport::Tcp, client: peer, started, metrics: &this.listener_metrics };
+                        let req = Request { transport: Transport::Tcp, client: peer, started, metrics: &this.listener_metrics, held: None };
                         if let Some(response) = this.handler.answer_miss(&packet, &req).await {
                             let _ = tx.send(response).await;
                         }

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use super::handler::{Handler, Local, Request, Transport};
 use super::handover::Gate;
-use crate::metrics::ListenerMetrics;
+use crate::metrics::{HeldLatencies, ListenerMetrics};
 use crate::wire::name::MAX_NAME;
 use batch::{BATCH, Batch};
 
@@ -86,6 +86,7 @@ fn serve(socket: std::net::UdpSocket, w: Worker) {
     let mut batch = Batch::new();
     let mut replies = [(0usize, 0usize); BATCH];
     let mut lowers = Box::new([[0u8; MAX_NAME]; BATCH]);
+    let held = HeldLatencies::default();
     let (mut look, mut next_look) = (true, Instant::now());
     loop {
         if look {
@@ -130,7 +131,7 @@ fn serve(socket: std::net::UdpSocket, w: Worker) {
         let mut n_replies = 0;
         for &(i, ref query) in &parsed {
             let Some(peer) = received.peer(i) else { continue };
-            let req = Request { transport: Transport::Udp, client: peer, started, metrics: &w.metrics };
+            let req = Request { transport: Transport::Udp, client: peer, started, metrics: &w.metrics, held: Some(&held) };
             match w.handler.answer_parsed(query, answers.room(i), &req) {
                 Local::Reply(len) => {
                     replies[n_replies] = (i, len);
@@ -141,7 +142,7 @@ fn serve(socket: std::net::UdpSocket, w: Worker) {
                     let packet = received.query(i).unwrap_or_default().to_vec();
                     let (socket, handler, metrics) = (socket.clone(), w.handler.clone(), w.metrics.clone());
                     w.tasks.spawn(async move {
-                        let req = Request { transport: Transport::Udp, client: peer, started, metrics: &metrics };
+                        let req = Request { transport: Transport::Udp, client: peer, started, metrics: &metrics, held: None };
                         if let Some(response) = handler.answer_miss(&packet, &req).await {
                             // Never block the runtime on a full send buffer: drop instead, as
                             // the network would.
@@ -155,6 +156,9 @@ fn serve(socket: std::net::UdpSocket, w: Worker) {
         // The parsed queries borrow the batch's buffers.
         drop(parsed);
         batch.send(fd, &replies[..n_replies]);
+        if held.any() {
+            held.release(&w.metrics, started.elapsed().as_secs_f64());
+        }
     }
 }
 
