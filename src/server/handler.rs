@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -118,6 +119,8 @@ pub struct Handler {
     /// while hits keep flowing.
     misses: Arc<Semaphore>,
     settings: ArcSwap<HandlerSettings>,
+    /// `settings.udp_payload`, which every answer reads: without an `ArcSwap` load.
+    udp_payload: AtomicU16,
     log: Arc<QueryLog>,
 }
 
@@ -140,7 +143,7 @@ impl How<'static> {
 impl Handler {
     pub fn new(cache: Arc<Cache>, forwarder: Arc<Forwarder>, admission: Admission, naming: LocalNaming, settings: HandlerSettings, log: Arc<QueryLog>) -> Self {
         let misses = Arc::new(Semaphore::new(settings.max_inflight_misses));
-        Handler { cache, forwarder, admission: ArcSwap::from_pointee(admission), naming, misses, settings: ArcSwap::from_pointee(settings), log }
+        Handler { cache, forwarder, admission: ArcSwap::from_pointee(admission), naming, misses, udp_payload: AtomicU16::new(settings.udp_payload), settings: ArcSwap::from_pointee(settings), log }
     }
 
     pub fn query_log(&self) -> &QueryLog {
@@ -157,6 +160,11 @@ impl Handler {
     #[inline]
     fn settings(&self) -> HandlerSettings {
         **self.settings.load()
+    }
+
+    #[inline]
+    fn udp_payload(&self) -> u16 {
+        self.udp_payload.load(Ordering::Relaxed)
     }
 
     /// New limits for queries from now on, and a new admission policy when given (which
@@ -179,6 +187,7 @@ impl Handler {
             }
         }
         self.settings.store(Arc::new(settings));
+        self.udp_payload.store(settings.udp_payload, Ordering::Relaxed);
         if let Some(admission) = admission {
             self.admission.store(Arc::new(admission));
         }
@@ -238,13 +247,13 @@ impl Handler {
         }
         if query.qtype == TYPE_AXFR || query.qtype == TYPE_IXFR {
             // A cache has no zones to transfer.
-            let len = compose::error_response(out, &query.header, Some(query.question), Rcode::REFUSED, query.edns, self.settings().udp_payload);
+            let len = compose::error_response(out, &query.header, Some(query.question), Rcode::REFUSED, query.edns, self.udp_payload());
             self.finish(&query, Rcode::REFUSED, How::local("none", "zone_transfer"), req);
             return Local::Reply(len);
         }
         match self.cache.lookup_hashed(key, *hash, req.started) {
             Some((entry, age)) => {
-                let payload = self.settings().udp_payload;
+                let payload = self.udp_payload();
                 let len = entry.write_for(&query, age, payload, limit(&query, req.transport, payload), out);
                 req.metrics.cache_hit(entry.kind() != Kind::Positive);
                 if entry.hit_starts_refresh(age, self.cache.policy().prefetch_min_hits) {
@@ -286,7 +295,7 @@ impl Handler {
         {
             search.after_denial(key);
         }
-        let payload = self.settings().udp_payload;
+        let payload = self.udp_payload();
         let len = entry.write_for(query, 0, payload, limit(query, req.transport, payload), out);
         self.finish(query, entry.rcode(), How::local("miss", answer.reason.as_str()), req);
         Some(len)
@@ -313,7 +322,7 @@ impl Handler {
         let key = KeyRef::for_query(&query, &lower[..name_len]);
         let stale = self.cache.stale(&key, req.started);
         let resolving = self.forwarder.resolve(key.to_owned());
-        let limit = limit(&query, req.transport, self.settings().udp_payload);
+        let limit = limit(&query, req.transport, self.udp_payload());
         let outcome = match stale {
             None => tokio::time::timeout(self.settings().deadline, resolving).await,
             // At the deadline at the latest: a stale answer beats SERVFAIL.
@@ -342,7 +351,7 @@ impl Handler {
     fn write_entry(&self, entry: &Entry, upstream: Option<&str>, query: &Query<'_>, limit: usize, req: &Request<'_>) -> Vec<u8> {
         let mut out = vec![0u8; entry.max_response_len()];
         let age = entry.age_if_fresh(Instant::now()).unwrap_or(0);
-        let len = entry.write_for(query, age, self.settings().udp_payload, limit, &mut out);
+        let len = entry.write_for(query, age, self.udp_payload(), limit, &mut out);
         out.truncate(len);
         let cache = if entry.is_stale() {
             req.metrics.served_stale();
@@ -356,7 +365,7 @@ impl Handler {
 
     fn write_error(&self, query: &Query<'_>, rcode: Rcode, reason: &'static str, req: &Request<'_>) -> Vec<u8> {
         let mut out = vec![0u8; MAX_COMPOSED];
-        let len = compose::error_response(&mut out, &query.header, Some(query.question), rcode, query.edns, self.settings().udp_payload);
+        let len = compose::error_response(&mut out, &query.header, Some(query.question), rcode, query.edns, self.udp_payload());
         out.truncate(len);
         self.finish(query, rcode, How::local("miss", reason), req);
         out
@@ -366,7 +375,7 @@ impl Handler {
     /// behind hits.
     fn overloaded(&self, query: &Query<'_>, out: &mut [u8], req: &Request<'_>) -> Local {
         req.metrics.overloaded();
-        let len = compose::error_response(out, &query.header, Some(query.question), Rcode::SERVFAIL, query.edns, self.settings().udp_payload);
+        let len = compose::error_response(out, &query.header, Some(query.question), Rcode::SERVFAIL, query.edns, self.udp_payload());
         self.finish(query, Rcode::SERVFAIL, How::local("miss", "overload"), req);
         Local::Reply(len)
     }
@@ -378,7 +387,7 @@ impl Handler {
             Action::Refuse => (Rcode::REFUSED, false),
             Action::Truncate => (Rcode::NOERROR, true),
         };
-        let len = compose::error_response(out, &query.header, Some(query.question), rcode, query.edns, self.settings().udp_payload);
+        let len = compose::error_response(out, &query.header, Some(query.question), rcode, query.edns, self.udp_payload());
         if truncate {
             out[2] |= (Flags::TC >> 8) as u8;
         }
@@ -387,7 +396,7 @@ impl Handler {
     }
 
     fn reject(&self, error: QueryError, out: &mut [u8], req: &Request<'_>) -> Local {
-        let payload = self.settings().udp_payload;
+        let payload = self.udp_payload();
         let (header, rcode, edns) = match error {
             QueryError::Drop => {
                 req.metrics.dropped_not_a_query();
@@ -435,5 +444,41 @@ fn limit(query: &Query<'_>, transport: Transport, our_payload: u16) -> usize {
     match transport {
         Transport::Udp => query.udp_limit(our_payload),
         Transport::Tcp => MAX_MESSAGE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::{Hits, bench_name};
+
+    /// The UDP payload size the answer's OPT record advertises (its CLASS field).
+    fn advertised_payload(answer: &[u8]) -> u16 {
+        let opt = &answer[answer.len() - 11..];
+        assert_eq!(&opt[..3], &[0, 0, 41], "an OPT record closes the answer");
+        u16::from_be_bytes([opt[3], opt[4]])
+    }
+
+    #[test]
+    fn a_reload_changes_the_payload_every_answer_advertises() {
+        let hits = Hits::new(1);
+        let mut query = [0u8; 64];
+        let len = compose::query(&mut query, 7, &name::from_text(&bench_name(0)).unwrap(), crate::wire::TYPE_A, 1, false, Some((4096, false)));
+        let client: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        let answer = |out: &mut [u8]| {
+            let req = Request { transport: Transport::Udp, client, started: Instant::now(), metrics: &hits.listener, held: None };
+            match hits.handler.answer_local(&query[..len], out, &req) {
+                Local::Reply(len) => len,
+                other => panic!("expected a hit, got {other:?}"),
+            }
+        };
+        let mut out = [0u8; 4096];
+        let n = answer(&mut out);
+        assert_eq!(advertised_payload(&out[..n]), 1232);
+
+        let settings = HandlerSettings { udp_payload: 1400, ..hits.handler.settings() };
+        hits.handler.reconfigure(settings, None);
+        let n = answer(&mut out);
+        assert_eq!(advertised_payload(&out[..n]), 1400);
     }
 }

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -138,6 +139,8 @@ impl Line {
 
 pub struct QueryLog {
     policy: ArcSwap<Policy>,
+    /// `policy.enabled`, read by every answer without an `ArcSwap` load.
+    enabled: AtomicBool,
     lines: mpsc::Sender<String>,
     dropped: Counter,
 }
@@ -147,7 +150,7 @@ impl QueryLog {
     /// counters are the metrics of lines written and lines dropped.
     pub fn new(policy: Policy, output: Output, written: Counter, dropped: Counter) -> (Arc<QueryLog>, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let log = Arc::new(QueryLog { policy: ArcSwap::from_pointee(policy), lines: tx, dropped: dropped.clone() });
+        let log = Arc::new(QueryLog { enabled: AtomicBool::new(policy.enabled), policy: ArcSwap::from_pointee(policy), lines: tx, dropped: dropped.clone() });
         (log, write_lines(rx, output, written, dropped))
     }
 
@@ -165,12 +168,13 @@ impl QueryLog {
             tracing::info!(enabled = policy.enabled, sample = policy.sample, slow = ?policy.slow, "query log policy changed");
         }
         self.policy.store(Arc::new(policy));
+        self.enabled.store(policy.enabled, Ordering::Relaxed);
     }
 
     /// Whether any query may be logged: callers skip building records when not.
     #[inline]
     pub fn is_on(&self) -> bool {
-        self.policy.load().enabled
+        self.enabled.load(Ordering::Relaxed)
     }
 
     /// Logs the query if the policy selects it.
