@@ -277,9 +277,9 @@ impl Entry {
         size_of::<usize>() * 2 + size_of::<Meta>() + self.0.slice.len()
     }
 
-    /// Where the entry's one allocation starts, and its length: what to prefetch.
-    pub(super) fn allocation(&self) -> (*const u8, usize) {
-        (self.0.ptr().cast(), self.footprint())
+    /// Where the entry's one allocation starts: what to prefetch.
+    pub(super) fn start(&self) -> *const u8 {
+        self.0.ptr().cast()
     }
 
     /// Writes the response for `client` into `out`, TTLs reduced by `age` seconds. If it

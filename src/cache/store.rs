@@ -87,9 +87,12 @@ impl Store {
         let shard = self.read(hash);
         let Some(at) = shard.find(hash) else { return false };
         if let Some(entry) = &shard.slots[at].entry {
-            let (start, len) = entry.allocation();
+            // Its first two lines, which hold a single answer (96 octets). Not up to its
+            // end: the length is in the entry, and reading it would wait for the very line
+            // being prefetched.
+            let start = entry.start();
             prefetch(start);
-            prefetch(start.wrapping_add(len - 1));
+            prefetch(start.wrapping_add(64));
         }
         true
     }
