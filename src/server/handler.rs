@@ -1,7 +1,9 @@
 //! The query path, transport-independent. [`Handler::answer_local`] is the hot path: parse
 //! the header and question in place, build the key on the stack, look up the cache, and
-//! write the stored response patched for this client; no allocation, no await. Anything it
-//! cannot answer is a miss, finished by [`Handler::answer_miss`] on the async side.
+//! write the stored response patched for this client; no allocation, no await. A UDP
+//! worker runs its two halves apart ([`Handler::parse`] for the whole batch, then
+//! [`Handler::answer_parsed`]) to prefetch between them. Anything it cannot answer is a
+//! miss, finished by [`Handler::answer_miss`] on the async side.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
