@@ -99,7 +99,7 @@ impl Cache {
     /// What `store` holds for `key`, fresh or not.
     #[inline]
     fn find(store: &Store, key: &KeyRef<'_>, hash: u64) -> Option<Entry> {
-        store.get(hash).filter(|entry| entry.answers(key))
+        store.with(hash, Entry::clone).filter(|entry| entry.answers(key))
     }
 
     /// Has the CPU start loading the slots `key` would be in, without waiting: the first of
@@ -122,19 +122,22 @@ impl Cache {
     }
 
     /// A fresh entry for `key` and its age in seconds. Expired entries are misses.
-    #[inline]
     pub fn lookup(&self, key: &KeyRef<'_>, now: Instant) -> Option<(Entry, u32)> {
-        self.lookup_hashed(key, self.hash(key), now)
+        self.read_fresh(key, self.hash(key), now, |entry, age| (entry.clone(), age))
     }
 
-    /// [`Cache::lookup`] with the key's hash already at hand.
+    /// Reads the fresh entry for `key` (whose hash is `hash`) in place with its age in
+    /// seconds, as a hit does: without taking a reference to it, under its shard's read lock.
     #[inline]
-    pub fn lookup_hashed(&self, key: &KeyRef<'_>, KeyHash(hash): KeyHash, now: Instant) -> Option<(Entry, u32)> {
+    pub fn read_fresh<R>(&self, key: &KeyRef<'_>, KeyHash(hash): KeyHash, now: Instant, read: impl FnOnce(&Entry, u32) -> R) -> Option<R> {
+        let mut read = Some(read);
         for store in [&self.positive, &self.negative] {
-            if let Some(entry) = Self::find(store, key, hash)
-                && let Some(age) = entry.age_if_fresh(now)
-            {
-                return Some((entry, age));
+            let found = store.with(hash, |entry| {
+                let age = entry.age_if_fresh(now).filter(|_| entry.answers(key))?;
+                read.take().map(|read| read(entry, age))
+            });
+            if let Some(Some(result)) = found {
+                return Some(result);
             }
         }
         None

@@ -98,8 +98,16 @@ impl Store {
     }
 
     /// The entry stored under `hash`, counted as asked for.
-    #[inline]
+    #[cfg(test)]
     pub(super) fn get(&self, hash: u64) -> Option<Entry> {
+        self.with(hash, Entry::clone)
+    }
+
+    /// Reads the entry stored under `hash` in place, under the shard's read lock, and
+    /// counts it as asked for. A hit so takes no reference to the entry: an atomic add and
+    /// subtract on its first line, which every core answering it would pass between them.
+    #[inline]
+    pub(super) fn with<R>(&self, hash: u64, read: impl FnOnce(&Entry) -> R) -> Option<R> {
         let shard = self.read(hash);
         let slot = &shard.slots[shard.find(hash)?];
         let tag = slot.tag();
@@ -107,7 +115,7 @@ impl Store {
             // Two readers may both add one: the count is a hint, like S3-FIFO's.
             slot.tag.store(tag + 1, Ordering::Relaxed);
         }
-        slot.entry.clone()
+        slot.entry.as_ref().map(read)
     }
 
     /// Stores `entry` under `hash`, replacing what was there, then evicts down to the bound.

@@ -126,6 +126,15 @@ pub struct Handler {
     log: Arc<QueryLog>,
 }
 
+/// What a hit wrote, and what the rest of its path needs to know of the entry.
+struct Hit {
+    len: usize,
+    negative: bool,
+    starts_refresh: bool,
+    stale: bool,
+    rcode: Rcode,
+}
+
 /// How a response came about, for metrics and the query log.
 struct How<'a> {
     source: Source,
@@ -253,22 +262,30 @@ impl Handler {
             self.finish(&query, Rcode::REFUSED, How::local("none", "zone_transfer"), req);
             return Local::Reply(len);
         }
-        match self.cache.lookup_hashed(key, *hash, req.started) {
-            Some((entry, age)) => {
-                let payload = self.udp_payload();
-                let len = entry.write_for(&query, age, payload, limit(&query, req.transport, payload), out);
-                req.metrics.cache_hit(entry.kind() != Kind::Positive);
-                if entry.hit_starts_refresh(age, self.cache.policy().prefetch_min_hits) {
-                    self.refresh(&key, req);
+        let payload = self.udp_payload();
+        let limit = limit(query, req.transport, payload);
+        let min_hits = self.cache.policy().prefetch_min_hits;
+        let hit = self.cache.read_fresh(key, *hash, req.started, |entry, age| Hit {
+            len: entry.write_for(query, age, payload, limit, out),
+            negative: entry.kind() != Kind::Positive,
+            starts_refresh: entry.hit_starts_refresh(age, min_hits),
+            stale: entry.is_stale(),
+            rcode: entry.rcode(),
+        });
+        match hit {
+            Some(hit) => {
+                req.metrics.cache_hit(hit.negative);
+                if hit.starts_refresh {
+                    self.refresh(key, req);
                 }
-                let cache = if entry.is_stale() {
+                let cache = if hit.stale {
                     req.metrics.served_stale();
                     "stale"
                 } else {
                     "hit"
                 };
-                self.finish(&query, entry.rcode(), How { source: Source::Cache, cache, upstream: None, reason: None }, req);
-                Local::Reply(len)
+                self.finish(query, hit.rcode, How { source: Source::Cache, cache, upstream: None, reason: None }, req);
+                Local::Reply(hit.len)
             }
             None => {
                 if let Some(len) = self.answer_by_naming(&query, &key, out, req) {
