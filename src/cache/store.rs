@@ -164,6 +164,9 @@ impl Store {
 /// reads that without the lock. The pair is published after every insert (what grows the
 /// table); a reader may see the address and length of different tables, or
 /// of a table since freed: a prefetch names memory without touching it, harmlessly.
+/// Aligned to a cache line: every reader writes the lock word, and a line shared with a
+/// neighbouring shard would pass between cores reading different shards.
+#[repr(align(64))]
 struct Locked {
     lock: RwLock<Shard>,
     table: AtomicPtr<Slot>,
