@@ -259,7 +259,7 @@ impl Handler {
         if query.qtype == TYPE_AXFR || query.qtype == TYPE_IXFR {
             // A cache has no zones to transfer.
             let len = compose::error_response(out, &query.header, Some(query.question), Rcode::REFUSED, query.edns, self.udp_payload());
-            self.finish(&query, Rcode::REFUSED, How::local("none", "zone_transfer"), req);
+            self.finish(query, Rcode::REFUSED, How::local("none", "zone_transfer"), req);
             return Local::Reply(len);
         }
         let payload = self.udp_payload();
@@ -288,13 +288,13 @@ impl Handler {
                 Local::Reply(hit.len)
             }
             None => {
-                if let Some(len) = self.answer_by_naming(&query, &key, out, req) {
+                if let Some(len) = self.answer_by_naming(query, key, out, req) {
                     return Local::Reply(len);
                 }
                 req.metrics.cache_miss();
                 match self.misses.clone().try_acquire_owned() {
                     Ok(slot) => Local::Miss(slot),
-                    Err(_) => self.overloaded(&query, out, req),
+                    Err(_) => self.overloaded(query, out, req),
                 }
             }
         }

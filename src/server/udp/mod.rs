@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
 use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -84,9 +85,7 @@ fn serve(socket: std::net::UdpSocket, w: Worker) {
     let socket = Arc::new(socket);
     let fd = socket.as_raw_fd();
     let mut batch = Batch::new();
-    let mut replies = [(0usize, 0usize); BATCH];
-    let mut lowers = Box::new([[0u8; MAX_NAME]; BATCH]);
-    let held = HeldLatencies::default();
+    let mut scratch = Scratch { lowers: Box::new([[0u8; MAX_NAME]; BATCH]), replies: [(0, 0); BATCH], held: HeldLatencies::default() };
     let (mut look, mut next_look) = (true, Instant::now());
     loop {
         if look {
@@ -109,57 +108,72 @@ fn serve(socket: std::net::UdpSocket, w: Worker) {
         if look {
             next_look = started + LOOK;
         }
-        let (received, mut answers) = batch.split();
-        // Every query is read, and its cache slot then its entry loaded, before any is
-        // answered: the batch waits for memory about once per step instead of twice per
-        // query. A lone query has nothing to overlap its waits with.
-        let ahead = count > 1;
-        let mut parsed = ArrayVec::<_, BATCH>::new();
-        for (i, lower) in lowers.iter_mut().take(count).enumerate() {
-            let Some(query) = received.query(i) else { continue };
-            let query = w.handler.parse(query, lower);
-            if ahead {
-                w.handler.prefetch_slots(&query);
-            }
-            parsed.push((i, query));
-        }
-        if ahead {
-            for (_, query) in &parsed {
-                w.handler.prefetch_entry(query);
-            }
-        }
-        let mut n_replies = 0;
-        for &(i, ref query) in &parsed {
-            let Some(peer) = received.peer(i) else { continue };
-            let req = Request { transport: Transport::Udp, client: peer, started, metrics: &w.metrics, held: Some(&held) };
-            match w.handler.answer_parsed(query, answers.room(i), &req) {
-                Local::Reply(len) => {
-                    replies[n_replies] = (i, len);
-                    n_replies += 1;
-                }
-                Local::Drop => {}
-                Local::Miss(slot) => {
-                    let packet = received.query(i).unwrap_or_default().to_vec();
-                    let (socket, handler, metrics) = (socket.clone(), w.handler.clone(), w.metrics.clone());
-                    w.tasks.spawn(async move {
-                        let req = Request { transport: Transport::Udp, client: peer, started, metrics: &metrics, held: None };
-                        if let Some(response) = handler.answer_miss(&packet, &req).await {
-                            // Never block the runtime on a full send buffer: drop instead, as
-                            // the network would.
-                            let _ = sendto(socket.as_raw_fd(), &response, &SockaddrStorage::from(peer), MsgFlags::MSG_DONTWAIT);
-                        }
-                        drop(slot);
-                    });
-                }
-            }
-        }
-        // The parsed queries borrow the batch's buffers.
-        drop(parsed);
-        batch.send(fd, &replies[..n_replies]);
-        if held.any() {
-            held.release(&w.metrics, started.elapsed().as_secs_f64());
+        let replies = answer_batch(&w, &socket, &mut batch, count, &mut scratch, started);
+        batch.send(fd, &scratch.replies[..replies]);
+        if scratch.held.any() {
+            scratch.held.release(&w.metrics, started.elapsed().as_secs_f64());
         }
     }
+}
+
+/// What a worker reuses from one batch to the next besides the batch's buffers.
+struct Scratch {
+    /// Each query's lower-cased name, which its parsed form points into.
+    lowers: Box<[[u8; MAX_NAME]; BATCH]>,
+    /// The answers to send: (datagram index, answer length).
+    replies: [(usize, usize); BATCH],
+    held: HeldLatencies,
+}
+
+/// Answers the `count` datagrams of the last receive: hits and local answers into their
+/// slots, listed in `scratch.replies` (how many is returned); misses go to the async side.
+fn answer_batch(w: &Worker, socket: &Arc<std::net::UdpSocket>, batch: &mut Batch, count: usize, scratch: &mut Scratch, started: Instant) -> usize {
+    let (received, mut answers) = batch.split();
+    // Every query is read, and its cache slot then its entry loaded, before any is
+    // answered: the batch waits for memory about once per step instead of twice per
+    // query. A lone query has nothing to overlap its waits with.
+    let ahead = count > 1;
+    let mut parsed = ArrayVec::<_, BATCH>::new();
+    for (i, lower) in scratch.lowers.iter_mut().take(count).enumerate() {
+        let Some(packet) = received.query(i) else { continue };
+        let query = w.handler.parse(packet, lower);
+        if ahead {
+            w.handler.prefetch_slots(&query);
+        }
+        parsed.push((i, packet, query));
+    }
+    if ahead {
+        for (_, _, query) in &parsed {
+            w.handler.prefetch_entry(query);
+        }
+    }
+    let mut replies = 0;
+    for &(i, packet, ref query) in &parsed {
+        let Some(peer) = received.peer(i) else { continue };
+        let req = Request { transport: Transport::Udp, client: peer, started, metrics: &w.metrics, held: Some(&scratch.held) };
+        match w.handler.answer_parsed(query, answers.room(i), &req) {
+            Local::Reply(len) => {
+                scratch.replies[replies] = (i, len);
+                replies += 1;
+            }
+            Local::Drop => {}
+            Local::Miss(slot) => spawn_miss(w, socket.clone(), packet.to_vec(), peer, started, slot),
+        }
+    }
+    replies
+}
+
+/// Resolves a miss on the async side and sends its answer from the worker's socket.
+fn spawn_miss(w: &Worker, socket: Arc<std::net::UdpSocket>, packet: Vec<u8>, peer: SocketAddr, started: Instant, slot: OwnedSemaphorePermit) {
+    let (handler, metrics) = (w.handler.clone(), w.metrics.clone());
+    w.tasks.spawn(async move {
+        let req = Request { transport: Transport::Udp, client: peer, started, metrics: &metrics, held: None };
+        if let Some(response) = handler.answer_miss(&packet, &req).await {
+            // Never block the runtime on a full send buffer: drop instead, as the network would.
+            let _ = sendto(socket.as_raw_fd(), &response, &SockaddrStorage::from(peer), MsgFlags::MSG_DONTWAIT);
+        }
+        drop(slot);
+    });
 }
 
 fn pin_to(cpu: usize) {
