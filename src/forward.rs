@@ -69,8 +69,8 @@ pub struct Answer {
 }
 
 type Outcome = Result<Answer, ForwardError>;
-/// One exchange: the upstream asked and what came of it.
-type Attempt = (Arc<Upstream>, Result<upstream::Exchange, UpstreamError>);
+/// One exchange: the upstream asked (its place in the fetch's order) and what came of it.
+type Attempt = (usize, Arc<Upstream>, Result<upstream::Exchange, UpstreamError>);
 type Pending = Shared<BoxFuture<'static, Outcome>>;
 
 /// Upstream answers that mean "ask someone else" rather than "this is the answer".
@@ -175,6 +175,11 @@ impl Forwarder {
     /// late answer to any of them still wins. A lost datagram therefore costs a few
     /// round-trip times, not a client's five-second retry (brief, story 3). Upstreams over
     /// their rate cap are skipped; an attempt that fails outright moves on at once.
+    ///
+    /// An upstream that answers REFUSED, NOTIMP or FORMERR has answered: it is not asked
+    /// again for this question (asking again only multiplies the load on a server that
+    /// already said no), the next upstream is, and when none is left the last such answer
+    /// goes to the clients and is kept briefly like a SERVFAIL.
     async fn fetch(self: Arc<Self>, key: CacheKey) -> Outcome {
         let key = Arc::new(key);
         let _inflight = InflightGuard::new(&self, key.clone());
@@ -182,30 +187,30 @@ impl Forwarder {
         let group = self.router.load().route(key.name()).ok_or(ForwardError::NoRoute)?.clone();
         let order = self.order(&group.servers, settings.policy);
         let deadline = Instant::now() + settings.deadline;
-        let max_attempts = settings.max_attempts.max(order.len());
+        let mut plan = Plan::new(order.len(), settings.max_attempts);
         let mut attempts: FuturesUnordered<BoxFuture<'static, Attempt>> = FuturesUnordered::new();
-        let mut started = 0;
-        let mut next = 0;
         let mut current: Option<Arc<Upstream>> = None;
         let mut timer = Duration::ZERO;
         let mut last_error = UpstreamError::Timeout;
         let mut refused: Option<Answer> = None;
         loop {
             let now = Instant::now();
-            let may_start = started < max_attempts && now < deadline;
-            if attempts.is_empty() && !may_start {
+            if attempts.is_empty() && !plan.may_start(now, deadline) {
                 break;
             }
             let start_next = if attempts.is_empty() {
                 true
             } else {
                 tokio::select! {
-                    Some((upstream, result)) = attempts.next() => {
+                    Some((i, upstream, result)) = attempts.next() => {
                         match result {
                             Ok(ex) => {
                                 let rcode = ex.response.rcode();
                                 let entry = Entry::from_response(&key.borrowed(), &ex.msg, &ex.response, self.cache.policy(), Instant::now());
-                                if !(try_next_on(rcode) && may_start) {
+                                if try_next_on(rcode) {
+                                    plan.answered(i);
+                                }
+                                if !(try_next_on(rcode) && plan.may_start(Instant::now(), deadline)) {
                                     return Ok(Answer { entry: self.store(&key, entry), upstream: Some(upstream) });
                                 }
                                 tracing::debug!(upstream = %upstream.label(), rcode = rcode.as_str(), "trying the next upstream");
@@ -216,9 +221,9 @@ impl Forwarder {
                                 last_error = e;
                             }
                         }
-                        may_start
+                        true
                     }
-                    _ = tokio::time::sleep(timer), if may_start => {
+                    _ = tokio::time::sleep(timer), if plan.may_start(now, deadline) => {
                         if let Some(previous) = &current {
                             previous.metrics().retransmits.inc();
                         }
@@ -226,36 +231,34 @@ impl Forwarder {
                     }
                 }
             };
-            if !(start_next && may_start) {
+            if !(start_next && plan.may_start(Instant::now(), deadline)) {
                 continue;
             }
-            // The next upstream in order that is under its rate cap.
-            let Some(i) = (0..order.len()).map(|i| (next + i) % order.len()).find(|&i| order[i].admit()) else {
+            let Some(i) = plan.next(|i| order[i].admit()) else {
                 last_error = UpstreamError::RateLimited;
                 if attempts.is_empty() {
                     break;
                 }
-                started += 1;
                 continue;
             };
             let upstream = order[i].clone();
-            next = i + 1;
-            let round = (started / order.len()).min(6) as u32;
-            timer = upstream.retransmit_timeout() * 2u32.pow(round);
-            started += 1;
+            timer = upstream.retransmit_timeout() * 2u32.pow(plan.round());
             current = Some(upstream.clone());
-            let (key, timeout) = (key.clone(), deadline.saturating_duration_since(now));
+            let (key, timeout) = (key.clone(), deadline.saturating_duration_since(Instant::now()));
             attempts.push(
                 async move {
                     let result = upstream.exchange(&key, timeout).await;
-                    (upstream, result)
+                    (i, upstream, result)
                 }
                 .boxed(),
             );
         }
         match self.cache.keep_on_failure(&key.borrowed(), Instant::now()) {
             Some(kept) => Ok(Answer { entry: kept, upstream: None }),
-            None => refused.ok_or(ForwardError::Upstream(last_error)),
+            None => match refused {
+                Some(answer) => Ok(Answer { entry: self.store(&key, answer.entry), upstream: answer.upstream }),
+                None => Err(ForwardError::Upstream(last_error)),
+            },
         }
     }
 
@@ -263,7 +266,7 @@ impl Forwarder {
     /// replaces an answer still fresh (a failed refresh) nor hides one that may be served
     /// stale.
     fn store(&self, key: &CacheKey, entry: Entry) -> Entry {
-        if entry.kind() == Kind::ServFail
+        if entry.kind() == Kind::Failure
             && let Some(kept) = self.cache.keep_on_failure(&key.borrowed(), Instant::now())
         {
             return kept;
@@ -288,6 +291,46 @@ impl Forwarder {
         // Stable: keeps the policy's order within each half.
         order.sort_by_key(|u| !u.is_up());
         order
+    }
+}
+
+/// Which upstream of a fetch's order gets the next attempt, and whether one may start.
+struct Plan {
+    /// Upstreams that answered "ask someone else": never asked again by this fetch.
+    answered: Vec<bool>,
+    next: usize,
+    started: usize,
+    max_attempts: usize,
+}
+
+impl Plan {
+    fn new(upstreams: usize, max_attempts: usize) -> Plan {
+        Plan { answered: vec![false; upstreams], next: 0, started: 0, max_attempts: max_attempts.max(upstreams) }
+    }
+
+    fn answered(&mut self, i: usize) {
+        self.answered[i] = true;
+    }
+
+    /// Attempts are left, time is left, and some upstream has not said no.
+    fn may_start(&self, now: Instant, deadline: Instant) -> bool {
+        self.started < self.max_attempts && now < deadline && self.answered.iter().any(|a| !a)
+    }
+
+    /// The next upstream in order that has not said no and that `admit`s the attempt (its
+    /// rate cap); counts the attempt either way, so a capped group cannot spin.
+    fn next(&mut self, mut admit: impl FnMut(usize) -> bool) -> Option<usize> {
+        let n = self.answered.len();
+        self.started += 1;
+        let i = (0..n).map(|k| (self.next + k) % n).filter(|&i| !self.answered[i]).find(|&i| admit(i))?;
+        self.next = i + 1;
+        Some(i)
+    }
+
+    /// How many times round the group the attempts have been (the retransmission
+    /// timer doubles with each).
+    fn round(&self) -> u32 {
+        ((self.started - 1) / self.answered.len()).min(6) as u32
     }
 }
 

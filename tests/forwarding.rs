@@ -283,3 +283,53 @@ fn tcp_answers_out_of_order_and_idle_connections_are_closed() {
     let idle = idle_since.elapsed();
     assert!(idle >= Duration::from_millis(900) && idle < Duration::from_millis(1600), "closed after {idle:?}");
 }
+
+/// Queries `named` logged for `name` in any class and type (`query: NAME CLASS TYPE`).
+fn named_saw(named: &Named, name: &str) -> usize {
+    let needle = format!("query: {name} ");
+    named.log().lines().filter(|l| l.contains(&needle)).count()
+}
+
+/// A dig query through nodedns whose status line must be `status`.
+fn assert_status(nd: &Nodedns, args: &[&str], status: &str) {
+    let out = dig(nd.dns, &[args, &["+time=3", "+tries=1"]].concat());
+    assert!(out.contains(&format!("status: {status}")), "{args:?}: expected {status}:\n{out}");
+}
+
+#[test]
+fn an_upstream_that_refuses_is_asked_once_and_its_refusal_kept_briefly() {
+    // `named` is authoritative for test.example only, with recursion off: it REFUSES other
+    // names and other classes, and answers NOTIMP for meta-types such as MAILB.
+    let named = Named::start(&[("test.example", test_zone("test.example"))]);
+    let nd = Nodedns::start(&["--upstream".into(), named.addr.to_string()]);
+    let cases: [(&[&str], &str, &str); 3] = [
+        (&["x1.invalid", "A"], "x1.invalid", "REFUSED"),
+        (&["-c", "CH", "x2.invalid", "A"], "x2.invalid", "REFUSED"),
+        (&["x3.test.example", "MAILB"], "x3.test.example", "NOTIMP"),
+    ];
+    for (args, name, status) in cases {
+        for _ in 0..3 {
+            assert_status(&nd, args, status);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(named_saw(&named, name), 1, "{name}: one upstream query for three client queries:\n{}", named.log());
+    }
+}
+
+#[test]
+fn a_refusal_moves_on_to_the_next_upstream_once_and_only_once() {
+    let refusing = Named::start(&[("other.example", test_zone("other.example"))]);
+    let answering = Named::start(&[("test.example", test_zone("test.example"))]);
+    let both = ["--upstream".into(), refusing.addr.to_string(), "--upstream".into(), answering.addr.to_string()];
+    let nd = Nodedns::start_with_config(Some("upstream:\n  policy: sequential\n"), &both);
+    assert_status(&nd, &["www.test.example", "A"], "NOERROR");
+    // Neither knows this one: each is asked once, and the client gets the refusal.
+    for _ in 0..3 {
+        assert_status(&nd, &["x1.invalid", "A"], "REFUSED");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(named_saw(&refusing, "www.test.example"), 1, "{}", refusing.log());
+    assert_eq!(named_saw(&answering, "www.test.example"), 1, "{}", answering.log());
+    assert_eq!(named_saw(&refusing, "x1.invalid"), 1, "{}", refusing.log());
+    assert_eq!(named_saw(&answering, "x1.invalid"), 1, "{}", answering.log());
+}

@@ -23,8 +23,9 @@ pub enum Kind {
     Positive = 0,
     /// NXDOMAIN or NODATA with an SOA (`type="denial"`, RFC 2308).
     Negative = 1,
-    /// The upstream said SERVFAIL; kept briefly so a broken zone is not hammered.
-    ServFail = 2,
+    /// The upstream said SERVFAIL, REFUSED, NOTIMP or FORMERR: kept `servfail_ttl`, so that
+    /// neither a broken zone nor a client asking in a loop hammers the upstream.
+    Failure = 2,
     /// Passed to the waiting clients but never stored (truncated, zero TTL, no SOA...).
     Uncacheable = 3,
 }
@@ -145,7 +146,7 @@ impl Entry {
                 (Some(ttl), _) => ttl,
                 (None, Kind::Positive) => ttl.clamp(b.policy.positive_min_ttl, b.policy.positive_max_ttl).saturating_sub(b.age),
                 // RFC 2308 section 5: the negative answer's records all carry the negative TTL.
-                (None, Kind::Negative | Kind::ServFail) => b.lifetime,
+                (None, Kind::Negative | Kind::Failure) => b.lifetime,
                 (None, Kind::Uncacheable) => ttl,
             };
             wire[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
@@ -244,7 +245,7 @@ impl Entry {
         match self.meta().flags >> KIND_SHIFT {
             0 => Kind::Positive,
             1 => Kind::Negative,
-            2 => Kind::ServFail,
+            2 => Kind::Failure,
             _ => Kind::Uncacheable,
         }
     }
@@ -361,13 +362,18 @@ fn refresh_from_age(kind: Kind, lifetime: u32, policy: &TtlPolicy) -> u32 {
 }
 
 /// Decides how an upstream response is kept, and for how long.
+/// The answers that say "not from this server" rather than anything about the name.
+fn is_failure(rcode: Rcode) -> bool {
+    matches!(rcode, Rcode::SERVFAIL | Rcode::REFUSED | Rcode::NOTIMP | Rcode::FORMERR)
+}
+
 fn classify(resp: &UpstreamResponse, policy: &TtlPolicy) -> (Kind, u32) {
     if resp.is_truncated() {
         return (Kind::Uncacheable, 0);
     }
     let rcode = resp.rcode();
-    let (kind, lifetime) = if rcode == Rcode::SERVFAIL {
-        (Kind::ServFail, policy.servfail_ttl)
+    let (kind, lifetime) = if is_failure(rcode) {
+        (Kind::Failure, policy.servfail_ttl)
     } else if rcode == Rcode::NXDOMAIN || (rcode == Rcode::NOERROR && resp.header.ancount == 0) {
         match resp.soa_negative_ttl {
             Some(ttl) => (Kind::Negative, ttl.clamp(policy.negative_min_ttl, policy.negative_max_ttl)),

@@ -181,7 +181,7 @@ impl Cache {
     pub fn insert(&self, key: &KeyRef<'_>, entry: Entry) {
         let (into, other) = match entry.kind() {
             Kind::Positive => (&self.positive, &self.negative),
-            Kind::Negative | Kind::ServFail => (&self.negative, &self.positive),
+            Kind::Negative | Kind::Failure => (&self.negative, &self.positive),
             Kind::Uncacheable => return,
         };
         if !entry.answers(key) {

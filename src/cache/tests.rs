@@ -102,12 +102,24 @@ fn servfail_is_kept_briefly_and_truncated_never() {
     let now = Instant::now();
     let fail = response("a.example.", RecordType::A, ResponseCode::ServFail, vec![], vec![], false);
     let entry = entry_for(&fail, "a.example", 1, now);
-    assert_eq!(entry.kind(), Kind::ServFail);
+    assert_eq!(entry.kind(), Kind::Failure);
     assert_eq!(entry.age_if_fresh(now + Duration::from_secs(5)), None);
 
     let mut tc = response("a.example.", RecordType::A, ResponseCode::NoError, vec![a("a.example.", 60, [1, 2, 3, 4])], vec![], false);
     tc[2] |= 0x02;
     assert_eq!(entry_for(&tc, "a.example", 1, now).kind(), Kind::Uncacheable);
+}
+
+#[test]
+fn refusals_are_kept_briefly_like_a_servfail() {
+    let now = Instant::now();
+    for rcode in [ResponseCode::Refused, ResponseCode::NotImp, ResponseCode::FormErr] {
+        let msg = response("a.example.", RecordType::A, rcode, vec![], vec![], false);
+        let entry = entry_for(&msg, "a.example", 1, now);
+        assert_eq!(entry.kind(), Kind::Failure, "{rcode:?}");
+        assert!(entry.age_if_fresh(now + Duration::from_secs(4)).is_some(), "{rcode:?} kept for servfail_ttl");
+        assert_eq!(entry.age_if_fresh(now + Duration::from_secs(5)), None, "{rcode:?} only that long");
+    }
 }
 
 #[test]
