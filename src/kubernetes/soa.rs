@@ -63,11 +63,20 @@ impl SoaBook {
     pub fn get(self: &Arc<Self>, zone: usize, now: Instant, forwarder: &Arc<Forwarder>) -> Option<Arc<Soa>> {
         let mut slot = self.slots[zone].lock().unwrap_or_else(PoisonError::into_inner);
         if !slot.fetching && slot.refresh_at.is_none_or(|at| now >= at) {
-            slot.fetching = true;
-            let (book, forwarder) = (self.clone(), forwarder.clone());
-            tokio::spawn(async move { book.fetch(zone, &forwarder).await });
+            slot.fetching = self.start_fetch(zone, forwarder);
         }
         slot.soa.clone()
+    }
+
+    /// Spawns the lookup of zone `zone`'s SOA; false when there is no runtime to run it on.
+    /// This is called from the synchronous hot path, which harnesses and benchmarks drive off
+    /// any runtime, where `tokio::spawn` would panic. The slot then stays unfetched, so the
+    /// first call made on a runtime starts the lookup.
+    fn start_fetch(self: &Arc<Self>, zone: usize, forwarder: &Arc<Forwarder>) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return false };
+        let (book, forwarder) = (self.clone(), forwarder.clone());
+        runtime.spawn(async move { book.fetch(zone, &forwarder).await });
+        true
     }
 
     async fn fetch(&self, zone: usize, forwarder: &Arc<Forwarder>) {
@@ -188,6 +197,25 @@ mod tests {
         assert_eq!(auth.ttl, 5, "min(SOA TTL, MINIMUM)");
         let text = auth.data.to_string();
         assert!(text.contains("ns.dns.cluster.local.") && text.contains("hostmaster.cluster.local."), "{text}");
+    }
+
+    fn forwarder_to_nowhere() -> Arc<Forwarder> {
+        use crate::forward::{ForwardSettings, Policy};
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let settings = ForwardSettings { deadline: Duration::from_secs(1), policy: Policy::Sequential, max_attempts: 1 };
+        Forwarder::new(crate::zones::Router::new([]), crate::harness::cache_for(16), settings, metrics)
+    }
+
+    #[test]
+    fn asking_for_an_soa_off_a_runtime_does_not_panic_and_a_runtime_fetches_it_later() {
+        let book = SoaBook::new(&["cluster.local".parse().unwrap()]);
+        let forwarder = forwarder_to_nowhere();
+        assert_eq!(book.get(0, Instant::now(), &forwarder), None, "nothing learned, no panic");
+        assert!(!book.slots[0].lock().unwrap().fetching, "no fetch was started, so none is pending forever");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _on = runtime.enter();
+        book.get(0, Instant::now(), &forwarder);
+        assert!(book.slots[0].lock().unwrap().fetching, "on a runtime the lookup starts");
     }
 
     #[test]
