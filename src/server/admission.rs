@@ -92,14 +92,10 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 fn take_token(table: &QuickCache<IpAddr, Arc<TokenBucket>>, limit: &ClientLimit, client: IpAddr, now: Instant) -> bool {
-    let bucket = match table.get(&client) {
-        Some(b) => b,
-        None => {
-            let b = Arc::new(TokenBucket::new(limit.qps, limit.burst, now));
-            table.insert(client, b.clone());
-            b
-        }
-    };
+    // Found or created in one step: with a lookup then an insert, two first packets of a
+    // client on two workers could each make a full bucket, and the client get two bursts.
+    // The cache holds the other callers for this key until the bucket is in.
+    let Ok(bucket) = table.get_or_insert_with(&client, || Ok::<_, std::convert::Infallible>(Arc::new(TokenBucket::new(limit.qps, limit.burst, now))));
     bucket.try_take(now)
 }
 
@@ -135,5 +131,36 @@ mod tests {
         assert_eq!(a.check(noisy, now), Verdict::Deny(Action::Truncate, Reason::RateLimited));
         assert_eq!(a.check(quiet, now), Verdict::Serve, "another client is unaffected");
         assert_eq!(a.check(noisy, now + Duration::from_millis(200)), Verdict::Serve, "refilled at 10/s");
+    }
+
+    #[test]
+    fn racing_first_packets_of_a_client_share_one_burst() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Barrier, Mutex};
+        const THREADS: usize = 4;
+        const ROUNDS: usize = 2000;
+        let limit = ClientLimit { qps: 1, burst: 1, action: Action::Drop, table_size: 2 * ROUNDS };
+        let a = Admission::new(nets(&["10.0.0.0/8"]), Action::Drop, Some(limit));
+        let now = Instant::now();
+        let served: Vec<AtomicUsize> = (0..ROUNDS).map(|_| AtomicUsize::new(0)).collect();
+        let barrier = Barrier::new(THREADS);
+        let worst = Mutex::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| {
+                    for (round, count) in served.iter().enumerate() {
+                        // A client never seen before each round, its first packets at once.
+                        let client = IpAddr::from([10, 0, (round >> 8) as u8, round as u8]);
+                        barrier.wait();
+                        if a.check(client, now) == Verdict::Serve {
+                            let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+                            let mut worst = worst.lock().unwrap();
+                            *worst = (*worst).max(n);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(*worst.lock().unwrap(), 1, "one burst (1) per client, however its first packets race");
     }
 }
