@@ -5,7 +5,12 @@
 //! - A bounded wait queue (length and time) when every connection is at its cap; past it
 //!   the query fails fast and the forwarder moves on.
 //! - Idle connections close exactly at their idle timeout; a connection that has carried
-//!   `max_queries` queries drains and closes; failed connects back off exponentially.
+//!   `max_queries` queries drains and closes.
+//! - One upstream address may be many servers (a Service's ClusterIP, which kube-proxy
+//!   spreads over its pods per connection): a connect that fails or hangs is raced by a
+//!   fresh one, each a new flow that may reach another server, and a query falls back to
+//!   pipelining on a connection already open rather than fail because a new one did not
+//!   open. Only when every try of a connect fails does the pool back off (exponentially).
 //! - When a connection dies, its in-flight queries are retried once on another one.
 
 use std::collections::HashMap;
@@ -64,6 +69,46 @@ impl Connector {
         }
     }
 
+    /// Opens one connection, racing fresh tries against a try that fails or hangs: a try
+    /// that fails starts the next at once, one still pending after [`TRY_DELAY`] is joined
+    /// by another (as Happy Eyeballs does, RFC 8305), up to [`CONNECT_TRIES`] within
+    /// `timeout`. Each try is a new flow, so behind a DNAT-ed Service address it has its
+    /// own chance of reaching a live backend. The first to connect wins; the others are
+    /// dropped before they carry anything.
+    async fn connect_racing(&self, timeout: Duration, metrics: &UpstreamMetrics) -> Result<Box<dyn Stream>, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut tries = futures::stream::FuturesUnordered::new();
+        let mut started = 0;
+        loop {
+            if tries.is_empty() {
+                if started == CONNECT_TRIES {
+                    return Err(UpstreamError::Connect);
+                }
+                started += 1;
+                metrics.connects.inc();
+                tries.push(self.connect());
+            }
+            tokio::select! {
+                Some(result) = tries.next() => match result {
+                    Ok(stream) => return Ok(stream),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "upstream connect failed");
+                        metrics.connect_failures.inc();
+                    }
+                },
+                () = tokio::time::sleep(TRY_DELAY), if started < CONNECT_TRIES => {
+                    started += 1;
+                    metrics.connects.inc();
+                    tries.push(self.connect());
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    metrics.connect_failures.inc_by(tries.len() as u64);
+                    return Err(UpstreamError::Connect);
+                }
+            }
+        }
+    }
+
     fn transport(&self) -> Transport {
         match self {
             Connector::Tcp(_) => Transport::Tcp,
@@ -71,6 +116,14 @@ impl Connector {
         }
     }
 }
+
+/// Tries per connect before the pool counts it failed: with one of two backends dead, all
+/// fail together about once in 64 connects.
+const CONNECT_TRIES: usize = 6;
+/// How long a pending connect try waits before another joins it (RFC 8305 recommends at
+/// least 100 ms): a SYN lost or a backend that drops it is otherwise a second's wait for
+/// the kernel's retransmission.
+const TRY_DELAY: Duration = Duration::from_millis(100);
 
 pub struct Pool {
     connector: Connector,
@@ -85,9 +138,6 @@ pub struct Pool {
     metrics: UpstreamMetrics,
 }
 
-/// Exponential backoff after failed connects, and after connections the server closed
-/// without answering anything (a server that accepts and hangs up must not get a reconnect
-/// storm).
 /// The open connections and how many are being opened; together never above the maximum.
 #[derive(Default)]
 struct Conns {
@@ -128,6 +178,9 @@ impl Drop for Opening<'_> {
     }
 }
 
+/// Exponential backoff after failed connects (every try of one), and after connections the
+/// server closed without answering anything (a server that accepts and hangs up must not
+/// get a reconnect storm).
 #[derive(Default)]
 struct Backoff {
     until: Option<Instant>,
@@ -214,17 +267,19 @@ impl Pool {
     /// An idle connection if there is one; else a new one while the pool has room (servers
     /// such as dnsmasq answer one query at a time per connection, so spreading load over the
     /// allowed connections beats queueing it on one); else the least busy connection with
-    /// room to pipeline. The caller holds a slot, so one of these exists unless every
-    /// connection is draining toward its query limit.
+    /// room to pipeline. While the pool backs off after failed connects, or when a connect
+    /// fails, an open connection is used rather than none: one dead server behind the
+    /// address must not fail queries a live one can carry. The caller holds a slot, so one
+    /// of these exists unless every connection is draining toward its query limit.
     async fn connection(&self) -> Result<Arc<Conn>, UpstreamError> {
         let opening = {
             let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
             conns.open.retain(|c| !c.closed.load(Ordering::SeqCst));
             let full = conns.open.len() + conns.opening >= self.settings.max_connections;
-            let cap = self.settings.max_inflight_per_connection;
-            let least_busy = conns.open.iter().filter(|c| c.usable(cap)).min_by_key(|c| c.inflight()).cloned();
+            let least_busy = self.least_busy(&conns);
             let idle = least_busy.as_ref().is_some_and(|c| c.inflight() == 0);
-            if let Some(c) = least_busy.filter(|_| idle || full) {
+            let backing_off = self.backoff.lock().unwrap_or_else(|e| e.into_inner()).blocks();
+            if let Some(c) = least_busy.filter(|_| idle || full || backing_off) {
                 self.metrics.conn_reused.inc();
                 return Ok(c);
             }
@@ -232,22 +287,22 @@ impl Pool {
                 // Every connection is draining toward its query limit, or being opened.
                 return Err(UpstreamError::QueueFull);
             }
-            if self.backoff.lock().unwrap_or_else(|e| e.into_inner()).blocks() {
+            if backing_off {
                 return Err(UpstreamError::Connect);
             }
             conns.opening += 1;
             Opening(self)
         };
         // Connect without holding the pool: queries keep flowing on the open connections.
-        self.metrics.connects.inc();
         self.metrics.conn_opened.inc();
-        let stream = match tokio::time::timeout(self.settings.connect_timeout, self.connector.connect()).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "upstream connect failed");
-                return Err(self.connect_failed());
+        let stream = match self.connector.connect_racing(self.settings.connect_timeout, &self.metrics).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                self.backoff.lock().unwrap_or_else(|e| e.into_inner()).failed();
+                drop(opening);
+                let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+                return self.least_busy(&conns).ok_or(e);
             }
-            Err(_) => return Err(self.connect_failed()),
         };
         let conn = Conn::start(stream, self.settings, self.metrics.clone(), self.changed.clone(), self.backoff.clone());
         self.conns.lock().unwrap_or_else(|e| e.into_inner()).open.push(conn.clone());
@@ -255,10 +310,10 @@ impl Pool {
         Ok(conn)
     }
 
-    fn connect_failed(&self) -> UpstreamError {
-        self.metrics.connect_failures.inc();
-        self.backoff.lock().unwrap_or_else(|e| e.into_inner()).failed();
-        UpstreamError::Connect
+    /// The open connection with the fewest queries in flight that can take one more.
+    fn least_busy(&self, conns: &Conns) -> Option<Arc<Conn>> {
+        let cap = self.settings.max_inflight_per_connection;
+        conns.open.iter().filter(|c| c.usable(cap)).min_by_key(|c| c.inflight()).cloned()
     }
 }
 

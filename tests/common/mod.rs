@@ -224,6 +224,84 @@ impl Drop for Netns {
     }
 }
 
+impl Netns {
+    /// Runs `f` on a thread that has entered this namespace, so that the test's own
+    /// sockets (clients, HTTP probes) live there.
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the namespace");
+                    f()
+                })
+                .join()
+                .unwrap()
+        })
+    }
+
+    /// Runs a shell command in this namespace, which must succeed.
+    pub fn sh(&self, cmd: &str) {
+        let ok = Command::new("ip").args(["netns", "exec", &self.name, "sh", "-c", cmd]).status().unwrap().success();
+        assert!(ok, "`{cmd}` failed in {} (the test needs root, as CI has)", self.name);
+    }
+
+    /// Starts nodedns in this namespace on 127.0.0.1:53 (metrics on 127.0.0.1:9253) with
+    /// `config`, logging into `dir`, and waits until it is ready.
+    pub fn nodedns(&self, dir: &Path, config: &str) -> Proc {
+        let path = dir.join("nodedns.yaml");
+        std::fs::write(&path, config).unwrap();
+        let child = in_netns(Some(&self.name), env!("CARGO_BIN_EXE_nodedns"))
+            .args(["run", "--listen", "127.0.0.1:53", "--metrics", "127.0.0.1:9253", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("nodedns.log")).unwrap())
+            .spawn()
+            .expect("start nodedns");
+        let proc = Proc { child, name: "nodedns" };
+        let metrics = loopback(9253);
+        self.within(|| wait_until(Duration::from_secs(15), "nodedns ready in the namespace", || http_get(metrics, "/ready").is_some_and(|(code, _)| code == 200)));
+        proc
+    }
+}
+
+/// A Service as kube-proxy (iptables mode) builds it on a node, inside a namespace: a
+/// ClusterIP that no interface holds, DNAT-ed for each new flow (a TCP connection, a UDP
+/// socket's first datagram) to one of the backends at random, each equally likely. The
+/// backends are addresses on the namespace's `lo`: a backend with no server on it is a
+/// dead pod (connections refused), and [`Service::silence`] makes one drop every packet (a
+/// pod whose node went away).
+pub struct Service {
+    pub ip: String,
+    pub backends: Vec<String>,
+}
+
+impl Service {
+    pub fn create(ns: &Netns, ip: &str, backends: &[&str], port: u16) -> Service {
+        require("iptables");
+        for b in backends {
+            ns.sh(&format!("ip addr add {b}/32 dev lo"));
+        }
+        ns.sh(&format!("ip route add {ip}/32 dev lo"));
+        for proto in ["udp", "tcp"] {
+            for (i, b) in backends.iter().enumerate() {
+                // kube-proxy's chain: rule i catches 1/(n-i) of what the earlier ones left.
+                let left = backends.len() - i;
+                let pick = if left > 1 { format!("-m statistic --mode random --probability {:.5}", 1.0 / left as f64) } else { String::new() };
+                ns.sh(&format!("iptables -t nat -A OUTPUT -d {ip} -p {proto} --dport {port} {pick} -j DNAT --to-destination {b}:{port}"));
+            }
+        }
+        Service { ip: ip.to_string(), backends: backends.iter().map(|b| b.to_string()).collect() }
+    }
+
+    /// Makes `backend` drop everything sent to it: no reset, no ICMP, SYNs unanswered.
+    pub fn silence(ns: &Netns, backend: &str) {
+        ns.sh(&format!("iptables -A INPUT -d {backend} -j DROP"));
+    }
+}
+
 /// A command, run inside network namespace `netns` when given.
 pub fn in_netns(netns: Option<&str>, program: &str) -> Command {
     match netns {
@@ -538,15 +616,24 @@ pub struct PerfResult {
     pub completed: u64,
     pub lost: u64,
     pub qps: f64,
+    /// Responses with rcode NOERROR.
+    pub noerror: u64,
+    /// The slowest response's latency.
+    pub max_latency: Duration,
 }
 
 /// Runs dnsperf against `server` with `names` (one `NAME TYPE` per line), extra flags added.
 pub fn dnsperf(server: SocketAddr, names: &[String], args: &[&str]) -> PerfResult {
+    dnsperf_in(None, server, names, args)
+}
+
+/// [`dnsperf`] inside network namespace `netns` when given.
+pub fn dnsperf_in(netns: Option<&str>, server: SocketAddr, names: &[String], args: &[&str]) -> PerfResult {
     require("dnsperf");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("queries");
     std::fs::write(&file, names.iter().map(|n| format!("{n} A\n")).collect::<String>()).unwrap();
-    let out = Command::new("dnsperf")
+    let out = in_netns(netns, "dnsperf")
         .args(["-s", &server.ip().to_string(), "-p", &server.port().to_string(), "-d"])
         .arg(&file)
         .args(args)
@@ -559,7 +646,19 @@ pub fn dnsperf(server: SocketAddr, names: &[String], args: &[&str]) -> PerfResul
             .and_then(|l| l.split(':').nth(1)?.split_whitespace().next()?.parse().ok())
             .unwrap_or_else(|| panic!("no `{label}` in dnsperf output:\n{text}"))
     };
-    PerfResult { completed: field("Queries completed") as u64, lost: field("Queries lost") as u64, qps: field("Queries per second") }
+    // `Response codes: NOERROR 290 (96.67%), SERVFAIL 10 (3.33%)`
+    let noerror = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Response codes:"))
+        .and_then(|l| l.split("NOERROR ").nth(1)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    // `Average Latency (s):  0.000543 (min 0.000102, max 0.003212)`
+    let max_latency = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Average Latency"))
+        .and_then(|l| l.split("max ").nth(1)?.trim_end_matches(')').trim().parse::<f64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs_f64);
+    PerfResult { completed: field("Queries completed") as u64, lost: field("Queries lost") as u64, qps: field("Queries per second"), noerror, max_latency }
 }
 
 /// TCP connections a server on `port` holds open. `ss` reads sockets one by one, not as an

@@ -1,0 +1,97 @@
+//! A kube-dns pod dies: the node cache must not notice more than a retried connection.
+//!
+//! Each test builds a node in a network namespace: two kube-dns pods (one `named`, one
+//! dead) behind the kube-dns-upstream ClusterIP, which kube-proxy-style DNAT spreads over
+//! them per new flow (`common::Service`), and nodedns forwarding to that ClusterIP, asked
+//! a few hundred cold names at once as a node's pods would after a restart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const SERVICE_IP: &str = "10.96.0.11";
+const LIVE_POD: &str = "10.244.1.2";
+const DEAD_POD: &str = "10.244.1.3";
+const LOOKUPS: usize = 300;
+
+struct Node {
+    ns: Netns,
+    dir: tempfile::TempDir,
+    _named: Proc,
+    nodedns: Option<Proc>,
+}
+
+impl Node {
+    /// The node with its kube-dns Service, the dead pod refusing connections (or dropping
+    /// everything, with `silent`), and nodedns forwarding to the Service over `scheme`.
+    fn start(purpose: &str, scheme: &str, silent: bool) -> Node {
+        let ns = Netns::create(purpose, "nameserver 127.0.0.1\n");
+        let dir = tempfile::tempdir().unwrap();
+        let named = Named::spawn_on(dir.path(), LIVE_POD, 53, &[("test.example", test_zone("test.example"))], Some(&ns.name));
+        let _service = Service::create(&ns, SERVICE_IP, &[LIVE_POD, DEAD_POD], 53);
+        if silent {
+            Service::silence(&ns, DEAD_POD);
+        }
+        let probe = loopback(53);
+        let live = std::net::SocketAddr::new(LIVE_POD.parse().unwrap(), 53);
+        ns.within(|| {
+            wait_until(Duration::from_secs(15), "named answers in the namespace", || {
+                query_udp(live, "www.test.example.", hickory_proto::rr::RecordType::A, 1, Duration::from_millis(200)).is_some()
+            })
+        });
+        let config = format!("upstreams: [\"{scheme}{SERVICE_IP}:53\"]\nkubernetes:\n  local_answers: false\n");
+        let nodedns = ns.nodedns(dir.path(), &config);
+        let _ = probe;
+        Node { ns, dir, _named: named, nodedns: Some(nodedns) }
+    }
+
+    /// Asks `LOOKUPS` distinct cold names at once from many client sockets.
+    fn cold_lookups(&self, prefix: &str) -> PerfResult {
+        let names = load_names(prefix, LOOKUPS, "test.example");
+        dnsperf_in(Some(&self.ns.name), loopback(53), &names, &["-n", "1", "-c", "30", "-q", "300", "-t", "5"])
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nodedns.log")).unwrap_or_default()
+    }
+
+    fn assert_at_most_one_percent_failed(&self, what: &str, r: PerfResult) {
+        let failed = LOOKUPS as u64 - r.noerror;
+        let log = self.log();
+        let flaps = log.matches("upstream marked down").count();
+        eprintln!("{what}: {r:?}");
+        assert!(failed * 100 <= LOOKUPS as u64, "{what}: {failed} of {LOOKUPS} cold lookups failed ({r:?}); log:\n{}", tail(&log));
+        assert!(flaps <= 2, "{what}: the Service was marked down {flaps} times; log:\n{}", tail(&log));
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // nodedns first: it removes nothing here, but must not outlive its namespace.
+        drop(self.nodedns.take());
+    }
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+#[test]
+fn a_refusing_dead_kube_dns_pod_fails_no_lookup_over_tcp() {
+    let node = Node::start("deadpod-rst", "tcp://", false);
+    let r = node.cold_lookups("a");
+    node.assert_at_most_one_percent_failed("dead pod refusing, tcp", r);
+}
+
+#[test]
+fn a_silent_dead_kube_dns_pod_fails_no_lookup_over_tcp() {
+    let node = Node::start("deadpod-drop", "tcp://", true);
+    let r = node.cold_lookups("b");
+    node.assert_at_most_one_percent_failed("dead pod silent, tcp", r);
+    // A connect to the silent pod hangs until its timeout (1 s); a fresh one racing it
+    // after 100 ms reaches the live pod, so no client waits for the dead one.
+    assert!(r.max_latency < Duration::from_millis(700), "a lookup waited {:?} for the silent pod", r.max_latency);
+}
