@@ -416,16 +416,17 @@ impl Handler {
 
     fn reject(&self, error: QueryError, out: &mut [u8], req: &Request<'_>) -> Local {
         let payload = self.udp_payload();
-        let (header, rcode, edns) = match error {
+        let (len, rcode) = match &error {
             QueryError::Drop => {
                 req.metrics.dropped_not_a_query();
                 return Local::Drop;
             }
-            QueryError::Malformed(h) => (h, Rcode::FORMERR, None),
-            QueryError::NotImplemented(h) => (h, Rcode::NOTIMP, None),
-            QueryError::BadVersion(h) => (h, Rcode(16), Some(crate::wire::Edns { udp_payload: 512, version: 0, dnssec_ok: false })),
+            QueryError::Malformed(h) => (compose::error_response(out, h, None, Rcode::FORMERR, None, payload), Rcode::FORMERR),
+            QueryError::NotImplemented(h) => (compose::not_implemented(out, h), Rcode::NOTIMP),
+            QueryError::BadVersion { header, question, edns } => {
+                (compose::error_response(out, header, Some(question.as_bytes()), Rcode::BADVERS, Some(*edns), payload), Rcode::BADVERS)
+            }
         };
-        let len = compose::error_response(out, &header, None, rcode, edns, payload);
         let latency = req.count_answer(0, Rcode(rcode.0 & 0xf), Source::Local);
         if self.log.is_on() {
             let latency = latency.unwrap_or_else(|| req.started.elapsed());

@@ -60,7 +60,7 @@ pub fn error_response(
     client_edns: Option<Edns>,
     our_payload: u16,
 ) -> usize {
-    let keep = query.flags.0 & (0x7800 | Flags::RD | Flags::CD);
+    let keep = query.flags.0 & (Flags::OPCODE | Flags::RD | Flags::CD);
     let header = Header {
         id: query.id,
         flags: Flags(keep | Flags::QR | Flags::RA).with_rcode(Rcode(rcode.0 & 0xf)),
@@ -79,4 +79,56 @@ pub fn error_response(
         pos += opt(&mut out[pos..], our_payload, edns.dnssec_ok, rcode.0 >> 4);
     }
     pos
+}
+
+/// Composes NOTIMP for an opcode nodedns does not implement: the client's ID and opcode,
+/// QR, and nothing else, octet for octet what BIND sends. RA would offer recursion for an
+/// operation we do not serve at all, and RD and CD are QUERY's bits, so neither is echoed;
+/// the rest of such a message is never read, so there is no question or OPT to echo.
+pub fn not_implemented(out: &mut [u8], query: &Header) -> usize {
+    let header = Header {
+        id: query.id,
+        flags: Flags((query.flags.0 & Flags::OPCODE) | Flags::QR).with_rcode(Rcode::NOTIMP),
+        qdcount: 0,
+        ancount: 0,
+        nscount: 0,
+        arcount: 0,
+    };
+    header.compose(out);
+    HEADER_LEN
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Opcode;
+
+    #[test]
+    fn notimp_keeps_only_the_id_and_opcode() {
+        let all = Flags(Flags::OPCODE | Flags::RD | Flags::CD | Flags::AD | Flags::TC | Flags::AA);
+        let query = Header { id: 0xabcd, flags: all, qdcount: 1, ancount: 0, nscount: 0, arcount: 1 };
+        let mut out = [0xffu8; MAX_COMPOSED];
+        let len = not_implemented(&mut out, &query);
+        let answer = Header::parse(&out[..len]).unwrap();
+        assert_eq!(answer.id, 0xabcd);
+        assert_eq!(answer.flags.opcode(), Opcode(15));
+        assert_eq!(answer.flags.rcode(), Rcode::NOTIMP);
+        assert_eq!(answer.flags.0 & !(Flags::OPCODE | 0xf), Flags::QR, "QR alone: no RA, RD, CD");
+        assert_eq!((answer.qdcount, answer.ancount, answer.nscount, answer.arcount), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn badvers_goes_half_in_the_header_half_in_the_opt() {
+        let query = Header { id: 1, flags: Flags(Flags::RD | Flags::CD), qdcount: 1, ancount: 0, nscount: 0, arcount: 1 };
+        let question = b"\x01a\x00\x00\x01\x00\x01";
+        let edns = Edns { udp_payload: 4096, version: 1, dnssec_ok: true };
+        let mut out = [0u8; MAX_COMPOSED];
+        let len = error_response(&mut out, &query, Some(question), Rcode::BADVERS, Some(edns), 1232);
+        let answer = Header::parse(&out).unwrap();
+        assert_eq!(answer.flags.rcode(), Rcode::NOERROR, "16's low four bits");
+        assert!(answer.flags.has(Flags::RD) && answer.flags.has(Flags::CD) && answer.flags.has(Flags::RA));
+        assert_eq!(&out[HEADER_LEN..HEADER_LEN + question.len()], question);
+        let opt = &out[HEADER_LEN + question.len()..len];
+        assert_eq!((opt.len(), opt[5], opt[6], opt[7]), (OPT_LEN, 1, 0, 0x80), "extended code 1, version 0, DO echoed");
+    }
 }

@@ -11,6 +11,8 @@ pub struct Flags(pub u16);
 
 impl Flags {
     pub const QR: u16 = 1 << 15;
+    /// The four opcode bits.
+    pub const OPCODE: u16 = 0xf << 11;
     pub const AA: u16 = 1 << 10;
     pub const TC: u16 = 1 << 9;
     pub const RD: u16 = 1 << 8;
@@ -59,6 +61,8 @@ impl Rcode {
     pub const NXDOMAIN: Rcode = Rcode(3);
     pub const NOTIMP: Rcode = Rcode(4);
     pub const REFUSED: Rcode = Rcode(5);
+    /// Extended (RFC 6891): its low four bits go in the header, the rest in the OPT record.
+    pub const BADVERS: Rcode = Rcode(16);
 
     /// The mnemonic CoreDNS uses in its `rcode` metric label.
     pub fn as_str(self) -> &'static str {

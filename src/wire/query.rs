@@ -27,7 +27,38 @@ pub struct Query<'a> {
     pub edns: Option<Edns>,
 }
 
+/// The longest question section: a name of [`MAX_NAME`] octets, its type and class.
+pub const MAX_QUESTION: usize = MAX_NAME + 4;
+
+/// A question section copied out of its datagram, for an error that echoes it. A copy, not
+/// a borrow: the error stays free of the datagram's lifetime, so a batch keeps it beside
+/// its parsed queries as any other outcome of parsing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Question {
+    len: u16,
+    octets: [u8; MAX_QUESTION],
+}
+
+impl Question {
+    /// Copies `question`, or `None` if it is longer than any question can be.
+    fn copy(question: &[u8]) -> Option<Question> {
+        let mut octets = [0u8; MAX_QUESTION];
+        octets.get_mut(..question.len())?.copy_from_slice(question);
+        Some(Question { len: question.len() as u16, octets })
+    }
+
+    /// The section's octets (name, type, class), as the client sent them.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.octets[..usize::from(self.len)]
+    }
+}
+
 /// Why a query gets no normal answer. Each variant says what the client receives.
+// BADVERS's copied question makes this large (~280 octets, so is every parse outcome a
+// batch keeps), but a box would allocate per bad query and stop the error being `Copy`,
+// and a borrow would put a lifetime on every holder of a parse outcome. Hits write only
+// the `Ok` side.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
     /// Too short for a header, or a response rather than a query: answering could loop, so drop.
@@ -39,9 +70,10 @@ pub enum QueryError {
     /// An opcode other than QUERY: NOTIMP.
     #[error("opcode not implemented")]
     NotImplemented(Header),
-    /// An EDNS version we do not speak: BADVERS with our OPT (RFC 6891 section 6.1.3).
+    /// An EDNS version we do not speak: BADVERS with our OPT (RFC 6891 section 6.1.3),
+    /// echoing the question and the client's DO bit as BIND and Unbound do.
     #[error("unsupported EDNS version")]
-    BadVersion(Header),
+    BadVersion { header: Header, question: Question, edns: Edns },
 }
 
 impl QueryError {
@@ -51,7 +83,7 @@ impl QueryError {
             QueryError::Drop => "not_a_query",
             QueryError::Malformed(_) => "malformed",
             QueryError::NotImplemented(_) => "opcode_not_implemented",
-            QueryError::BadVersion(_) => "bad_edns_version",
+            QueryError::BadVersion { .. } => "bad_edns_version",
         }
     }
 }
@@ -61,6 +93,7 @@ impl<'a> Query<'a> {
     /// the length of the lower-cased name. Rules follow Unbound's request checks: exactly one
     /// question, empty answer and authority sections, at most one OPT record.
     #[inline]
+    #[allow(clippy::result_large_err)] // see `QueryError`
     pub fn parse(msg: &'a [u8], lower: &mut [u8; MAX_NAME]) -> Result<(Query<'a>, usize), QueryError> {
         let header = Header::parse(msg).ok_or(QueryError::Drop)?;
         if header.flags.has(Flags::QR) {
@@ -78,8 +111,9 @@ impl<'a> Query<'a> {
         let qclass = read_u16(msg, name_end + 2).ok_or_else(malformed)?;
         let question_end = name_end + 4;
         let edns = parse_additional(msg, question_end, header.arcount).ok_or_else(malformed)?;
-        if edns.is_some_and(|e| e.version != 0) {
-            return Err(QueryError::BadVersion(header));
+        if let Some(edns) = edns.filter(|e| e.version != 0) {
+            let question = Question::copy(&msg[HEADER_LEN..question_end]).ok_or_else(malformed)?;
+            return Err(QueryError::BadVersion { header, question, edns });
         }
         let query = Query {
             header,
@@ -199,6 +233,27 @@ mod tests {
         let mut v1 = query_bytes("a.b", 1, Some((1232, false)));
         let n = v1.len();
         v1[n - 5] = 1; // version octet of the OPT TTL
-        assert!(matches!(Query::parse(&v1, &mut lower), Err(QueryError::BadVersion(_))));
+        assert!(matches!(Query::parse(&v1, &mut lower), Err(QueryError::BadVersion { .. })));
+    }
+
+    #[test]
+    fn bad_version_carries_the_question_and_the_clients_edns() {
+        let mut lower = [0u8; MAX_NAME];
+        let mut v1 = query_bytes("Www.Example.COM", 28, Some((4096, true)));
+        let n = v1.len();
+        v1[n - 5] = 1;
+        let Err(QueryError::BadVersion { header, question, edns }) = Query::parse(&v1, &mut lower) else {
+            panic!("BADVERS expected");
+        };
+        assert_eq!(header.id, 0x1234);
+        assert_eq!(question.as_bytes(), &v1[HEADER_LEN..n - 11], "name in the client's case, type, class");
+        assert_eq!(edns, Edns { udp_payload: 4096, version: 1, dnssec_ok: true });
+    }
+
+    #[test]
+    fn the_longest_question_fits_its_copy() {
+        let longest = [0u8; MAX_QUESTION];
+        assert_eq!(Question::copy(&longest).unwrap().as_bytes(), &longest[..]);
+        assert!(Question::copy(&[0u8; MAX_QUESTION + 1]).is_none());
     }
 }
