@@ -37,6 +37,12 @@ const SERVING: &[u8] = b"SERVING\n";
 /// Most sockets passed in one message (Linux's SCM_MAX_FD): every UDP worker's socket and the
 /// TCP listener on every listen address, plus metrics.
 const MAX_SOCKETS: usize = 253;
+/// The longest descriptor line: role, space, the longest socket address text (IPv6 with an
+/// embedded IPv4 address, a scope and a port), newline.
+const MAX_LINE: usize = "http ".len() + "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%4294967295]:65535".len() + 1;
+/// The longest descriptor a predecessor can send; a longer length is garbage, not a reason
+/// to allocate it.
+const MAX_DESCRIPTOR: usize = MAX_SOCKETS * MAX_LINE;
 /// How long the predecessor waits for its successor to start serving.
 const SUCCESSOR_START: Duration = Duration::from_secs(60);
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -166,36 +172,47 @@ pub fn inherit(path: &Path) -> Result<Option<Inheritance>, HandoverError> {
     Ok(Some(Inheritance { sockets, snapshot, link }))
 }
 
-/// Reads the descriptor and the sockets attached to it.
+/// Reads the descriptor and the sockets attached to it. The descriptor's length comes first,
+/// so the buffer is sized from what the predecessor sent: a fixed one would cap the sockets
+/// at what happens to fit (three IPv6 addresses with 64 workers each need about 10 KiB).
 fn receive_sockets(link: &UnixStream) -> std::io::Result<(String, Vec<OwnedFd>)> {
-    let mut buf = vec![0u8; 4096];
-    let mut space = nix::cmsg_space!([RawFd; MAX_SOCKETS]);
-    let (got, fds) = {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(link.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
-        let mut fds = Vec::new();
-        for cmsg in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                // SAFETY: the kernel just created these descriptors for this process, and
-                // nothing else refers to them.
-                fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
-            }
-        }
-        (msg.bytes, fds)
-    };
-    if got < 4 {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "short handover message"));
+    let mut len = [0u8; 4];
+    let (got, fds) = receive_with_rights(link, &mut len)?;
+    if got == 0 {
+        return Err(invalid("short handover message"));
     }
-    let len = u32::from_be_bytes(buf[..4].try_into().expect("4 octets")) as usize;
-    if len > buf.len() - 4 {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "handover descriptor too long"));
+    let mut reader = link;
+    reader.read_exact(&mut len[got..])?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_DESCRIPTOR {
+        return Err(invalid("handover descriptor too long"));
     }
-    if got < 4 + len {
-        let mut reader = link;
-        reader.read_exact(&mut buf[got..4 + len])?;
-    }
-    let descriptor = String::from_utf8(buf[4..4 + len].to_vec()).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "descriptor is not text"))?;
+    let mut descriptor = vec![0u8; len];
+    reader.read_exact(&mut descriptor)?;
+    let descriptor = String::from_utf8(descriptor).map_err(|_| invalid("descriptor is not text"))?;
     Ok((descriptor, fds))
+}
+
+/// Reads into `buf` and takes the sockets passed with those octets. The kernel hands the
+/// sockets over with the first octet read of the message they came with, so a short read
+/// (the length alone) is enough to receive all of them.
+fn receive_with_rights(link: &UnixStream, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = nix::cmsg_space!([RawFd; MAX_SOCKETS]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(link.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: the kernel just created these descriptors for this process, and
+            // nothing else refers to them.
+            fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
+fn invalid(what: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
 }
 
 /// What a running process offers its successor.
@@ -265,7 +282,9 @@ fn hand_over(mut link: UnixStream, offer: &Offer) -> std::io::Result<()> {
     let mut message = (descriptor.len() as u32).to_be_bytes().to_vec();
     message.extend_from_slice(descriptor.as_bytes());
     let fds: Vec<RawFd> = offer.sockets.iter().map(|(_, _, fd)| fd.as_raw_fd()).collect();
-    sendmsg::<()>(link.as_raw_fd(), &[IoSlice::new(&message)], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)?;
+    let sent = sendmsg::<()>(link.as_raw_fd(), &[IoSlice::new(&message)], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)?;
+    // A stream socket may take part of a long message; the sockets went with that part.
+    link.write_all(&message[sent..])?;
 
     let started = std::time::Instant::now();
     let cache = snapshot::encode(&offer.cache, std::time::Instant::now(), std::time::SystemTime::now());
@@ -291,4 +310,44 @@ fn hand_over(mut link: UnixStream, offer: &Offer) -> std::io::Result<()> {
     (offer.on_pause)(false);
     tracing::warn!("successor gone while this process still runs: serving again");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sockets a predecessor with `addrs` listen addresses and `workers` UDP workers
+    /// offers: every worker's UDP socket and one TCP listener per address, plus metrics. All
+    /// are duplicates of one socket: only their number and description matter here.
+    fn sockets(addrs: &[SocketAddr], workers: usize) -> Vec<(Role, SocketAddr, OwnedFd)> {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dup = || OwnedFd::from(socket.try_clone().unwrap());
+        let mut out = Vec::new();
+        for &addr in addrs {
+            out.extend((0..workers).map(|_| (Role::Udp, addr, dup())));
+            out.push((Role::Tcp, addr, dup()));
+        }
+        out.push((Role::Http, "127.0.0.1:9253".parse().unwrap(), dup()));
+        out
+    }
+
+    #[test]
+    fn many_sockets_on_long_ipv6_addresses_are_all_handed_over() {
+        let addrs: Vec<SocketAddr> = ["[fd00:1234:5678:9abc:def0:1234:5678:9abc]:53", "[fd00:1234:5678:9abc:def0:1234:5678:9abd]:53", "[fd00:1234:5678:9abc:def0:1234:5678:9abe]:53"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let offered = sockets(&addrs, 64);
+        let expected: Vec<(Role, SocketAddr)> = offered.iter().map(|(role, addr, _)| (*role, *addr)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("handover.sock");
+        let (gate, _) = Gate::new();
+        let cache = crate::harness::cache_for(16);
+        offer(&path, Offer { sockets: offered, cache, gate, on_pause: Box::new(|_| {}) }).unwrap();
+
+        let inherited = inherit(&path).expect("handover succeeds").expect("a predecessor");
+        let got: Vec<(Role, SocketAddr)> = inherited.sockets.iter().map(|(role, addr, _)| (*role, *addr)).collect();
+        assert_eq!(got.len(), 3 * 65 + 1);
+        assert_eq!(got, expected, "every socket, described as offered, in order");
+    }
 }
