@@ -68,3 +68,19 @@ fn badvers_echoes_the_question_flags_and_do_as_bind_does() {
     without_ra[3] &= !RA;
     assert_eq!(without_ra, bind, "header (RD, CD), question and OPT (BADVERS, DO) as BIND's");
 }
+
+#[test]
+fn badvers_answers_are_counted_with_rcode_badvers() {
+    let (_named, nd) = setup();
+    let r = exchange_udp(nd.dns, &edns_version_one(), T).expect("BADVERS answer");
+    assert_eq!((r[3] & 0xf, r[r.len() - 6]), (0, 1), "extended rcode 16: 0 in the header, 1 in the OPT");
+    let text = nd.metrics_text();
+    let counted = |rcode: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("coredns_dns_responses_total{") && l.contains(&format!("rcode=\"{rcode}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert_eq!(counted("BADVERS"), 1.0, "{text}");
+    assert_eq!(counted("NOERROR"), 0.0, "BADVERS is not NOERROR");
+}

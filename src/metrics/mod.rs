@@ -146,8 +146,10 @@ const TYPES: [(u16, &str); 16] = [
     (33, "SRV"), (35, "NAPTR"), (43, "DS"), (48, "DNSKEY"), (64, "SVCB"), (65, "HTTPS"), (255, "ANY"), (0, "other"),
 ];
 const OTHER_TYPE: usize = TYPES.len() - 1;
-/// Response codes with their own label, by value; the last slot is every other code.
-const RCODES: usize = 12;
+/// Response codes with their own label: 0 to 10 by value, then BADVERS (16, the one
+/// extended code nodedns sends itself); the last slot is every other code.
+const RCODES: usize = 13;
+const BADVERS_INDEX: usize = 11;
 
 /// Which part of nodedns wrote a response (CoreDNS's `plugin` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,11 +169,19 @@ fn type_index(qtype: u16) -> usize {
 
 #[inline]
 fn rcode_index(rcode: Rcode) -> usize {
-    (rcode.0 as usize).min(RCODES - 1)
+    match rcode.0 as usize {
+        code @ 0..BADVERS_INDEX => code,
+        16 => BADVERS_INDEX,
+        _ => RCODES - 1,
+    }
 }
 
 fn rcode_label(index: usize) -> &'static str {
-    if index == RCODES - 1 { "OTHER" } else { Rcode(index as u8).as_str() }
+    match index {
+        code @ 0..BADVERS_INDEX => Rcode(code as u8).as_str(),
+        BADVERS_INDEX => Rcode::BADVERS.as_str(),
+        _ => "OTHER",
+    }
 }
 
 /// Why a datagram or connection got no answer at all.
@@ -688,6 +698,14 @@ mod tests {
 
     fn value(lines: &[String], prefix: &str) -> String {
         lines.iter().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn every_rcode_is_counted_under_its_own_mnemonic() {
+        for code in 0..=u8::MAX {
+            assert_eq!(rcode_label(rcode_index(Rcode(code))), Rcode(code).as_str(), "rcode {code}");
+        }
+        assert_eq!(rcode_label(rcode_index(Rcode::BADVERS)), "BADVERS", "not OTHER, and not NOERROR");
     }
 
     #[test]

@@ -427,7 +427,8 @@ impl Handler {
                 (compose::error_response(out, header, Some(question.as_bytes()), Rcode::BADVERS, Some(*edns), payload), Rcode::BADVERS)
             }
         };
-        let latency = req.count_answer(0, Rcode(rcode.0 & 0xf), Source::Local);
+        // Counted under the whole code: BADVERS's low four bits alone would read NOERROR.
+        let latency = req.count_answer(0, rcode, Source::Local);
         if self.log.is_on() {
             let latency = latency.unwrap_or_else(|| req.started.elapsed());
             let record = Record { client: req.client, transport: req.transport, qname: &[0], qtype: 0, rcode, latency, cache: "none", upstream: None, reason: Some(error.as_str()) };
