@@ -54,6 +54,8 @@ start() {
         ;;
     dnsdist)
         {
+            # No security-status query (a TXT lookup through the system resolver, off loopback).
+            echo "setSecurityPollSuffix('')"
             echo "setLocal('127.0.0.1:$port', {reusePort=true})"
             for _ in $(seq 2 "$workers"); do echo "addLocal('127.0.0.1:$port', {reusePort=true})"; done
             echo "newServer({address='127.0.0.1:$P_NAMED', checkName='ns.bench.example.'})"

@@ -25,7 +25,7 @@ start_named() {
     } > "$work/bench.zone"
     cat > "$work/named.conf" <<CONF
 options { directory "$work"; listen-on port $port { 127.0.0.1; }; listen-on-v6 { none; };
-  recursion no; pid-file "$work/named.pid"; session-keyfile "$work/s.key"; dnssec-validation no; };
+  recursion no; notify no; pid-file "$work/named.pid"; session-keyfile "$work/s.key"; dnssec-validation no; };
 controls { };
 zone "bench.example" { type primary; file "$work/bench.zone"; };
 CONF
