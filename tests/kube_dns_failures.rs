@@ -15,6 +15,19 @@ const SERVICE_IP: &str = "10.96.0.11";
 const LIVE_POD: &str = "10.244.1.2";
 const DEAD_POD: &str = "10.244.1.3";
 const LOOKUPS: usize = 300;
+/// What the kubelet writes for a pod in namespace `team-a`.
+const POD_RESOLV_CONF: &str = "search team-a.svc.cluster.local svc.cluster.local cluster.local\nnameserver 127.0.0.1\noptions ndots:5\n";
+const SERVICES: usize = 200;
+
+/// The cluster zone as kube-dns serves it: services `svc1` to `svc200` in `team-a`, with
+/// A records only (so every AAAA is NODATA, as for an IPv4 cluster).
+fn team_a_services() -> String {
+    let mut zone = String::from("$TTL 30\n@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5\n@ IN NS ns.dns\nns.dns IN A 10.96.0.10\n");
+    for i in 1..=SERVICES {
+        zone.push_str(&format!("svc{i}.team-a.svc IN A 10.96.1.{}\n", i % 250));
+    }
+    zone
+}
 
 struct Node {
     ns: Netns,
@@ -27,9 +40,10 @@ impl Node {
     /// The node with its kube-dns Service, the dead pod refusing connections (or dropping
     /// everything, with `silent`), and nodedns forwarding to the Service over `scheme`.
     fn start(purpose: &str, scheme: &str, silent: bool) -> Node {
-        let ns = Netns::create(purpose, "nameserver 127.0.0.1\n");
+        let ns = Netns::create(purpose, POD_RESOLV_CONF);
         let dir = tempfile::tempdir().unwrap();
-        let named = Named::spawn_on(dir.path(), LIVE_POD, 53, &[("test.example", test_zone("test.example"))], Some(&ns.name));
+        let zones = [("test.example", test_zone("test.example")), ("cluster.local", team_a_services())];
+        let named = Named::spawn_on(dir.path(), LIVE_POD, 53, &zones, Some(&ns.name));
         let _service = Service::create(&ns, SERVICE_IP, &[LIVE_POD, DEAD_POD], 53);
         if silent {
             Service::silence(&ns, DEAD_POD);
@@ -51,6 +65,32 @@ impl Node {
     fn cold_lookups(&self, prefix: &str) -> PerfResult {
         let names = load_names(prefix, LOOKUPS, "test.example");
         dnsperf_in(Some(&self.ns.name), loopback(53), &names, &["-n", "1", "-c", "30", "-q", "300", "-t", "5"])
+    }
+
+    /// Resolves every service by its short name through glibc (`getent ahosts`, which asks
+    /// A and AAAA in parallel and walks the search list), 20 lookups at a time; returns the
+    /// names glibc could not resolve.
+    fn glibc_lookups(&self) -> Vec<String> {
+        require("getent");
+        let next = std::sync::atomic::AtomicUsize::new(1);
+        let failed = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..20 {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if i > SERVICES {
+                            return;
+                        }
+                        let name = format!("svc{i}");
+                        if !self.ns.run("getent", &["ahosts", &name]).0 {
+                            failed.lock().unwrap().push(name);
+                        }
+                    }
+                });
+            }
+        });
+        failed.into_inner().unwrap()
     }
 
     fn log(&self) -> String {
@@ -94,4 +134,25 @@ fn a_silent_dead_kube_dns_pod_fails_no_lookup_over_tcp() {
     // A connect to the silent pod hangs until its timeout (1 s); a fresh one racing it
     // after 100 ms reaches the live pod, so no client waits for the dead one.
     assert!(r.max_latency < Duration::from_millis(700), "a lookup waited {:?} for the silent pod", r.max_latency);
+}
+
+#[test]
+fn a_refusing_dead_kube_dns_pod_fails_no_lookup_over_udp() {
+    let node = Node::start("deadpod-udp", "", false);
+    // Each flow to the dead pod is refused by ICMP at once; the miss path used to spend
+    // its attempts on such flows in a few milliseconds and answer SERVFAIL (1 in 256).
+    let names = load_names("u", 2000, "test.example");
+    let r = dnsperf_in(Some(&node.ns.name), loopback(53), &names, &["-n", "1", "-c", "30", "-q", "100", "-t", "5"]);
+    eprintln!("dead pod refusing, udp: {r:?}");
+    assert_eq!(r.noerror, 2000, "every cold name answered ({r:?}); log:\n{}", tail(&node.log()));
+}
+
+#[test]
+fn glibc_never_finds_a_service_without_an_address_while_a_kube_dns_pod_is_dead() {
+    // glibc asks A and AAAA together; a SERVFAIL for the A beside the AAAA's NODATA makes
+    // it report the name as having no address (EAI_NODATA) and walk on: an existing
+    // service "not found". Every one must resolve.
+    let node = Node::start("deadpod-glibc", "", false);
+    let failed = node.glibc_lookups();
+    assert!(failed.is_empty(), "glibc found no address for {failed:?}; log:\n{}", tail(&node.log()));
 }

@@ -11,7 +11,7 @@ use rustls::pki_types::ServerName;
 use super::health::{Health, Rtt};
 use super::pool::{Connector, Pool, PoolSettings};
 use super::spec::{Protocol, UpstreamSpec};
-use super::{Exchange, QueryOptions, UpstreamError, udp};
+use super::{Exchange, FRESH_FLOWS, QueryOptions, UpstreamError, udp};
 use crate::cache::{CacheKey, KeyRef};
 use crate::ratelimit::TokenBucket;
 use crate::metrics::{Metrics, UpstreamMetrics};
@@ -145,10 +145,13 @@ impl Upstream {
     }
 
     async fn exchange_once(&self, key: &CacheKey) -> Result<Exchange, UpstreamError> {
+        // A refused flow may be one dead server of many behind the address; once the
+        // address is known down, one flow per attempt is enough to find out.
+        let flows = if self.health.is_up() { FRESH_FLOWS } else { 1 };
         match (&self.spec.protocol, &self.pool) {
             (Protocol::Tcp | Protocol::Tls { .. }, Some(pool)) => pool.exchange(key, self.query).await,
             (Protocol::PreferUdp, Some(pool)) => {
-                let udp = udp::exchange(self.spec.addr, key, self.query).await?;
+                let udp = udp::exchange(self.spec.addr, key, self.query, flows).await?;
                 if !udp.response.is_truncated() {
                     return Ok(udp);
                 }
@@ -156,7 +159,7 @@ impl Upstream {
                 tcp.ignored += udp.ignored;
                 Ok(tcp)
             }
-            _ => udp::exchange(self.spec.addr, key, self.query).await,
+            _ => udp::exchange(self.spec.addr, key, self.query, flows).await,
         }
     }
 

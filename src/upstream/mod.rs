@@ -31,6 +31,11 @@ use crate::wire::compose::{self, MAX_COMPOSED};
 use crate::wire::header::HEADER_LEN;
 use crate::wire::{ResponseError, UpstreamResponse};
 
+/// Fresh flows (UDP sockets, TCP connects) one exchange may use when the previous ones were
+/// refused or hang: one address may be a Service whose backends kube-proxy picks per flow,
+/// and with one of two dead, all six fail together once in 64.
+const FRESH_FLOWS: usize = 6;
+
 /// Which transport carried an exchange.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {

@@ -27,7 +27,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
 use super::quickack::QuickAck;
-use super::{Exchange, QueryOptions, Sent, Transport, UpstreamError};
+use super::{Exchange, FRESH_FLOWS, QueryOptions, Sent, Transport, UpstreamError};
 use crate::cache::CacheKey;
 use crate::metrics::UpstreamMetrics;
 
@@ -71,7 +71,7 @@ impl Connector {
 
     /// Opens one connection, racing fresh tries against a try that fails or hangs: a try
     /// that fails starts the next at once, one still pending after [`TRY_DELAY`] is joined
-    /// by another (as Happy Eyeballs does, RFC 8305), up to [`CONNECT_TRIES`] within
+    /// by another (as Happy Eyeballs does, RFC 8305), up to [`FRESH_FLOWS`] within
     /// `timeout`. Each try is a new flow, so behind a DNAT-ed Service address it has its
     /// own chance of reaching a live backend. The first to connect wins; the others are
     /// dropped before they carry anything.
@@ -81,7 +81,7 @@ impl Connector {
         let mut started = 0;
         loop {
             if tries.is_empty() {
-                if started == CONNECT_TRIES {
+                if started == FRESH_FLOWS {
                     return Err(UpstreamError::Connect);
                 }
                 started += 1;
@@ -96,7 +96,7 @@ impl Connector {
                         metrics.connect_failures.inc();
                     }
                 },
-                () = tokio::time::sleep(TRY_DELAY), if started < CONNECT_TRIES => {
+                () = tokio::time::sleep(TRY_DELAY), if started < FRESH_FLOWS => {
                     started += 1;
                     metrics.connects.inc();
                     tries.push(self.connect());
@@ -117,9 +117,6 @@ impl Connector {
     }
 }
 
-/// Tries per connect before the pool counts it failed: with one of two backends dead, all
-/// fail together about once in 64 connects.
-const CONNECT_TRIES: usize = 6;
 /// How long a pending connect try waits before another joins it (RFC 8305 recommends at
 /// least 100 ms): a SYN lost or a backend that drops it is otherwise a second's wait for
 /// the kernel's retransmission.

@@ -1,5 +1,6 @@
 //! One query over UDP from a fresh socket: a random source port per query (RFC 5452) on
-//! top of the random ID.
+//! top of the random ID. A refused flow (ICMP port unreachable) is tried again from another
+//! fresh socket: behind a DNAT-ed Service address each new flow may reach another server.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -8,7 +9,20 @@ use tokio::net::UdpSocket;
 use super::{Exchange, QueryOptions, Sent, Transport, UpstreamError};
 use crate::cache::CacheKey;
 
-pub(super) async fn exchange(server: SocketAddr, key: &CacheKey, opts: QueryOptions) -> Result<Exchange, UpstreamError> {
+/// Asks from up to `flows` fresh sockets in turn while each is refused; any other outcome
+/// (an answer, a timeout, another error) is final.
+pub(super) async fn exchange(server: SocketAddr, key: &CacheKey, opts: QueryOptions, flows: usize) -> Result<Exchange, UpstreamError> {
+    let mut left = flows.max(1);
+    loop {
+        left -= 1;
+        match exchange_once(server, key, opts).await {
+            Err(UpstreamError::Io(std::io::ErrorKind::ConnectionRefused)) if left > 0 => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn exchange_once(server: SocketAddr, key: &CacheKey, opts: QueryOptions) -> Result<Exchange, UpstreamError> {
     let local: SocketAddr = if server.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
