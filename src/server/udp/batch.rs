@@ -88,26 +88,42 @@ impl Batch {
 
     /// Sends the answers given as (datagram index, answer length), each to the datagram's
     /// sender. An answer the kernel refuses (unreachable client, full buffer) is skipped,
-    /// as the network would lose it.
+    /// as the network would lose it; a call a signal interrupted is made again.
     pub fn send(&mut self, fd: RawFd, replies: &[(usize, usize)]) {
+        self.send_through(replies, |headers| {
+            // SAFETY: `headers` were just pointed at answers and addresses owned by `self`,
+            // and the count is theirs.
+            let n = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), headers.len() as libc::c_uint, 0) };
+            usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        });
+    }
+
+    /// [`Batch::send`] with the system call given: `sendmmsg` over the headers still to
+    /// send, returning how many went (tests stand in for the kernel here).
+    fn send_through(&mut self, replies: &[(usize, usize)], mut sendmmsg: impl FnMut(&mut [libc::mmsghdr]) -> io::Result<usize>) {
+        self.address(replies);
+        let mut sent = 0;
+        while sent < replies.len() {
+            match sendmmsg(&mut self.send_hdr[sent..replies.len()]) {
+                Ok(0) => return,
+                Ok(n) => sent += n,
+                // A signal came before the first answer went: nothing was sent, so send again.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The kernel reports an error only when the first answer failed (after one
+                // went, it returns the count instead): that answer alone is lost.
+                Err(_) => sent += 1,
+            }
+        }
+    }
+
+    /// Points the first send headers at the answers and at their datagrams' senders.
+    fn address(&mut self, replies: &[(usize, usize)]) {
         for (k, &(i, len)) in replies.iter().enumerate() {
             debug_assert!(i < self.received && len <= SLOT);
             self.send_iov[k] = libc::iovec { iov_base: self.answers[i * SLOT..].as_mut_ptr().cast(), iov_len: len.min(SLOT) };
             let hdr = &mut self.send_hdr[k].msg_hdr;
             hdr.msg_name = (&mut self.peers[i] as *mut libc::sockaddr_in6).cast();
             hdr.msg_namelen = self.recv_hdr[i].msg_hdr.msg_namelen;
-        }
-        let mut sent = 0;
-        while sent < replies.len() {
-            let pending = (replies.len() - sent) as libc::c_uint;
-            // SAFETY: headers `sent..replies.len()` were just pointed at answers and
-            // addresses owned by `self`.
-            let n = unsafe { libc::sendmmsg(fd, self.send_hdr[sent..].as_mut_ptr(), pending, 0) };
-            match n {
-                n if n > 0 => sent += n as usize,
-                0 => return,
-                _ => sent += 1,
-            }
         }
     }
 }
@@ -203,6 +219,67 @@ mod tests {
                 assert_eq!((&buf[..len], from), (&[n as u8, 0xAA, 0xBB][..], server.local_addr().unwrap()));
             }
         }
+    }
+
+    /// A batch holding one query from each of `clients`, each answered with its own index.
+    fn answered(server: &UdpSocket, clients: &[UdpSocket]) -> (Batch, Vec<(usize, usize)>) {
+        for (n, c) in clients.iter().enumerate() {
+            c.send_to(&[n as u8], server.local_addr().unwrap()).unwrap();
+        }
+        // Loopback delivers within microseconds: after this, one read takes them all.
+        std::thread::sleep(Duration::from_millis(20));
+        let mut batch = Batch::new();
+        assert_eq!(batch.receive(server.as_raw_fd()).unwrap(), clients.len());
+        let (received, mut answers) = batch.split();
+        let replies = (0..clients.len()).map(|i| (i, 1)).collect::<Vec<_>>();
+        for &(i, _) in &replies {
+            answers.room(i)[0] = received.query(i).unwrap()[0];
+        }
+        (batch, replies)
+    }
+
+    /// Which of `clients` got their answer.
+    fn delivered(clients: &[UdpSocket]) -> Vec<bool> {
+        clients
+            .iter()
+            .enumerate()
+            .map(|(n, c)| {
+                c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                let mut buf = [0u8; 4];
+                c.recv_from(&mut buf).is_ok_and(|(len, _)| buf[..len] == [n as u8])
+            })
+            .collect()
+    }
+
+    /// The real `sendmmsg`, after `failures` errors made up for the first calls.
+    fn failing_first(fd: RawFd, mut failures: Vec<i32>) -> impl FnMut(&mut [libc::mmsghdr]) -> io::Result<usize> {
+        failures.reverse();
+        move |headers| match failures.pop() {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => {
+                // SAFETY: `send_through` hands over headers it has just linked.
+                let n = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), headers.len() as libc::c_uint, 0) };
+                usize::try_from(n).map_err(|_| io::Error::last_os_error())
+            }
+        }
+    }
+
+    #[test]
+    fn an_interrupted_send_drops_no_answer() {
+        let server = bound("127.0.0.1:0");
+        let clients: Vec<UdpSocket> = (0..3).map(|_| bound("127.0.0.1:0")).collect();
+        let (mut batch, replies) = answered(&server, &clients);
+        batch.send_through(&replies, failing_first(server.as_raw_fd(), vec![libc::EINTR, libc::EINTR]));
+        assert_eq!(delivered(&clients), [true, true, true]);
+    }
+
+    #[test]
+    fn a_refused_answer_costs_only_itself() {
+        let server = bound("127.0.0.1:0");
+        let clients: Vec<UdpSocket> = (0..3).map(|_| bound("127.0.0.1:0")).collect();
+        let (mut batch, replies) = answered(&server, &clients);
+        batch.send_through(&replies, failing_first(server.as_raw_fd(), vec![libc::ECONNREFUSED]));
+        assert_eq!(delivered(&clients), [false, true, true], "the first answer failed, the others went");
     }
 
     #[test]
