@@ -124,6 +124,11 @@ impl Forwarder {
         Some((group.zone.to_string(), group.servers.iter().map(|u| u.label().to_string()).collect()))
     }
 
+    /// Whether every upstream a miss for `qname` would ask is known down.
+    pub fn route_is_down(&self, qname: &[u8]) -> bool {
+        self.router.load().route(qname).is_some_and(|g| !g.servers.is_empty() && g.servers.iter().all(|u| !u.is_up()))
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

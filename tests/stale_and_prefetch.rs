@@ -124,3 +124,26 @@ fn a_slow_refresh_is_started_once_however_many_hits_arrive_while_it_runs() {
     eprintln!("{answered} answered, upstream asked {asked} times, {} prefetches", nd.metric("coredns_cache_prefetch_total"));
     assert!((2..=5).contains(&asked), "upstream asked {asked} times");
 }
+
+#[test]
+fn once_the_upstream_is_known_down_stale_answers_go_out_at_once() {
+    let upstream = FakeUpstream::start(Behaviour::AnswerAfter(Duration::ZERO));
+    let config = "cache:\n  positive: { max_entries: 1000, max_bytes: 1Mi, min_ttl: 0s, max_ttl: 1s }\n  prefetch: { min_hits: 0 }\n";
+    let nd = Nodedns::start_with_config(Some(config), &[format!("--upstream={}", upstream.addr)]);
+    let names: Vec<String> = (0..10).map(|i| format!("warm{i}.example.")).collect();
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(ttl(&ask(&nd, name, i as u16).0), 1);
+    }
+
+    upstream.set(Behaviour::Silent);
+    std::thread::sleep(Duration::from_millis(1200));
+    // The first waits the client timeout (1 s), while its fetch finds the upstream silent.
+    let (resp, _) = ask(&nd, &names[0], 100);
+    assert_eq!(ttl(&resp), 30, "stale answer");
+    wait_until(Duration::from_secs(5), "the upstream is marked down", || nd.metric("nodedns_upstream_healthy") == 0.0);
+    for (i, name) in names.iter().enumerate().skip(1) {
+        let (resp, took) = ask(&nd, name, 200 + i as u16);
+        assert_eq!(ttl(&resp), 30, "{name} served stale");
+        assert!(took < Duration::from_millis(200), "{name}: stale answer took {took:?} with the upstream known down");
+    }
+}

@@ -333,15 +333,24 @@ impl Handler {
     /// Resolves a query the cache could not answer and returns the response to send. When
     /// the cache holds an expired answer that may be served stale, the client waits at most
     /// `stale_after` for the upstream and then gets the stale answer; the fetch goes on and
-    /// refreshes the cache.
+    /// refreshes the cache. When every upstream of the name's zone is known down, the
+    /// stale answer goes out at once: a pod's lookup walks several names, and a second's
+    /// wait on each for an upstream that will not answer adds up.
     pub async fn answer_miss(&self, packet: &[u8], req: &Request<'_>) -> Option<Vec<u8>> {
         let mut lower = [0u8; MAX_NAME];
         // The hot path already parsed this packet successfully.
         let (query, name_len) = Query::parse(packet, &mut lower).ok()?;
         let key = KeyRef::for_query(&query, &lower[..name_len]);
         let stale = self.cache.stale(&key, req.started);
-        let resolving = self.forwarder.resolve(key.to_owned());
         let limit = limit(&query, req.transport, self.udp_payload());
+        if let Some(stale) = &stale
+            && self.forwarder.route_is_down(key.name())
+        {
+            let (forwarder, key) = (self.forwarder.clone(), key.to_owned());
+            tokio::spawn(async move { forwarder.resolve(key).await });
+            return Some(self.write_entry(&stale.stale_copy(self.cache.policy(), Instant::now()), None, &query, limit, req));
+        }
+        let resolving = self.forwarder.resolve(key.to_owned());
         let outcome = match stale {
             None => tokio::time::timeout(self.settings().deadline, resolving).await,
             // At the deadline at the latest: a stale answer beats SERVFAIL.
