@@ -1,5 +1,5 @@
 //! Fixtures shared by the fuzz harness, the benchmarks (`benches/`) and the allocation
-//! test: a handler with no upstreams, and a cache filled with single-A answers as the
+//! test: a handler with no upstreams (or one), and a cache filled with single-A answers as the
 //! forwarder would have stored them. Not part of the product.
 
 use std::sync::Arc;
@@ -11,7 +11,9 @@ use crate::metrics::{ListenerMetrics, Metrics};
 use crate::server::admission::{Action, Admission};
 use crate::server::handler::{Handler, HandlerSettings, LocalNaming};
 use crate::server::querylog::QueryLog;
+use crate::upstream::{PoolSettings, Upstream, UpstreamSettings, UpstreamSpec, QueryOptions};
 use crate::wire::{TYPE_A, UpstreamResponse, compose, name};
+use crate::zones::UpstreamGroup;
 use crate::zones::Router;
 
 /// A handler over `cache` that serves loopback clients and forwards nowhere; naming rules
@@ -21,6 +23,38 @@ pub fn handler(cache: Arc<Cache>, metrics: &Arc<Metrics>, max_inflight_misses: u
     let forwarder = Forwarder::new(Router::new([]), cache.clone(), settings, metrics.clone());
     let admission = Admission::new(vec!["127.0.0.0/8".parse().expect("literal")], Action::Refuse, None);
     let handler_settings = HandlerSettings { max_inflight_misses, udp_payload: 1232, deadline: Duration::from_secs(1), stale_after: Duration::from_millis(500) };
+    Handler::new(cache, forwarder, admission, LocalNaming::off(metrics), handler_settings, QueryLog::off())
+}
+
+/// A handler like [`handler`] that forwards every name to `upstream` over UDP, with the
+/// default timeouts and a deadline of one second.
+pub fn forwarding_handler(upstream: std::net::SocketAddr, metrics: &Arc<Metrics>) -> Handler {
+    let spec: UpstreamSpec = format!("udp://{upstream}").parse().expect("an upstream");
+    let settings = UpstreamSettings {
+        min_timeout: Duration::from_millis(20),
+        max_timeout: Duration::from_millis(500),
+        max_fails: 3,
+        probe_interval: Duration::from_millis(500),
+        max_qps: 0,
+        pool: PoolSettings {
+            max_connections: 1,
+            max_inflight_per_connection: 1,
+            queue_length: 1,
+            queue_wait: Duration::from_millis(100),
+            idle_timeout: Duration::from_secs(1),
+            max_queries_per_connection: 0,
+            connect_timeout: Duration::from_secs(1),
+        },
+        query: QueryOptions { udp_payload: 1232, randomize_case: false },
+        tls: None,
+    };
+    let upstream = Upstream::new(&spec, &settings, metrics).expect("an upstream");
+    let router = Router::new([UpstreamGroup { zone: ".".parse().expect("the root"), servers: vec![upstream] }]);
+    let cache = cache_for(16);
+    let forward = ForwardSettings { deadline: Duration::from_secs(1), policy: Policy::Sequential, max_attempts: 8 };
+    let forwarder = Forwarder::new(router, cache.clone(), forward, metrics.clone());
+    let admission = Admission::new(vec!["127.0.0.0/8".parse().expect("literal")], Action::Refuse, None);
+    let handler_settings = HandlerSettings { max_inflight_misses: 16, udp_payload: 1232, deadline: Duration::from_secs(1), stale_after: Duration::from_millis(500) };
     Handler::new(cache, forwarder, admission, LocalNaming::off(metrics), handler_settings, QueryLog::off())
 }
 

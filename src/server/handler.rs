@@ -352,7 +352,9 @@ impl Handler {
         }
         let resolving = self.forwarder.resolve(key.to_owned());
         let outcome = match stale {
-            None => tokio::time::timeout(self.settings().deadline, resolving).await,
+            // From the query's arrival, as the stale timer: a query that waited for its task
+            // gets no longer than the deadline either.
+            None => tokio::time::timeout_at((req.started + self.settings().deadline).into(), resolving).await,
             // At the deadline at the latest: a stale answer beats SERVFAIL.
             Some(stale) => match tokio::time::timeout_at((req.started + self.settings().stale_after.min(self.settings().deadline)).into(), resolving).await {
                 Ok(outcome) => Ok(outcome),
@@ -487,6 +489,23 @@ mod tests {
         let opt = &answer[answer.len() - 11..];
         assert_eq!(&opt[..3], &[0, 0, 41], "an OPT record closes the answer");
         u16::from_be_bytes([opt[3], opt[4]])
+    }
+
+    #[tokio::test]
+    async fn a_miss_ends_at_the_deadline_counted_from_its_arrival_not_from_its_task() {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let handler = crate::harness::forwarding_handler(silent.local_addr().unwrap(), &metrics);
+        let listener = metrics.listener("dns://127.0.0.1:53", "tcp", false);
+        let query = crate::harness::client_query(7, "slow.example.");
+        // The query arrived 800 ms before its task got to run (a busy runtime, a TCP
+        // connection at its in-flight cap): 200 ms of its 1 s deadline are left.
+        let arrived = Instant::now() - Duration::from_millis(800);
+        let req = Request { transport: Transport::Tcp, client: "127.0.0.1:5353".parse().unwrap(), started: arrived, metrics: &listener, held: None };
+        let answer = handler.answer_miss(&query, &req).await.expect("an answer");
+        assert_eq!(answer[3] & 0xf, Rcode::SERVFAIL.0 as u8);
+        let waited = arrived.elapsed();
+        assert!(waited < Duration::from_millis(1300), "SERVFAIL {waited:?} after arrival, deadline 1 s");
     }
 
     #[test]

@@ -177,8 +177,7 @@ impl Upstream {
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(this) = weak.upgrade() else { return };
-                if this.health.is_up() {
-                    this.probing.store(false, Ordering::SeqCst);
+                if this.health.is_up() && probe_ends(&this.probing, || this.health.is_up()) {
                     return;
                 }
                 if tokio::time::timeout(this.rtt.timeout().max(Duration::from_millis(500)), this.exchange_once(&probe)).await.is_ok_and(|r| r.is_ok()) {
@@ -188,5 +187,39 @@ impl Upstream {
                 }
             }
         });
+    }
+}
+
+/// Clears `probing` for an upstream seen up; returns false when the probe must go on
+/// after all: marked down again between that check and the clearing, its failure found
+/// `probing` still set and started no probe of its own.
+fn probe_ends(probing: &AtomicBool, is_up: impl Fn() -> bool) -> bool {
+    probing.store(false, Ordering::SeqCst);
+    is_up() || probing.swap(true, Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_goes_on_when_the_upstream_is_marked_down_as_it_ends() {
+        // Marked down after the probe saw it up: the failure saw `probing` set and left it.
+        let probing = AtomicBool::new(true);
+        assert!(!probe_ends(&probing, || false), "the probe must go on");
+        assert!(probing.load(Ordering::SeqCst), "and it holds the probe flag again");
+    }
+
+    #[test]
+    fn a_probe_ends_when_the_upstream_stays_up_or_another_probe_took_over() {
+        let probing = AtomicBool::new(true);
+        assert!(probe_ends(&probing, || true));
+        assert!(!probing.load(Ordering::SeqCst), "a later failure may start a probe");
+        // Down again, and a new probe already took the flag: this one ends.
+        let taken = AtomicBool::new(true);
+        assert!(probe_ends(&taken, || {
+            taken.store(true, Ordering::SeqCst);
+            false
+        }));
     }
 }
