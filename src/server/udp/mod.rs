@@ -66,7 +66,8 @@ pub struct Worker {
     pub tasks: TaskTracker,
     pub stop: CancellationToken,
     pub gate: Gate,
-    /// Pin the thread to this CPU.
+    /// Pin the thread to the CPU of this index among those the process may use (modulo
+    /// their number): worker `i` passes `i`.
     pub cpu: Option<usize>,
 }
 
@@ -79,8 +80,11 @@ pub fn spawn(name: String, socket: std::net::UdpSocket, worker: Worker) -> std::
 
 fn serve(socket: std::net::UdpSocket, w: Worker) {
     let _runtime = w.runtime.enter();
-    if let Some(cpu) = w.cpu {
-        pin_to(cpu);
+    if let Some(n) = w.cpu {
+        match pin(n) {
+            Ok(cpu) => tracing::debug!(cpu, "UDP worker pinned"),
+            Err(e) => tracing::warn!(worker = n, error = %e, "cannot pin the UDP worker; it runs unpinned"),
+        }
     }
     let socket = Arc::new(socket);
     let fd = socket.as_raw_fd();
@@ -176,12 +180,61 @@ fn spawn_miss(w: &Worker, socket: Arc<std::net::UdpSocket>, packet: Vec<u8>, pee
     });
 }
 
-fn pin_to(cpu: usize) {
-    use nix::sched::{CpuSet, sched_setaffinity};
+/// Why a UDP worker runs unpinned.
+#[derive(Debug, thiserror::Error)]
+enum PinError {
+    #[error("cannot read the CPUs this process may use: {0}")]
+    Allowed(nix::Error),
+    #[error("this process may use no CPU")]
+    NoCpu,
+    #[error("cannot pin to CPU {0}: {1}")]
+    Pin(usize, nix::Error),
+}
+
+/// Pins the calling thread to the `n`-th CPU this process may use; returns that CPU. Counted
+/// within the process's own set, not from CPU 0: in a pod with a CPU set, CPU `n` is likely
+/// not ours, and pinning to it fails (or, under `taskset`, escapes the restriction).
+fn pin(n: usize) -> Result<usize, PinError> {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    // The process's set is its main thread's; this thread's own may already be narrowed.
+    let allowed = sched_getaffinity(Pid::this()).map_err(PinError::Allowed)?;
+    let cpu = nth_allowed(&allowed, n).ok_or(PinError::NoCpu)?;
     let mut set = CpuSet::new();
-    if set.set(cpu).is_ok() && sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok() {
-        tracing::debug!(cpu, "UDP worker pinned");
-    } else {
-        tracing::warn!(cpu, "cannot pin the UDP worker to this CPU; it runs unpinned");
+    set.set(cpu).map_err(|e| PinError::Pin(cpu, e))?;
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| PinError::Pin(cpu, e))?;
+    Ok(cpu)
+}
+
+/// The `n`-th CPU of `allowed`, counting modulo its size; `None` if it is empty.
+fn nth_allowed(allowed: &nix::sched::CpuSet, n: usize) -> Option<usize> {
+    let cpus = || (0..nix::sched::CpuSet::count()).filter(|&cpu| allowed.is_set(cpu).unwrap_or(false));
+    let count = cpus().count();
+    if count == 0 {
+        return None;
+    }
+    cpus().nth(n % count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sched::CpuSet;
+
+    fn set(cpus: &[usize]) -> CpuSet {
+        let mut set = CpuSet::new();
+        for &cpu in cpus {
+            set.set(cpu).unwrap();
+        }
+        set
+    }
+
+    #[test]
+    fn workers_take_the_allowed_cpus_in_turn() {
+        let allowed = set(&[2, 5, 7]);
+        let cpus: Vec<_> = (0..5).map(|n| nth_allowed(&allowed, n)).collect();
+        assert_eq!(cpus, [Some(2), Some(5), Some(7), Some(2), Some(5)]);
+        assert_eq!(nth_allowed(&set(&[1]), 0), Some(1), "worker 0 of a one-CPU pod on CPU 1");
+        assert_eq!(nth_allowed(&set(&[]), 0), None);
     }
 }
