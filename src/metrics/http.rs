@@ -1,10 +1,12 @@
 //! The HTTP endpoint: `/metrics` (Prometheus text format), `/health` (the process is up),
 //! `/ready` (listeners are bound and the process is not shutting down), and whatever
-//! diagnostic routes the caller adds ([`Extra`]).
+//! diagnostic routes the caller adds ([`Extra`]). Also the pacing of accept loops after
+//! errors ([`AcceptBackoff`]), shared with the DNS TCP listener, which depends on this module.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -57,8 +59,59 @@ pub struct Endpoints {
     pub extra: Option<Extra>,
 }
 
+/// The first wait after a failed accept; it doubles while accepts keep failing.
+const FIRST_WAIT: Duration = Duration::from_millis(10);
+const LONGEST_WAIT: Duration = Duration::from_secs(1);
+/// While accepts keep failing, one warning per this long.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// How an accept loop waits after a failed accept. Out of descriptors (EMFILE, ENFILE) or
+/// kernel memory, the pending connection stays queued and the listening socket readable, so
+/// retrying at once spins a core and logs a warning per try, and a fixed short wait still
+/// logs a hundred a second. The wait doubles up to a second and a success starts it over;
+/// warnings are at most one a minute whatever succeeds in between, since near the limit
+/// accepts fail and succeed by turns.
+pub struct AcceptBackoff {
+    listener: &'static str,
+    wait: Duration,
+    /// Failures since the last warning, reported with the next one.
+    unreported: u64,
+    warned_at: Option<Instant>,
+    /// Whether the current run of failures was warned about, so its end is worth a line.
+    warned_this_run: bool,
+}
+
+impl AcceptBackoff {
+    /// `listener` names the accept loop in the log.
+    pub fn new(listener: &'static str) -> Self {
+        AcceptBackoff { listener, wait: FIRST_WAIT, unreported: 0, warned_at: None, warned_this_run: false }
+    }
+
+    /// A connection was accepted: the next failure waits the shortest time again.
+    pub fn accepted(&mut self) {
+        if self.warned_this_run {
+            tracing::info!(listener = self.listener, "accepting connections again");
+            self.warned_this_run = false;
+        }
+        self.wait = FIRST_WAIT;
+    }
+
+    /// Logs `error` if a warning is due, then waits before the next accept.
+    pub async fn failed(&mut self, error: &std::io::Error) {
+        self.unreported += 1;
+        if self.warned_at.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            tracing::warn!(listener = self.listener, error = %error, failures = self.unreported, retry_in = ?self.wait, "accept failed (failures: since the last warning); backing off");
+            (self.unreported, self.warned_at, self.warned_this_run) = (0, Some(Instant::now()), true);
+        }
+        let wait = self.wait;
+        self.wait = (wait * 2).min(LONGEST_WAIT);
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// Serves the endpoint on an already bound listener until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, endpoints: Endpoints, stop: CancellationToken, mut gate: crate::server::handover::Gate) {
+    let mut backoff = AcceptBackoff::new("metrics");
     loop {
         tokio::select! {
             _ = gate.opened() => {}
@@ -67,10 +120,15 @@ pub async fn serve(listener: TcpListener, endpoints: Endpoints, stop: Cancellati
         let (stream, peer) = tokio::select! {
             _ = gate.closed() => continue,
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff.accepted();
+                    a
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "metrics endpoint accept failed");
-                    continue;
+                    tokio::select! {
+                        _ = backoff.failed(&e) => continue,
+                        _ = stop.cancelled() => return,
+                    }
                 }
             },
             _ = stop.cancelled() => return,

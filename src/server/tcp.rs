@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use super::handler::{Handler, Local, Request, Transport};
 use super::handover::Gate;
+use crate::metrics::http::AcceptBackoff;
 use crate::metrics::{DropReason, ListenerMetrics, Metrics};
 use crate::wire::MAX_MESSAGE;
 use crate::wire::header::HEADER_LEN;
@@ -73,6 +74,7 @@ impl TcpServer {
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         let clients = Arc::new(Semaphore::new(self.limits.max_clients));
         let mut gate = self.gate.clone();
+        let mut backoff = AcceptBackoff::new("dns-tcp");
         loop {
             tokio::select! {
                 biased;
@@ -84,11 +86,16 @@ impl TcpServer {
                 _ = self.stop.cancelled() => return,
                 _ = gate.closed() => continue,
                 accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
+                    Ok(a) => {
+                        backoff.accepted();
+                        a
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "TCP accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
+                        tokio::select! {
+                            biased;
+                            _ = self.stop.cancelled() => return,
+                            _ = backoff.failed(&e) => continue,
+                        }
                     }
                 },
             };
