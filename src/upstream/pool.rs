@@ -10,7 +10,9 @@
 //!   spreads over its pods per connection): a connect that fails or hangs is raced by a
 //!   fresh one, each a new flow that may reach another server, and a query falls back to
 //!   pipelining on a connection already open rather than fail because a new one did not
-//!   open. Only when every try of a connect fails does the pool back off (exponentially).
+//!   open. Connects run in the background, so a query waits for whichever connection
+//!   opens first, not for its own. Only when every try of a connect fails does the pool
+//!   back off (exponentially).
 //! - When a connection dies, its in-flight queries are retried once on another one.
 
 use std::collections::HashMap;
@@ -128,8 +130,9 @@ pub struct Pool {
     /// One permit per query slot: `max_connections x max_inflight_per_connection`.
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
-    conns: Mutex<Conns>,
-    /// Signalled whenever a connection opens or closes, for queries waiting for room.
+    conns: Arc<Mutex<Conns>>,
+    /// Signalled whenever a connection opens or closes, or a connect fails, for queries
+    /// waiting for a connection.
     changed: Arc<tokio::sync::Notify>,
     backoff: Arc<Mutex<Backoff>>,
     metrics: UpstreamMetrics,
@@ -164,15 +167,27 @@ impl Drop for Queued<'_> {
     }
 }
 
-/// Gives back a reserved place in the pool however the connect ends (done, failed, or the
-/// waiting query abandoned).
-struct Opening<'a>(&'a Pool);
+/// Gives back a reserved place in the pool however the connect ends, and wakes the queries
+/// waiting for a connection.
+struct Opening {
+    conns: Arc<Mutex<Conns>>,
+    changed: Arc<tokio::sync::Notify>,
+}
 
-impl Drop for Opening<'_> {
+impl Drop for Opening {
     fn drop(&mut self) {
-        self.0.conns.lock().unwrap_or_else(|e| e.into_inner()).opening -= 1;
-        self.0.changed.notify_waiters();
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).opening -= 1;
+        self.changed.notify_waiters();
     }
+}
+
+/// What a query needing a connection does now.
+enum Pick {
+    Use(Arc<Conn>),
+    /// Wait for a change (a connection opened or closed, a connect failed); past the wait,
+    /// fail with this.
+    Wait(UpstreamError),
+    Fail(UpstreamError),
 }
 
 /// Exponential backoff after failed connects (every try of one), and after connections the
@@ -203,7 +218,7 @@ impl Pool {
             settings,
             slots: Arc::new(Semaphore::new(slots)),
             waiting: AtomicUsize::new(0),
-            conns: Mutex::new(Conns::default()),
+            conns: Arc::new(Mutex::new(Conns::default())),
             changed: Arc::new(tokio::sync::Notify::new()),
             backoff: Arc::new(Mutex::new(Backoff::default())),
             metrics,
@@ -246,65 +261,83 @@ impl Pool {
         }
     }
 
-    /// Like [`Pool::connection`], but when every connection is draining toward its query
-    /// limit, waits (at most the queue wait) for one to close and make room.
+    /// A connection for one query. An idle connection if there is one; else a new one while
+    /// the pool has room (servers such as dnsmasq answer one query at a time per connection,
+    /// so spreading load over the allowed connections beats queueing it on one); else the
+    /// least busy connection with room to pipeline.
+    ///
+    /// Connects are the pool's, not the query's: a query waits for whichever connection
+    /// opens first, and after [`TRY_DELAY`] pipelines on a busy one rather than wait on. So
+    /// a connect that hangs on a dead server behind the address holds up no query that a
+    /// live one can carry, and neither does the backoff after failed connects. Waits at most
+    /// the connect timeout (or the queue wait, if longer).
     async fn connection_or_wait(&self) -> Result<Arc<Conn>, UpstreamError> {
-        let until = tokio::time::Instant::now() + self.settings.queue_wait;
+        let now = tokio::time::Instant::now();
+        let (patience, until) = (now + TRY_DELAY, now + self.settings.connect_timeout.max(self.settings.queue_wait));
         loop {
-            let room = self.changed.notified();
-            match self.connection().await {
-                Err(UpstreamError::QueueFull) if tokio::time::Instant::now() < until => {
-                    let _ = tokio::time::timeout_at(until, room).await;
+            // Made before looking, so that a change while we look still wakes us.
+            let changed = self.changed.notified();
+            let now = tokio::time::Instant::now();
+            match self.pick(now >= patience) {
+                Pick::Use(conn) => return Ok(conn),
+                Pick::Fail(e) => return Err(e),
+                Pick::Wait(e) if now >= until => return Err(e),
+                Pick::Wait(_) => {
+                    let wake = if now < patience { patience } else { until };
+                    let _ = tokio::time::timeout_at(wake.min(until), changed).await;
                 }
-                other => return other,
             }
         }
     }
 
-    /// An idle connection if there is one; else a new one while the pool has room (servers
-    /// such as dnsmasq answer one query at a time per connection, so spreading load over the
-    /// allowed connections beats queueing it on one); else the least busy connection with
-    /// room to pipeline. While the pool backs off after failed connects, or when a connect
-    /// fails, an open connection is used rather than none: one dead server behind the
-    /// address must not fail queries a live one can carry. The caller holds a slot, so one
-    /// of these exists unless every connection is draining toward its query limit.
-    async fn connection(&self) -> Result<Arc<Conn>, UpstreamError> {
-        let opening = {
-            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-            conns.open.retain(|c| !c.closed.load(Ordering::SeqCst));
-            let full = conns.open.len() + conns.opening >= self.settings.max_connections;
-            let least_busy = self.least_busy(&conns);
-            let idle = least_busy.as_ref().is_some_and(|c| c.inflight() == 0);
-            let backing_off = self.backoff.lock().unwrap_or_else(|e| e.into_inner()).blocks();
-            if let Some(c) = least_busy.filter(|_| idle || full || backing_off) {
-                self.metrics.conn_reused.inc();
-                return Ok(c);
-            }
-            if full {
-                // Every connection is draining toward its query limit, or being opened.
-                return Err(UpstreamError::QueueFull);
-            }
-            if backing_off {
-                return Err(UpstreamError::Connect);
-            }
+    /// One look at the pool for [`Pool::connection_or_wait`]; starts a connect when there is
+    /// room and no backoff. `pipeline` lets a query that has waited take a busy connection
+    /// although a new one may be opening.
+    fn pick(&self, pipeline: bool) -> Pick {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.open.retain(|c| !c.closed.load(Ordering::SeqCst));
+        let least_busy = self.least_busy(&conns);
+        if let Some(idle) = least_busy.as_ref().filter(|c| c.inflight() == 0) {
+            self.metrics.conn_reused.inc();
+            return Pick::Use(idle.clone());
+        }
+        let room = conns.open.len() + conns.opening < self.settings.max_connections;
+        let backing_off = self.backoff.lock().unwrap_or_else(|e| e.into_inner()).blocks();
+        if room && !backing_off {
             conns.opening += 1;
-            Opening(self)
-        };
-        // Connect without holding the pool: queries keep flowing on the open connections.
-        self.metrics.conn_opened.inc();
-        let stream = match self.connector.connect_racing(self.settings.connect_timeout, &self.metrics).await {
-            Ok(stream) => stream,
-            Err(e) => {
-                self.backoff.lock().unwrap_or_else(|e| e.into_inner()).failed();
-                drop(opening);
-                let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-                return self.least_busy(&conns).ok_or(e);
+            self.open_in_background();
+            if !pipeline || least_busy.is_none() {
+                return Pick::Wait(UpstreamError::Connect);
             }
-        };
-        let conn = Conn::start(stream, self.settings, self.metrics.clone(), self.changed.clone(), self.backoff.clone());
-        self.conns.lock().unwrap_or_else(|e| e.into_inner()).open.push(conn.clone());
-        drop(opening);
-        Ok(conn)
+        }
+        match least_busy {
+            Some(busy) => {
+                self.metrics.conn_reused.inc();
+                Pick::Use(busy)
+            }
+            // Every connection is draining toward its query limit: one closing makes room.
+            None if !room => Pick::Wait(UpstreamError::QueueFull),
+            None if conns.opening > 0 => Pick::Wait(UpstreamError::Connect),
+            None => Pick::Fail(UpstreamError::Connect),
+        }
+    }
+
+    /// Opens a connection into the pool in the background; the caller has counted it in
+    /// `opening`. Failing every try of the connect starts (or lengthens) the backoff.
+    fn open_in_background(&self) {
+        self.metrics.conn_opened.inc();
+        let opening = Opening { conns: self.conns.clone(), changed: self.changed.clone() };
+        let (connector, settings, metrics, backoff) = (self.connector.clone(), self.settings, self.metrics.clone(), self.backoff.clone());
+        tokio::spawn(async move {
+            match connector.connect_racing(settings.connect_timeout, &metrics).await {
+                Ok(stream) => {
+                    let conn = Conn::start(stream, settings, metrics, opening.changed.clone(), backoff);
+                    opening.conns.lock().unwrap_or_else(|e| e.into_inner()).open.push(conn);
+                }
+                Err(_) => backoff.lock().unwrap_or_else(|e| e.into_inner()).failed(),
+            }
+            drop(opening);
+        });
     }
 
     /// The open connection with the fewest queries in flight that can take one more.
@@ -350,11 +383,12 @@ impl Conn {
         metrics.connections.inc();
         let task = conn.clone();
         tokio::spawn(async move {
-            let answered = task.clone().run(stream, rx, settings, metrics).await;
+            let ended = task.clone().run(stream, rx, settings, metrics).await;
             let mut backoff = backoff.lock().unwrap_or_else(|e| e.into_inner());
-            if answered > 0 {
+            if ended.answers > 0 {
                 *backoff = Backoff::default();
-            } else if task.queries.load(Ordering::SeqCst) > 0 {
+            } else if ended.by_server || task.queries.load(Ordering::SeqCst) > 0 {
+                // A server that accepts and hangs up, before or after our first query.
                 backoff.failed();
             }
             drop(backoff);
@@ -409,10 +443,10 @@ impl Conn {
 
     /// Owns the socket: writes queries, dispatches answers by ID, and closes the connection
     /// when idle for `idle_timeout`, when drained past its query limit, or on any error.
-    /// Queries unanswered for `idle_timeout` are given up (the server dropped them). Returns
-    /// how many answers the connection carried.
-    async fn run(self: Arc<Self>, stream: Box<dyn Stream>, mut rx: mpsc::Receiver<Vec<u8>>, settings: PoolSettings, metrics: UpstreamMetrics) -> u64 {
+    /// Queries unanswered for `idle_timeout` are given up (the server dropped them).
+    async fn run(self: Arc<Self>, stream: Box<dyn Stream>, mut rx: mpsc::Receiver<Vec<u8>>, settings: PoolSettings, metrics: UpstreamMetrics) -> Ended {
         let mut answers = 0;
+        let mut by_server = false;
         let (reader, mut writer) = tokio::io::split(stream);
         let mut frames = FramedRead::new(reader, crate::server::tcp::frame_codec());
         let mut last_activity = tokio::time::Instant::now();
@@ -451,6 +485,7 @@ impl Conn {
                             batch.extend_from_slice(&more);
                         }
                         if writer.write_all(&batch).await.is_err() {
+                            by_server = true;
                             break;
                         }
                         last_activity = tokio::time::Instant::now();
@@ -472,7 +507,10 @@ impl Conn {
                             }
                         }
                     }
-                    _ => break,
+                    _ => {
+                        by_server = true;
+                        break;
+                    }
                 },
                 () = &mut timer => {
                     if idle {
@@ -498,8 +536,15 @@ impl Conn {
         }
         metrics.inflight.dec_by(reported);
         metrics.connections.dec();
-        answers
+        Ended { answers, by_server }
     }
+}
+
+/// How a connection ended: the answers it carried, and whether the server closed it (or
+/// broke it) rather than nodedns.
+struct Ended {
+    answers: u64,
+    by_server: bool,
 }
 
 /// Removes a query that never reached the connection's writer (its caller gave up first).
