@@ -38,7 +38,7 @@ pub enum Local {
 
 /// A query read by [`Handler::parse`]: its message, its cache key (over the lower-cased
 /// name) and the key's hash; or why it gets no normal answer.
-pub struct Parsed<'a>(Result<Keyed<'a>, QueryError>);
+pub struct Parsed<'a>(Result<Keyed<'a>, QueryError<'a>>);
 
 struct Keyed<'a> {
     query: Query<'a>,
@@ -425,7 +425,7 @@ impl Handler {
         Local::Reply(len)
     }
 
-    fn reject(&self, error: QueryError, out: &mut [u8], req: &Request<'_>) -> Local {
+    fn reject(&self, error: QueryError<'_>, out: &mut [u8], req: &Request<'_>) -> Local {
         let payload = self.udp_payload();
         let (len, rcode) = match &error {
             QueryError::Drop => {
@@ -435,7 +435,7 @@ impl Handler {
             QueryError::Malformed(h) => (compose::error_response(out, h, None, Rcode::FORMERR, None, payload), Rcode::FORMERR),
             QueryError::NotImplemented(h) => (compose::not_implemented(out, h), Rcode::NOTIMP),
             QueryError::BadVersion { header, question, edns } => {
-                (compose::error_response(out, header, Some(question.as_bytes()), Rcode::BADVERS, Some(*edns), payload), Rcode::BADVERS)
+                (compose::error_response(out, header, Some(question), Rcode::BADVERS, Some(*edns), payload), Rcode::BADVERS)
             }
         };
         // Counted under the whole code: BADVERS's low four bits alone would read NOERROR.

@@ -27,40 +27,9 @@ pub struct Query<'a> {
     pub edns: Option<Edns>,
 }
 
-/// The longest question section: a name of [`MAX_NAME`] octets, its type and class.
-pub const MAX_QUESTION: usize = MAX_NAME + 4;
-
-/// A question section copied out of its datagram, for an error that echoes it. A copy, not
-/// a borrow: the error stays free of the datagram's lifetime, so a batch keeps it beside
-/// its parsed queries as any other outcome of parsing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Question {
-    len: u16,
-    octets: [u8; MAX_QUESTION],
-}
-
-impl Question {
-    /// Copies `question`, or `None` if it is longer than any question can be.
-    fn copy(question: &[u8]) -> Option<Question> {
-        let mut octets = [0u8; MAX_QUESTION];
-        octets.get_mut(..question.len())?.copy_from_slice(question);
-        Some(Question { len: question.len() as u16, octets })
-    }
-
-    /// The section's octets (name, type, class), as the client sent them.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.octets[..usize::from(self.len)]
-    }
-}
-
 /// Why a query gets no normal answer. Each variant says what the client receives.
-// BADVERS's copied question makes this large (~280 octets, so is every parse outcome a
-// batch keeps), but a box would allocate per bad query and stop the error being `Copy`,
-// and a borrow would put a lifetime on every holder of a parse outcome. Hits write only
-// the `Ok` side.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum QueryError {
+pub enum QueryError<'a> {
     /// Too short for a header, or a response rather than a query: answering could loop, so drop.
     #[error("not a query; dropped")]
     Drop,
@@ -71,12 +40,13 @@ pub enum QueryError {
     #[error("opcode not implemented")]
     NotImplemented(Header),
     /// An EDNS version we do not speak: BADVERS with our OPT (RFC 6891 section 6.1.3),
-    /// echoing the question and the client's DO bit as BIND and Unbound do.
+    /// echoing the question (its octets in the datagram) and the client's DO bit as BIND
+    /// and Unbound do.
     #[error("unsupported EDNS version")]
-    BadVersion { header: Header, question: Question, edns: Edns },
+    BadVersion { header: Header, question: &'a [u8], edns: Edns },
 }
 
-impl QueryError {
+impl QueryError<'_> {
     /// The query log's `reason`.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -93,8 +63,7 @@ impl<'a> Query<'a> {
     /// the length of the lower-cased name. Rules follow Unbound's request checks: exactly one
     /// question, empty answer and authority sections, at most one OPT record.
     #[inline]
-    #[allow(clippy::result_large_err)] // see `QueryError`
-    pub fn parse(msg: &'a [u8], lower: &mut [u8; MAX_NAME]) -> Result<(Query<'a>, usize), QueryError> {
+    pub fn parse(msg: &'a [u8], lower: &mut [u8; MAX_NAME]) -> Result<(Query<'a>, usize), QueryError<'a>> {
         let header = Header::parse(msg).ok_or(QueryError::Drop)?;
         if header.flags.has(Flags::QR) {
             return Err(QueryError::Drop);
@@ -112,8 +81,7 @@ impl<'a> Query<'a> {
         let question_end = name_end + 4;
         let edns = parse_additional(msg, question_end, header.arcount).ok_or_else(malformed)?;
         if let Some(edns) = edns.filter(|e| e.version != 0) {
-            let question = Question::copy(&msg[HEADER_LEN..question_end]).ok_or_else(malformed)?;
-            return Err(QueryError::BadVersion { header, question, edns });
+            return Err(QueryError::BadVersion { header, question: &msg[HEADER_LEN..question_end], edns });
         }
         let query = Query {
             header,
@@ -246,14 +214,7 @@ mod tests {
             panic!("BADVERS expected");
         };
         assert_eq!(header.id, 0x1234);
-        assert_eq!(question.as_bytes(), &v1[HEADER_LEN..n - 11], "name in the client's case, type, class");
+        assert_eq!(question, &v1[HEADER_LEN..n - 11], "name in the client's case, type, class");
         assert_eq!(edns, Edns { udp_payload: 4096, version: 1, dnssec_ok: true });
-    }
-
-    #[test]
-    fn the_longest_question_fits_its_copy() {
-        let longest = [0u8; MAX_QUESTION];
-        assert_eq!(Question::copy(&longest).unwrap().as_bytes(), &longest[..]);
-        assert!(Question::copy(&[0u8; MAX_QUESTION + 1]).is_none());
     }
 }
