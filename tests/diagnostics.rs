@@ -90,6 +90,11 @@ impl Pod {
         wait_until(Duration::from_secs(15), "nodedns answers in the namespace", || {
             pod.ns.run("dig", &["@127.0.0.1", "+short", "+time=1", "+tries=1", "www.test.example"]).1.contains("192.0.2.1")
         });
+        // The log is written behind the answers: the readiness queries must be in it before
+        // a test counts the lines a client adds.
+        wait_until(Duration::from_secs(5), "the readiness query is logged", || {
+            read_lines(&pod.query_log).iter().any(|l| l.contains("\"www.test.example.\"") && l.contains("NOERROR"))
+        });
         pod
     }
 

@@ -215,16 +215,7 @@ impl Netns {
         let out = in_netns(Some(&self.name), program).args(args).stderr(Stdio::null()).output().unwrap();
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
     }
-}
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
-    }
-}
-
-impl Netns {
     /// Runs `f` on a thread that has entered this namespace, so that the test's own
     /// sockets (clients, HTTP probes) live there.
     pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
@@ -265,40 +256,39 @@ impl Netns {
         self.within(|| wait_until(Duration::from_secs(15), "nodedns ready in the namespace", || http_get(metrics, "/ready").is_some_and(|(code, _)| code == 200)));
         proc
     }
-}
 
-/// A Service as kube-proxy (iptables mode) builds it on a node, inside a namespace: a
-/// ClusterIP that no interface holds, DNAT-ed for each new flow (a TCP connection, a UDP
-/// socket's first datagram) to one of the backends at random, each equally likely. The
-/// backends are addresses on the namespace's `lo`: a backend with no server on it is a
-/// dead pod (connections refused), and [`Service::silence`] makes one drop every packet (a
-/// pod whose node went away).
-pub struct Service {
-    pub ip: String,
-    pub backends: Vec<String>,
-}
-
-impl Service {
-    pub fn create(ns: &Netns, ip: &str, backends: &[&str], port: u16) -> Service {
+    /// A Service as kube-proxy (iptables mode) builds it on a node: a ClusterIP `ip` that no
+    /// interface holds, DNAT-ed for each new flow (a TCP connection, a UDP socket's first
+    /// datagram) to one of `backends` at random, each equally likely. The backends are
+    /// addresses on this namespace's `lo`: one with no server on it is a dead pod
+    /// (connections refused), and [`Netns::silence`] makes one drop every packet.
+    pub fn service(&self, ip: &str, backends: &[&str], port: u16) {
         require("iptables");
         for b in backends {
-            ns.sh(&format!("ip addr add {b}/32 dev lo"));
+            self.sh(&format!("ip addr add {b}/32 dev lo"));
         }
-        ns.sh(&format!("ip route add {ip}/32 dev lo"));
+        self.sh(&format!("ip route add {ip}/32 dev lo"));
         for proto in ["udp", "tcp"] {
             for (i, b) in backends.iter().enumerate() {
                 // kube-proxy's chain: rule i catches 1/(n-i) of what the earlier ones left.
                 let left = backends.len() - i;
                 let pick = if left > 1 { format!("-m statistic --mode random --probability {:.5}", 1.0 / left as f64) } else { String::new() };
-                ns.sh(&format!("iptables -t nat -A OUTPUT -d {ip} -p {proto} --dport {port} {pick} -j DNAT --to-destination {b}:{port}"));
+                self.sh(&format!("iptables -t nat -A OUTPUT -d {ip} -p {proto} --dport {port} {pick} -j DNAT --to-destination {b}:{port}"));
             }
         }
-        Service { ip: ip.to_string(), backends: backends.iter().map(|b| b.to_string()).collect() }
     }
 
-    /// Makes `backend` drop everything sent to it: no reset, no ICMP, SYNs unanswered.
-    pub fn silence(ns: &Netns, backend: &str) {
-        ns.sh(&format!("iptables -A INPUT -d {backend} -j DROP"));
+    /// Makes `backend` drop everything sent to it: no reset, no ICMP, SYNs unanswered (a
+    /// pod whose node went away).
+    pub fn silence(&self, backend: &str) {
+        self.sh(&format!("iptables -A INPUT -d {backend} -j DROP"));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
     }
 }
 
