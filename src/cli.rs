@@ -278,14 +278,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         None => FileConfig::default(),
     };
     let overrides = Overrides { listen: args.listen, upstreams: args.upstream, forward: args.forward, metrics: args.metrics };
-    let source = args.config.map(|path| crate::server::reload::Source { path, overrides: overrides.clone() });
+    let source = args.config.map(|path| crate::process::reload::Source { path, overrides: overrides.clone() });
     let settings = Settings::build(file, overrides)?;
     init_logging(&settings.log_level, settings.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let stop = CancellationToken::new();
         tokio::spawn(stop_on_signal(stop.clone()));
-        crate::server::run(settings, source, stop).await
+        crate::process::run(settings, source, stop).await
     })
 }
 

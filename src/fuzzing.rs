@@ -10,8 +10,8 @@ use tokio_util::codec::Decoder;
 
 use crate::cache::{Cache, Capacity, Entry, KeyRef, TtlPolicy};
 use crate::metrics::{ListenerMetrics, Metrics};
-use crate::server::handler::{Handler, Local, Request, Transport};
-use crate::server::tcp::frame_codec;
+use crate::query::handler::{Handler, Local, Request, Transport};
+use crate::wire::frame_codec;
 use crate::wire::name::{self, MAX_NAME};
 use crate::wire::{MAX_MESSAGE, Query, UpstreamResponse};
 

@@ -1,31 +1,37 @@
 //! nodedns: a node-local DNS cache for Kubernetes.
 //!
-//! The modules, in the order a query meets them:
+//! The modules in layers, bottom first. Each imports only from layers below it (a test,
+//! `layering_points_down`, reads every `use crate::` and fails on one that points up):
 //!
-//! - [`server`]: UDP and TCP listeners and the hot path that answers from the cache.
-//! - [`wire`]: reading and writing DNS messages in place.
-//! - [`cache`]: the bounded response cache and its TTL policy.
-//! - [`kubernetes`]: names a pod's search walk produces that cannot exist, denied locally.
-//! - [`forward`]: the miss path: request coalescing, then the zone's upstream group.
-//! - [`zones`]: longest-suffix routing of names to upstream groups.
-//! - [`upstream`]: one upstream server: UDP, the pipelined TCP/TLS pool, RTT and health.
-//! - [`ratelimit`]: the token bucket behind per-client and per-upstream rate caps.
-//! - [`node`]: the node's addresses and NOTRACK rules for them.
-//! - [`metrics`]: Prometheus metrics (CoreDNS names) and the health/readiness endpoint.
-//! - [`config`]: the YAML file, resolv.conf, and the validated settings.
-//! - [`diagnose`]: `explain`, `probe` and `stats`, the diagnostics run beside a node.
-//! - [`cli`]: the command line.
+//! 1. [`wire`]: reading and writing DNS messages in place; [`ratelimit`]: the token bucket;
+//!    [`gate`]: the listeners' pause switch.
+//! 2. [`metrics`]: Prometheus metrics (CoreDNS names) and the health/readiness endpoint.
+//! 3. [`cache`]: the bounded response cache and its TTL policy.
+//! 4. [`upstream`]: one upstream server: UDP, the pipelined TCP/TLS pool, RTT and health.
+//! 5. [`zones`]: longest-suffix routing of names to upstream groups.
+//! 6. [`forward`]: the miss path: request coalescing, then the zone's upstream group.
+//! 7. [`kubernetes`]: names a pod's search walk produces that cannot exist, denied locally;
+//!    [`node`]: the node's addresses and NOTRACK rules for them.
+//! 8. [`query`]: the query policy: the hot path, admission, the query log, explain.
+//! 9. [`listen`]: the UDP and TCP transports.
+//! 10. [`config`]: the YAML file, resolv.conf, and the validated settings.
+//! 11. [`process`]: the running process: build, bind, serve, reload, hand over, drain.
+//! 12. [`diagnose`]: `explain`, `probe` and `stats`, the diagnostics run beside a node.
+//! 13. [`cli`]: the command line.
 
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod diagnose;
 pub mod forward;
+pub mod gate;
 pub mod kubernetes;
+pub mod listen;
 pub mod metrics;
 pub mod node;
+pub mod process;
+pub mod query;
 pub mod ratelimit;
-pub mod server;
 pub mod upstream;
 pub mod wire;
 pub mod zones;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use hickory_proto::op::Message;
 use nodedns::harness::Hits;
 use nodedns::metrics::HeldLatencies;
-use nodedns::server::handler::{Local, Request, Transport};
+use nodedns::query::handler::{Local, Request, Transport};
 use nodedns::wire::MAX_MESSAGE;
 use nodedns::wire::name::MAX_NAME;
 

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 
 use crate::forward::Policy;
 use crate::kubernetes::NamespaceSource;
-use crate::server::admission::Action;
+use crate::query::admission::Action;
 use crate::upstream::UpstreamSpec;
 use crate::zones::Zone;
 

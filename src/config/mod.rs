@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::cache::{Capacity, TtlPolicy};
 use crate::forward::ForwardSettings;
 use crate::kubernetes::NamingSettings;
-use crate::server::admission::{Action, ClientLimit};
+use crate::query::admission::{Action, ClientLimit};
 use crate::upstream::{PoolSettings, Protocol, QueryOptions, UpstreamSettings, UpstreamSpec};
 use crate::zones::{Router, UpstreamGroup, Zone};
 pub use file::{FileConfig, KubernetesSection, LogFormat};
@@ -76,9 +76,9 @@ pub struct Settings {
     pub pin_udp_workers: bool,
     pub log_level: String,
     pub log_format: LogFormat,
-    pub query_log: crate::server::querylog::Policy,
+    pub query_log: crate::query::querylog::Policy,
     /// Where query log lines go; read at start.
-    pub query_log_output: crate::server::querylog::Output,
+    pub query_log_output: crate::query::querylog::Output,
     pub naming: NamingSettings,
     pub node: crate::node::NodeSettings,
 }
@@ -345,11 +345,11 @@ fn udp_workers(configured: usize) -> usize {
     }
 }
 
-fn query_log_policy(q: &file::QueryLogSection) -> Result<crate::server::querylog::Policy, ConfigError> {
+fn query_log_policy(q: &file::QueryLogSection) -> Result<crate::query::querylog::Policy, ConfigError> {
     if !(0.0..=1.0).contains(&q.sample) {
         return Err(ConfigError::Settings(format!("log.queries.sample: {} is not a fraction between 0 and 1", q.sample)));
     }
-    Ok(crate::server::querylog::Policy { enabled: q.enabled, sample: q.sample, slow: q.slow })
+    Ok(crate::query::querylog::Policy { enabled: q.enabled, sample: q.sample, slow: q.slow })
 }
 
 /// The Kubernetes naming rules. Search suffixes not configured are the node's: its

@@ -18,7 +18,7 @@ use super::libc::{Libc, Lookup, Sending, StepOutcome};
 use crate::config::Settings;
 use crate::config::resolv_conf::ResolvConf;
 use crate::kubernetes::Naming;
-use crate::server::explain::Decision;
+use crate::query::explain::Decision;
 use crate::wire::{Rcode, TypeName};
 
 /// Where decisions come from.
@@ -37,7 +37,7 @@ impl Decider {
                 let body = client::instance(hyper::Method::GET, base, &format!("explain?{query}")).await?;
                 Ok(serde_json::from_str(&body)?)
             }
-            Decider::Settings(settings, naming) => Decision::from_settings(name, qtype, settings, naming).ok_or_else(|| anyhow::anyhow!("`{name}` is not a valid domain name")),
+            Decider::Settings(settings, naming) => Decision::from_configured(name, qtype, &settings.router, naming).ok_or_else(|| anyhow::anyhow!("`{name}` is not a valid domain name")),
         }
     }
 }

@@ -159,7 +159,7 @@ pub async fn run(settings: ProbeSettings) -> anyhow::Result<()> {
                 let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
                 out
             });
-            let (switch, gate) = crate::server::handover::Gate::new();
+            let (switch, gate) = crate::gate::Gate::new();
             tokio::spawn(http::serve(listener, Endpoints { encode, ready, extra: None }, tokio_util::sync::CancellationToken::new(), gate));
             Some(switch)
         }

@@ -33,7 +33,13 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, each at the index of its discriminant (its metric counter's).
     pub const ALL: [Reason; 4] = [Reason::NotInSpecification, Reason::UnknownNamespace, Reason::SearchSuffix, Reason::AaaaFilter];
+
+    /// The rules' counters, one local-answer counter per reason (counted by `reason as usize`).
+    pub fn metrics(metrics: &crate::metrics::Metrics) -> crate::metrics::NamingMetrics {
+        metrics.naming(&Reason::ALL.map(Reason::as_str))
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -110,7 +110,7 @@ impl AcceptBackoff {
 }
 
 /// Serves the endpoint on an already bound listener until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, endpoints: Endpoints, stop: CancellationToken, mut gate: crate::server::handover::Gate) {
+pub async fn serve(listener: TcpListener, endpoints: Endpoints, stop: CancellationToken, mut gate: crate::gate::Gate) {
     let mut backoff = AcceptBackoff::new("metrics");
     loop {
         tokio::select! {

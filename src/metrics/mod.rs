@@ -208,20 +208,28 @@ impl DropReason {
     }
 }
 
-/// Counters of the Kubernetes naming rules.
+/// Counters of the Kubernetes naming rules. The rules' reasons are the naming layer's: it
+/// names them when it resolves these ([`Metrics::naming`]) and counts by their index.
 #[derive(Clone, Debug)]
 pub struct NamingMetrics {
-    local: [Counter; 4],
+    local: Box<[Counter]>,
     pub search_walks: Counter,
     pub speculative: Counter,
     pub speculative_skipped: Counter,
 }
 
 impl NamingMetrics {
-    pub fn answered(&self, reason: crate::kubernetes::Reason) {
-        self.local[reason as usize].inc();
+    /// A query answered locally by the rule whose reason is `reasons[reason]` of
+    /// [`Metrics::naming`].
+    pub fn answered(&self, reason: usize) {
+        self.local[reason].inc();
     }
 }
+
+/// The `reason` labels of `nodedns_denied_queries`, in the order of admission's reasons.
+pub const DENIED_REASONS: [&str; 2] = ["acl", "rate_limit"];
+/// Its `action` labels, in the order of admission's actions.
+pub const DENIED_ACTIONS: [&str; 3] = ["refuse", "drop", "truncate"];
 
 /// The process-wide metrics.
 pub struct Metrics {
@@ -379,11 +387,11 @@ impl Metrics {
         m
     }
 
-    /// The Kubernetes naming counters, resolved once.
-    pub fn naming(&self) -> NamingMetrics {
-        use crate::kubernetes::Reason;
+    /// The Kubernetes naming counters, resolved once, with one local-answer counter per
+    /// label of `reasons`.
+    pub fn naming(&self, reasons: &[&str]) -> NamingMetrics {
         NamingMetrics {
-            local: Reason::ALL.map(|r| self.local_answers.get_or_create_owned(&ReasonLabels { reason: r.as_str().into() })),
+            local: reasons.iter().map(|&r| self.local_answers.get_or_create_owned(&ReasonLabels { reason: r.into() })).collect(),
             search_walks: self.search_walks.clone(),
             speculative: self.speculative.clone(),
             speculative_skipped: self.speculative_skipped.clone(),
@@ -436,8 +444,8 @@ impl Metrics {
         let prefetch = self.cache_prefetch.get_or_create_owned(&cache_labels);
         let served_stale = self.cache_served_stale.get_or_create_owned(&cache_labels);
         let dropped = self.dropped.get_or_create_owned(&ReasonLabels { reason: DropReason::NotAQuery.as_str().into() });
-        let denied = ["acl", "rate_limit"].map(|reason| {
-            ["refuse", "drop", "truncate"].map(|action| {
+        let denied = DENIED_REASONS.map(|reason| {
+            DENIED_ACTIONS.map(|action| {
                 self.denied.get_or_create_owned(&DeniedLabels { server: server.into(), reason: reason.into(), action: action.into() })
             })
         });
@@ -665,19 +673,11 @@ impl ListenerMetrics {
         self.dropped.inc();
     }
 
+    /// A query denied for reason `DENIED_REASONS[reason]`, the client getting
+    /// `DENIED_ACTIONS[action]`.
     #[inline]
-    pub fn denied(&self, reason: crate::server::admission::Reason, action: crate::server::admission::Action) {
-        use crate::server::admission::{Action, Reason};
-        let r = match reason {
-            Reason::NotAllowed => 0,
-            Reason::RateLimited => 1,
-        };
-        let a = match action {
-            Action::Refuse => 0,
-            Action::Drop => 1,
-            Action::Truncate => 2,
-        };
-        self.denied[r][a].inc();
+    pub fn denied(&self, reason: usize, action: usize) {
+        self.denied[reason][action].inc();
     }
 
     #[inline]

@@ -448,7 +448,7 @@ impl Conn {
         let mut answers = 0;
         let mut by_server = false;
         let (reader, mut writer) = tokio::io::split(stream);
-        let mut frames = FramedRead::new(reader, crate::server::tcp::frame_codec());
+        let mut frames = FramedRead::new(reader, crate::wire::frame_codec());
         let mut last_activity = tokio::time::Instant::now();
         let mut next_sweep = last_activity + settings.idle_timeout / 4;
         let timer = tokio::time::sleep_until(last_activity + settings.idle_timeout);

@@ -114,3 +114,8 @@ mod tests {
         assert!("AAAAA".parse::<TypeName>().is_err());
     }
 }
+
+/// RFC 1035 section 4.2.2 framing: each message preceded by its two-octet length.
+pub fn frame_codec() -> tokio_util::codec::LengthDelimitedCodec {
+    tokio_util::codec::LengthDelimitedCodec::builder().length_field_length(2).max_frame_length(MAX_MESSAGE).new_codec()
+}

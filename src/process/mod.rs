@@ -1,18 +1,14 @@
-//! Listeners and the running process: binds every listen address for UDP and TCP, wires
-//! cache, forwarder and metrics together, and drains on shutdown.
+//! The running process: builds the cache, forwarder, query handler and metrics from the
+//! settings, binds every listen address for UDP and TCP, serves, and drains on shutdown.
+//! The top of the stack: it wires the layers below together and owns no DNS policy.
 //!
-//! - [`handler`]: the query path shared by both transports (the hot path lives there).
-//! - [`udp`], [`tcp`]: the transports. They own sockets and framing, never DNS policy.
+//! - [`reload`]: re-reads the configuration and swaps what may change in place.
+//! - [`handover`]: takes the listening sockets and cache over from a running predecessor.
+//! - [`admin`]: the diagnostic routes of the metrics endpoint (`/explain`, `/querylog`).
 
 pub mod admin;
-pub mod admission;
-pub mod explain;
-pub mod handler;
 pub mod handover;
-pub mod querylog;
 pub mod reload;
-pub mod tcp;
-pub mod udp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,16 +22,19 @@ use crate::cache::{Cache, snapshot};
 use crate::config::Settings;
 use crate::forward::Forwarder;
 use crate::kubernetes::search::SearchPrefetch;
-use crate::kubernetes::{NamespaceSource, Naming, SoaBook};
+use crate::kubernetes::{self, NamespaceSource, Naming, SoaBook};
 use crate::upstream::{Upstream, UpstreamSettings, UpstreamSpec};
 use crate::zones::Router;
 use crate::metrics::Metrics;
 use crate::node;
 use crate::metrics::http::{self, Readiness};
-use admission::Admission;
-use handler::{Handler, LocalNaming};
-use handover::{Gate, Role};
-use tcp::{TcpLimits, TcpServer};
+use crate::gate::Gate;
+use crate::listen::tcp::{self, TcpLimits, TcpServer};
+use crate::listen::udp;
+use crate::query::admission::Admission;
+use crate::query::handler::{Handler, LocalNaming};
+use crate::query::querylog;
+use handover::Role;
 
 /// `dns://ADDR:PORT`, CoreDNS's `server` label.
 fn server_label(addr: SocketAddr) -> String {
@@ -67,8 +66,8 @@ async fn local_naming(settings: &Settings, forwarder: &Arc<Forwarder>, metrics: 
             tokio::spawn(naming.namespaces().clone().follow(client));
         }
     }
-    let search = naming.settings().search_prefetch.then(|| SearchPrefetch::new(naming.clone(), forwarder.clone(), metrics.naming()));
-    Ok(LocalNaming { naming, soa, search, metrics: metrics.naming() })
+    let search = naming.settings().search_prefetch.then(|| SearchPrefetch::new(naming.clone(), forwarder.clone(), kubernetes::Reason::metrics(metrics)));
+    Ok(LocalNaming { naming, soa, search, metrics: kubernetes::Reason::metrics(metrics) })
 }
 
 /// Installs the node's packet-filter rules now that the server serves, then checks them and

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::admission::Admission;
-use super::handler::{Handler, HandlerSettings};
+use crate::query::admission::Admission;
+use crate::query::handler::{Handler, HandlerSettings};
 use crate::config::{self, Overrides, Settings};
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;

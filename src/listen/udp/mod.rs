@@ -22,8 +22,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::handler::{Handler, Local, Request, Transport};
-use super::handover::Gate;
+use crate::gate::Gate;
+use crate::query::handler::{Handler, Local, Request, Transport};
 use crate::metrics::{HeldLatencies, ListenerMetrics};
 use crate::wire::name::MAX_NAME;
 use batch::{BATCH, Batch};

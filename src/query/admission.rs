@@ -39,7 +39,26 @@ pub enum Reason {
     RateLimited,
 }
 
+impl Action {
+    /// Its place in `metrics::DENIED_ACTIONS`.
+    pub fn metric_index(self) -> usize {
+        match self {
+            Action::Refuse => 0,
+            Action::Drop => 1,
+            Action::Truncate => 2,
+        }
+    }
+}
+
 impl Reason {
+    /// Its place in `metrics::DENIED_REASONS`.
+    pub fn metric_index(self) -> usize {
+        match self {
+            Reason::NotAllowed => 0,
+            Reason::RateLimited => 1,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::NotAllowed => "acl",
@@ -102,6 +121,17 @@ fn take_token(table: &QuickCache<IpAddr, Arc<TokenBucket>>, limit: &ClientLimit,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_reason_and_action_counts_under_its_own_label() {
+        for reason in [Reason::NotAllowed, Reason::RateLimited] {
+            assert_eq!(crate::metrics::DENIED_REASONS[reason.metric_index()], reason.as_str());
+        }
+        let actions = [(Action::Refuse, "refuse"), (Action::Drop, "drop"), (Action::Truncate, "truncate")];
+        for (action, label) in actions {
+            assert_eq!(crate::metrics::DENIED_ACTIONS[action.metric_index()], label);
+        }
+    }
     use std::time::Duration;
 
     fn nets(list: &[&str]) -> Vec<IpNet> {

@@ -13,12 +13,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::handler::{Handler, Local, Request, Transport};
-use super::handover::Gate;
+use crate::gate::Gate;
+use crate::query::handler::{Handler, Local, Request, Transport};
 use crate::metrics::http::AcceptBackoff;
 use crate::metrics::{DropReason, ListenerMetrics, Metrics};
 use crate::wire::MAX_MESSAGE;
@@ -152,7 +152,7 @@ impl TcpServer {
     async fn read_queries(self: &Arc<Self>, reader: OwnedReadHalf, peer: SocketAddr, tx: mpsc::Sender<Vec<u8>>, activity: Arc<Activity>) {
         let max_inflight = self.limits.max_inflight_per_connection;
         let inflight = Arc::new(Semaphore::new(max_inflight));
-        let mut frames = FramedRead::new(reader, frame_codec());
+        let mut frames = FramedRead::new(reader, crate::wire::frame_codec());
         let mut out = vec![0u8; MAX_MESSAGE];
         loop {
             let idle_deadline = activity.last() + self.limits.idle_timeout;
@@ -201,11 +201,6 @@ impl TcpServer {
             }
         }
     }
-}
-
-/// RFC 1035 section 4.2.2 framing: each message preceded by its two-octet length.
-pub fn frame_codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder().length_field_length(2).max_frame_length(MAX_MESSAGE).new_codec()
 }
 
 /// One of a source address's connection slots, given back on drop.

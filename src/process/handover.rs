@@ -16,8 +16,8 @@
 //!    and reports not ready. If the successor's connection then closes while the predecessor
 //!    is still alive (the successor crashed), the predecessor serves again.
 //!
-//! Owns the exchange and the pause switch ([`Gate`]) only; binding and serving stay with the
-//! listeners.
+//! Owns the exchange and the switch of the pause gate ([`crate::gate::Gate`]) only; binding
+//! and serving stay with the listeners.
 
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::net::SocketAddr;
@@ -74,37 +74,6 @@ impl Role {
 
     fn parse(s: &str) -> Option<Role> {
         [Role::Udp, Role::Tcp, Role::Http].into_iter().find(|r| r.as_str() == s)
-    }
-}
-
-/// Whether this process's listeners read their sockets: closed while a successor serves.
-#[derive(Clone)]
-pub struct Gate(watch::Receiver<bool>);
-
-impl Gate {
-    /// An open gate and its switch.
-    pub fn new() -> (watch::Sender<bool>, Gate) {
-        let (tx, rx) = watch::channel(true);
-        (tx, Gate(rx))
-    }
-
-    /// Whether this process's listeners read (false once a successor serves).
-    pub fn is_open(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves at once while open, else when it opens again.
-    pub async fn opened(&mut self) {
-        if self.0.wait_for(|open| *open).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-
-    /// Resolves when the gate closes.
-    pub async fn closed(&mut self) {
-        if self.0.wait_for(|open| !*open).await.is_err() {
-            std::future::pending::<()>().await;
-        }
     }
 }
 
@@ -315,6 +284,7 @@ fn hand_over(mut link: UnixStream, offer: &Offer) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gate::Gate;
 
     /// The sockets a predecessor with `addrs` listen addresses and `workers` UDP workers
     /// offers: every worker's UDP socket and one TCP listener per address, plus metrics. All

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use hyper::{Method, StatusCode};
 
-use super::handler::Handler;
-use super::querylog::Policy;
+use crate::query::handler::Handler;
+use crate::query::querylog::Policy;
 use crate::metrics::http::{Asked, Extra, Reply};
 use crate::wire::TypeName;
 

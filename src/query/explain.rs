@@ -9,9 +9,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{Cache, KeyRef};
-use crate::config::Settings;
 use crate::kubernetes::Naming;
 use crate::wire::{Header, name};
+use crate::zones::Router;
 
 /// The decision for one question, in the order the query path takes it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -61,10 +61,11 @@ impl Decision {
         decision
     }
 
-    /// The decision `settings` lead to, cache unknown; namespaces only as listed there.
-    pub fn from_settings(name: &str, qtype: u16, settings: &Settings, naming: &Naming) -> Option<Decision> {
+    /// The decision a configuration's routing table and naming rules lead to, cache
+    /// unknown; namespaces only as listed in the configuration.
+    pub fn from_configured(name: &str, qtype: u16, router: &Router, naming: &Naming) -> Option<Decision> {
         let wire = name::from_text(name)?;
-        let route = settings.router.route(&wire).map(|g| (g.zone.to_string(), g.servers.iter().map(ToString::to_string).collect()));
+        let route = router.route(&wire).map(|g| (g.zone.to_string(), g.servers.iter().map(ToString::to_string).collect()));
         // Evaluated here, no SOA has been learned; the rules are reported as they would apply.
         Some(Decision { cache: "unknown".into(), ..Decision::without_cache(&wire, qtype, naming, |_| true, route) })
     }

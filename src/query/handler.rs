@@ -107,7 +107,7 @@ impl LocalNaming {
     /// The rules switched off: every query goes to the cache or upstream.
     pub fn off(metrics: &crate::metrics::Metrics) -> LocalNaming {
         let naming = Arc::new(Naming::new(crate::kubernetes::NamingSettings::default()));
-        LocalNaming { soa: SoaBook::new(naming.zones()), naming, search: None, metrics: metrics.naming() }
+        LocalNaming { soa: SoaBook::new(naming.zones()), naming, search: None, metrics: kubernetes::Reason::metrics(metrics) }
     }
 }
 
@@ -308,7 +308,7 @@ impl Handler {
         let soa = n.soa.get(answer.zone, req.started, &self.forwarder)?;
         let entry = soa.denial(key, answer.rcode, self.cache.policy(), req.started)?;
         self.cache.insert(key, entry.clone());
-        n.metrics.answered(answer.reason);
+        n.metrics.answered(answer.reason as usize);
         if let Some(search) = &n.search
             && matches!(answer.reason, kubernetes::Reason::NotInSpecification | kubernetes::Reason::UnknownNamespace)
         {
@@ -411,7 +411,7 @@ impl Handler {
     }
 
     fn deny(&self, query: &Query<'_>, action: Action, reason: Reason, out: &mut [u8], req: &Request<'_>) -> Local {
-        req.metrics.denied(reason, action);
+        req.metrics.denied(reason.metric_index(), action.metric_index());
         let (rcode, truncate) = match action {
             Action::Drop => return Local::Drop,
             Action::Refuse => (Rcode::REFUSED, false),
