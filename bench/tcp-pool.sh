@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Story 4 of the brief, measured: kube-dns's dnsmasq serves TCP with one process per
+# Upstream TCP connection explosion, measured: kube-dns's dnsmasq serves TCP with one process per
 # connection and at most 20 of them. This runs dnsperf over TCP with 80 client connections
 # through nodedns (a pool of POOL connections to dnsmasq) and, for comparison, 20 and 40
 # connections straight at dnsmasq. dnsmasq has its cache off and forwards to a local named,

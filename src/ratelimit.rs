@@ -1,6 +1,6 @@
 //! A token bucket: `rate` tokens a second, holding at most `burst`. Used to cap the queries
-//! sent to one upstream (cloud resolvers drop past about 1,024 packets/s per interface:
-//! brief, story 5) and the queries served to one client (one noisy pod must not starve the
+//! sent to one upstream (cloud resolvers drop past a fixed rate: the AWS VPC resolver
+//! at 1,024 packets/s per network interface) and the queries served to one client (one noisy pod must not starve the
 //! others).
 
 use std::sync::Mutex;

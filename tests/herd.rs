@@ -1,4 +1,4 @@
-//! The thundering herd (brief, story 2): identical concurrent misses cost one upstream query,
+//! The thundering herd (a gang-scheduled job's pods all asking the same names at once): identical concurrent misses cost one upstream query,
 //! and every client gets its answer with its own ID and letter case.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Kubernetes naming (brief, stories 1 and 2): a pod's search walk through nodedns, with
+//! Kubernetes naming (search-path fan-out under `ndots:5`, and the herd it makes): a pod's search walk through nodedns, with
 //! glibc as the client inside a network namespace the test creates, a `named` playing the
 //! cluster DNS for `cluster.local` and another playing the cloud resolver for everything
 //! else. Measures upstream queries per lookup with the naming rules on and off.

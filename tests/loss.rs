@@ -1,4 +1,4 @@
-//! UDP loss between nodedns and its upstream (brief, story 3): 1% of the datagrams in each
+//! UDP loss between nodedns and its upstream (as between availability zones): 1% of the datagrams in each
 //! direction are dropped, and no client may notice more than a few milliseconds. The
 //! upstream runs in a network namespace the test creates, reached over a veth pair; the
 //! loss is iptables' `statistic` match inside that namespace (this kernel has no netem).

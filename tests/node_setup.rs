@@ -1,4 +1,4 @@
-//! Node setup in network namespaces the test creates (brief, story 3): nodedns owns the
+//! Node setup in network namespaces the test creates (conntrack off the DNS path): nodedns owns the
 //! link-local address and a service-style address in a "node" namespace, installs its
 //! NOTRACK rules, and a "pod" namespace connected by a veth pair resolves through it with
 //! glibc, with each rules backend (iptables, nftables). DNS to nodedns leaves no conntrack entry while conntrack is demonstrably active;

@@ -1,6 +1,6 @@
 //! Serving stale answers when the upstream fails or is slow (RFC 8767), and refreshing
-//! popular names before they expire so that clients never meet the expiry (brief, stories
-//! 2 and 5).
+//! popular names before they expire so that clients never meet the expiry (no herd at the
+//! TTL, and short-TTL cloud endpoints stay warm).
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Upstreams that never melt down (brief, stories 3 to 5): a bounded, pipelined TCP pool in
+//! Upstreams that never melt down (UDP loss, TCP connection explosions, resolver limits): a bounded, pipelined TCP pool in
 //! front of a real dnsmasq, idle connections closed on time, DNS over TLS against a real
 //! Unbound, failover, rate caps and selection policies.
 

@@ -1,4 +1,4 @@
-//! Restarts that do not start cold (brief, story 6): the cache is written at shutdown and
+//! Restarts that do not start cold (a node cache must not become a single point of failure): the cache is written at shutdown and
 //! read back at start, so the first queries after a restart are hits, not a herd upstream.
 
 mod common;

@@ -2,7 +2,8 @@
 //! process during a handover) and read back with the time that passed in between.
 //!
 //! A restart used to start with an empty cache, which is exactly when every pod on the node
-//! asks again at once (brief, story 6). The format is versioned and checksummed; anything
+//! asks again at once: a herd on an upstream that may itself be
+//! recovering. The format is versioned and checksummed; anything
 //! that does not read back cleanly is rejected whole, and the caller starts cold.
 //!
 //! Layout, big-endian: magic `NDNSSNAP`, version (u32), wall-clock time written (u64 Unix

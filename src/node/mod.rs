@@ -1,8 +1,8 @@
 //! Node setup: the listen addresses exist on this node, and DNS traffic to and from them
 //! bypasses connection tracking.
 //!
-//! A node cache removes conntrack from the DNS path (brief, story 3: the UDP insert races
-//! that drop queries for 5 s) only if it owns its addresses and installs NOTRACK rules for
+//! A node cache removes conntrack from the DNS path (conntrack's insert races between a
+//! client's parallel A and AAAA datagrams drop one of them, and the client waits 5 s) only if it owns its addresses and installs NOTRACK rules for
 //! them. This module makes sure of both at start, checks them periodically (kube-proxy
 //! rewrites iptables), and removes what it added at exit, unless a successor that took
 //! over needs it. It uses the system's `ip`, `iptables`/`ip6tables` and `nft`, so it needs
