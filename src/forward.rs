@@ -17,6 +17,8 @@ use futures::future::{BoxFuture, Shared};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use rand::seq::SliceRandom;
+// A fetch times its attempts on the runtime's clock, which tests can pause.
+use tokio::time;
 
 use crate::cache::{Cache, CacheKey, Entry, Kind};
 use crate::metrics::Metrics;
@@ -175,94 +177,74 @@ impl Forwarder {
     /// Asks the group for `key`'s zone and stores the answer.
     ///
     /// Upstreams are tried in the order the policy gives (healthy ones first). A new attempt
-    /// starts whenever the current upstream's adaptive timeout passes without an answer
-    /// (doubling with each round of the group), while earlier attempts keep listening: a
-    /// late answer to any of them still wins. A lost datagram therefore costs a few
-    /// round-trip times, not a client's five-second retry (brief, story 3). Upstreams over
-    /// their rate cap are skipped; an attempt that fails outright moves on at once.
-    ///
-    /// An upstream that answers REFUSED, NOTIMP or FORMERR has answered: it is not asked
-    /// again for this question (asking again only multiplies the load on a server that
-    /// already said no), the next upstream is, and when none is left the last such answer
-    /// goes to the clients and is kept briefly like a SERVFAIL.
+    /// starts whenever the current upstream's adaptive timeout (doubling with each round of
+    /// the group) passes without an answer, while earlier attempts keep listening: a late
+    /// answer to any of them still wins. A lost datagram therefore costs a few round-trip
+    /// times, not a client's five-second retry (brief, story 3). Upstreams over their rate
+    /// cap are skipped; an attempt that fails outright moves on at once. An upstream that
+    /// answers REFUSED, NOTIMP or FORMERR is not asked again for this question, and when no
+    /// one is left the last such answer goes to the clients. Those decisions are [`Plan`]'s;
+    /// this runs the attempts it asks for and tells it what came of them.
     async fn fetch(self: Arc<Self>, key: CacheKey) -> Outcome {
         let key = Arc::new(key);
         let _inflight = InflightGuard::new(&self, key.clone());
         let settings = **self.settings.load();
         let group = self.router.load().route(key.name()).ok_or(ForwardError::NoRoute)?.clone();
         let order = self.order(&group.servers, settings.policy);
-        let deadline = Instant::now() + settings.deadline;
-        let mut plan = Plan::new(order.len(), settings.max_attempts);
+        let mut plan: Plan<_, Answer> = Plan::new(order, settings.max_attempts, time::Instant::now() + settings.deadline);
         let mut attempts: FuturesUnordered<BoxFuture<'static, Attempt>> = FuturesUnordered::new();
-        let mut current: Option<Arc<Upstream>> = None;
-        let mut timer = Duration::ZERO;
-        let mut last_error = UpstreamError::Timeout;
-        let mut refused: Option<Answer> = None;
+        let mut step = plan.start(time::Instant::now());
         loop {
-            let now = Instant::now();
-            if attempts.is_empty() && !plan.may_start(now, deadline) {
-                break;
-            }
-            let start_next = if attempts.is_empty() {
-                true
-            } else {
-                tokio::select! {
-                    Some((i, upstream, result)) = attempts.next() => {
-                        match result {
-                            Ok(ex) => {
-                                let rcode = ex.response.rcode();
-                                let entry = Entry::from_response(&key.borrowed(), &ex.msg, &ex.response, self.cache.policy(), Instant::now());
-                                if try_next_on(rcode) {
-                                    plan.answered(i);
-                                }
-                                if !(try_next_on(rcode) && plan.may_start(Instant::now(), deadline)) {
-                                    return Ok(Answer { entry: self.store(&key, entry), upstream: Some(upstream) });
-                                }
-                                tracing::debug!(upstream = %upstream.label(), rcode = rcode.as_str(), "trying the next upstream");
-                                refused = Some(Answer { entry, upstream: Some(upstream) });
-                            }
-                            Err(e) => {
-                                tracing::debug!(upstream = %upstream.label(), error = %e, "upstream attempt failed");
-                                last_error = e;
-                            }
-                        }
-                        true
+            let retransmit_at = match step {
+                Step::Ask { upstream, timeout, retransmit_at } => {
+                    attempts.push(ask(plan.upstream(upstream).clone(), upstream, key.clone(), timeout));
+                    retransmit_at
+                }
+                Step::Wait { retransmit_at } => retransmit_at,
+                Step::Return(answer) => return Ok(Answer { entry: self.store(&key, answer.entry), upstream: answer.upstream }),
+                Step::GiveUp { refusal, error } => return self.give_up(&key, refusal, error),
+            };
+            // The plan waits only while an attempt is in flight, so one branch is enabled.
+            step = tokio::select! {
+                Some(attempt) = attempts.next() => self.settle(&mut plan, &key, attempt),
+                () = time::sleep_until(retransmit_at.unwrap_or_else(time::Instant::now)), if retransmit_at.is_some() => {
+                    if let Some(previous) = plan.last_asked() {
+                        previous.metrics().retransmits.inc();
                     }
-                    _ = tokio::time::sleep(timer), if plan.may_start(now, deadline) => {
-                        if let Some(previous) = &current {
-                            previous.metrics().retransmits.inc();
-                        }
-                        true
-                    }
+                    plan.on(Event::TimerFired, time::Instant::now())
                 }
             };
-            if !(start_next && plan.may_start(Instant::now(), deadline)) {
-                continue;
-            }
-            let Some(i) = plan.next(|i| order[i].admit()) else {
-                last_error = UpstreamError::RateLimited;
-                if attempts.is_empty() {
-                    break;
-                }
-                continue;
-            };
-            let upstream = order[i].clone();
-            timer = upstream.retransmit_timeout() * 2u32.pow(plan.round());
-            current = Some(upstream.clone());
-            let (key, timeout) = (key.clone(), deadline.saturating_duration_since(Instant::now()));
-            attempts.push(
-                async move {
-                    let result = upstream.exchange(&key, timeout).await;
-                    (i, upstream, result)
-                }
-                .boxed(),
-            );
         }
+    }
+
+    /// Tells the plan what one attempt brought back.
+    fn settle(&self, plan: &mut Plan<Arc<Upstream>, Answer>, key: &CacheKey, (i, upstream, result): Attempt) -> Step<Answer> {
+        match result {
+            Ok(ex) => {
+                let rcode = ex.response.rcode();
+                let entry = Entry::from_response(&key.borrowed(), &ex.msg, &ex.response, self.cache.policy(), Instant::now());
+                let answer = Answer { entry, upstream: Some(upstream.clone()) };
+                let step = plan.on(Event::Answered { upstream: i, rcode, answer }, time::Instant::now());
+                if !matches!(step, Step::Return(_)) {
+                    tracing::debug!(upstream = %upstream.label(), rcode = rcode.as_str(), "trying the next upstream");
+                }
+                step
+            }
+            Err(error) => {
+                tracing::debug!(upstream = %upstream.label(), error = %error, "upstream attempt failed");
+                plan.on(Event::Failed(error), time::Instant::now())
+            }
+        }
+    }
+
+    /// What the clients get when no attempt brought a usable answer: an entry the cache may
+    /// keep (fresh, or servable stale) before the last refusal, and that before the error.
+    fn give_up(&self, key: &CacheKey, refusal: Option<Answer>, error: UpstreamError) -> Outcome {
         match self.cache.keep_on_failure(&key.borrowed(), Instant::now()) {
             Some(kept) => Ok(Answer { entry: kept, upstream: None }),
-            None => match refused {
-                Some(answer) => Ok(Answer { entry: self.store(&key, answer.entry), upstream: answer.upstream }),
-                None => Err(ForwardError::Upstream(last_error)),
+            None => match refusal {
+                Some(answer) => Ok(Answer { entry: self.store(key, answer.entry), upstream: answer.upstream }),
+                None => Err(ForwardError::Upstream(error)),
             },
         }
     }
@@ -299,35 +281,189 @@ impl Forwarder {
     }
 }
 
-/// Which upstream of a fetch's order gets the next attempt, and whether one may start.
-struct Plan {
-    /// Upstreams that answered "ask someone else": never asked again by this fetch.
-    answered: Vec<bool>,
-    next: usize,
-    started: usize,
-    max_attempts: usize,
+/// One exchange with `upstream`, reporting its place in the fetch's order with the result.
+fn ask(upstream: Arc<Upstream>, i: usize, key: Arc<CacheKey>, timeout: Duration) -> BoxFuture<'static, Attempt> {
+    async move {
+        let result = upstream.exchange(&key, timeout).await;
+        (i, upstream, result)
+    }
+    .boxed()
 }
 
-impl Plan {
-    fn new(upstreams: usize, max_attempts: usize) -> Plan {
-        Plan { answered: vec![false; upstreams], next: 0, started: 0, max_attempts: max_attempts.max(upstreams) }
+/// What a [`Plan`] needs to know of an upstream.
+trait Candidate {
+    /// Takes a token from its rate cap; `false` when over it.
+    fn admit(&self) -> bool;
+    /// How long an attempt waits for it before the next one starts, in the first round.
+    fn retransmit_timeout(&self) -> Duration;
+}
+
+impl Candidate for Arc<Upstream> {
+    fn admit(&self) -> bool {
+        Upstream::admit(self)
     }
 
-    fn answered(&mut self, i: usize) {
-        self.answered[i] = true;
+    fn retransmit_timeout(&self) -> Duration {
+        Upstream::retransmit_timeout(self)
+    }
+}
+
+/// What happened to a fetch, as its [`Plan`] is told.
+#[derive(Debug)]
+enum Event<A> {
+    /// The upstream at this place in the order answered, with this rcode.
+    Answered { upstream: usize, rcode: Rcode, answer: A },
+    /// An attempt failed (which one does not matter: an upstream that failed may be asked
+    /// again in a later round).
+    Failed(UpstreamError),
+    /// The last attempt's retransmission timer passed without an answer.
+    TimerFired,
+}
+
+/// What a fetch does next.
+#[derive(Debug, PartialEq)]
+enum Step<A> {
+    /// Start an attempt at the upstream at this place in the order, given `timeout` (the
+    /// time left), then wait as [`Step::Wait`] says.
+    Ask { upstream: usize, timeout: Duration, retransmit_at: Option<time::Instant> },
+    /// Wait for an attempt in flight to end, or for `retransmit_at` (none: no attempt may
+    /// start any more, only those in flight can still answer).
+    Wait { retransmit_at: Option<time::Instant> },
+    /// This answer goes to the clients.
+    Return(A),
+    /// No attempt is in flight and none may start: the last refusal, if any, else the last
+    /// error.
+    GiveUp { refusal: Option<A>, error: UpstreamError },
+}
+
+/// The retry and hedging decisions of one fetch, apart from the futures that carry them out:
+/// which upstream of the order gets the next attempt, when its timer runs out, when to stop,
+/// and what to return. `A` is what an answer carries (the fetch's [`Answer`]).
+struct Plan<C, A> {
+    order: Vec<C>,
+    /// Upstreams that answered "ask someone else": never asked again by this fetch (asking
+    /// again only multiplies the load on a server that already said no).
+    answered: Vec<bool>,
+    next: usize,
+    /// Attempts counted, including those the rate caps turned away.
+    started: usize,
+    max_attempts: usize,
+    deadline: time::Instant,
+    in_flight: usize,
+    last_asked: Option<usize>,
+    /// The last attempt's retransmission timer.
+    timer: Duration,
+    refusal: Option<A>,
+    last_error: UpstreamError,
+}
+
+impl<C: Candidate, A> Plan<C, A> {
+    /// `max_attempts` is raised to the number of upstreams: each may be asked once.
+    fn new(order: Vec<C>, max_attempts: usize, deadline: time::Instant) -> Self {
+        let n = order.len();
+        Plan {
+            order,
+            answered: vec![false; n],
+            next: 0,
+            started: 0,
+            max_attempts: max_attempts.max(n),
+            deadline,
+            in_flight: 0,
+            last_asked: None,
+            timer: Duration::ZERO,
+            refusal: None,
+            last_error: UpstreamError::Timeout,
+        }
+    }
+
+    fn upstream(&self, i: usize) -> &C {
+        &self.order[i]
+    }
+
+    /// The upstream whose retransmission timer runs.
+    fn last_asked(&self) -> Option<&C> {
+        self.last_asked.map(|i| &self.order[i])
+    }
+
+    /// The first step of the fetch.
+    fn start(&mut self, now: time::Instant) -> Step<A> {
+        self.ask_next(now)
+    }
+
+    fn on(&mut self, event: Event<A>, now: time::Instant) -> Step<A> {
+        match event {
+            Event::Answered { upstream, rcode, answer } => {
+                self.in_flight -= 1;
+                if !try_next_on(rcode) {
+                    return Step::Return(answer);
+                }
+                self.answered[upstream] = true;
+                // No one left to ask: this refusal is the answer, though attempts at
+                // upstreams that have not said no may still be in flight.
+                if !self.may_start(now) {
+                    return Step::Return(answer);
+                }
+                self.refusal = Some(answer);
+            }
+            Event::Failed(error) => {
+                self.in_flight -= 1;
+                self.last_error = error;
+            }
+            Event::TimerFired => {}
+        }
+        self.ask_next(now)
+    }
+
+    fn ask_next(&mut self, now: time::Instant) -> Step<A> {
+        if self.may_start(now) {
+            match self.pick() {
+                Some(i) => return self.ask(i, now),
+                None => {
+                    self.last_error = UpstreamError::RateLimited;
+                    if self.in_flight == 0 {
+                        return self.give_up();
+                    }
+                }
+            }
+        }
+        self.wait(now)
+    }
+
+    fn ask(&mut self, i: usize, now: time::Instant) -> Step<A> {
+        self.timer = self.order[i].retransmit_timeout() * 2u32.pow(self.round());
+        self.last_asked = Some(i);
+        self.in_flight += 1;
+        Step::Ask { upstream: i, timeout: self.deadline.saturating_duration_since(now), retransmit_at: self.retransmit_at(now) }
+    }
+
+    /// Waits for the attempts in flight; with none, the fetch is over.
+    fn wait(&mut self, now: time::Instant) -> Step<A> {
+        if self.in_flight == 0 {
+            return self.give_up();
+        }
+        Step::Wait { retransmit_at: self.retransmit_at(now) }
+    }
+
+    /// When the next attempt starts if nothing answers first.
+    fn retransmit_at(&self, now: time::Instant) -> Option<time::Instant> {
+        self.may_start(now).then(|| now + self.timer)
+    }
+
+    fn give_up(&mut self) -> Step<A> {
+        Step::GiveUp { refusal: self.refusal.take(), error: self.last_error }
     }
 
     /// Attempts are left, time is left, and some upstream has not said no.
-    fn may_start(&self, now: Instant, deadline: Instant) -> bool {
-        self.started < self.max_attempts && now < deadline && self.answered.iter().any(|a| !a)
+    fn may_start(&self, now: time::Instant) -> bool {
+        self.started < self.max_attempts && now < self.deadline && self.answered.iter().any(|a| !a)
     }
 
-    /// The next upstream in order that has not said no and that `admit`s the attempt (its
+    /// The next upstream in order that has not said no and that admits the attempt (its
     /// rate cap); counts the attempt either way, so a capped group cannot spin.
-    fn next(&mut self, mut admit: impl FnMut(usize) -> bool) -> Option<usize> {
-        let n = self.answered.len();
+    fn pick(&mut self) -> Option<usize> {
+        let n = self.order.len();
         self.started += 1;
-        let i = (0..n).map(|k| (self.next + k) % n).filter(|&i| !self.answered[i]).find(|&i| admit(i))?;
+        let i = (0..n).map(|k| (self.next + k) % n).filter(|&i| !self.answered[i]).find(|&i| self.order[i].admit())?;
         self.next = i + 1;
         Some(i)
     }
@@ -335,7 +471,7 @@ impl Plan {
     /// How many times round the group the attempts have been (the retransmission
     /// timer doubles with each).
     fn round(&self) -> u32 {
-        ((self.started - 1) / self.answered.len()).min(6) as u32
+        ((self.started - 1) / self.order.len()).min(6) as u32
     }
 }
 
@@ -356,5 +492,246 @@ impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
         self.forwarder.metrics.inflight_misses.dec();
         self.forwarder.inflight.lock().unwrap_or_else(PoisonError::into_inner).remove(&*self.key);
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    //! The plan is driven with synthetic events at synthetic instants: each test is the
+    //! timeline of one fetch, with no sockets and no sleeping.
+
+    use std::cell::Cell;
+
+    use super::*;
+
+    const RETRANSMIT: Duration = Duration::from_millis(100);
+    const DEADLINE: Duration = Duration::from_secs(2);
+
+    type TestPlan = Plan<Fake, &'static str>;
+    type TestStep = Step<&'static str>;
+
+    /// An upstream as the plan sees it: its timer, and tokens left under its rate cap.
+    struct Fake {
+        timeout: Duration,
+        tokens: Cell<usize>,
+        asked_to_admit: Cell<usize>,
+    }
+
+    impl Candidate for Fake {
+        fn admit(&self) -> bool {
+            self.asked_to_admit.set(self.asked_to_admit.get() + 1);
+            let left = self.tokens.get();
+            self.tokens.set(left.saturating_sub(1));
+            left > 0
+        }
+
+        fn retransmit_timeout(&self) -> Duration {
+            self.timeout
+        }
+    }
+
+    fn upstream(timeout: Duration) -> Fake {
+        Fake { timeout, tokens: Cell::new(usize::MAX), asked_to_admit: Cell::new(0) }
+    }
+
+    fn capped_after(tokens: usize) -> Fake {
+        Fake { tokens: Cell::new(tokens), ..upstream(RETRANSMIT) }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A plan over `order` whose deadline is [`DEADLINE`] after the instant returned.
+    fn plan(order: Vec<Fake>, max_attempts: usize) -> (TestPlan, time::Instant) {
+        let t0 = time::Instant::now();
+        (Plan::new(order, max_attempts, t0 + DEADLINE), t0)
+    }
+
+    fn answered(upstream: usize, rcode: Rcode, answer: &'static str) -> Event<&'static str> {
+        Event::Answered { upstream, rcode, answer }
+    }
+
+    fn failed(error: UpstreamError) -> Event<&'static str> {
+        Event::Failed(error)
+    }
+
+    fn ask(upstream: usize, timeout: Duration, retransmit_at: Option<time::Instant>) -> TestStep {
+        Step::Ask { upstream, timeout, retransmit_at }
+    }
+
+    fn give_up(refusal: Option<&'static str>, error: UpstreamError) -> TestStep {
+        Step::GiveUp { refusal, error }
+    }
+
+    /// Lets the step's timer run out, as the fetch's `sleep_until` would: the plan is told at
+    /// the instant the timer was set for, which is returned with its next step.
+    fn fire(plan: &mut TestPlan, step: &TestStep) -> (TestStep, time::Instant) {
+        let (Step::Ask { retransmit_at: Some(at), .. } | Step::Wait { retransmit_at: Some(at) }) = *step else {
+            panic!("no timer running: {step:?}");
+        };
+        (plan.on(Event::TimerFired, at), at)
+    }
+
+    #[test]
+    fn a_lost_query_is_sent_again_when_the_retransmit_timeout_passes_and_its_answer_returned() {
+        let (mut plan, t0) = plan(vec![upstream(ms(300))], 3);
+        let first = plan.start(t0);
+        assert_eq!(first, ask(0, DEADLINE, Some(t0 + ms(300))), "the timer is the upstream's timeout");
+        let (second, t1) = fire(&mut plan, &first);
+        assert_eq!(second, ask(0, DEADLINE - ms(300), Some(t1 + ms(600))), "asked again; second round, the timer doubles");
+        assert_eq!(plan.on(answered(0, Rcode::NOERROR, "second"), t1 + ms(2)), Step::Return("second"));
+    }
+
+    #[test]
+    fn a_slow_first_upstream_is_raced_by_the_second_and_the_first_answer_from_either_wins() {
+        for (answering, answer) in [(0, "from the slow first"), (1, "from the second")] {
+            let (mut plan, t0) = plan(vec![upstream(ms(100)), upstream(ms(300))], 4);
+            let first = plan.start(t0);
+            let (second, t1) = fire(&mut plan, &first);
+            assert_eq!(second, ask(1, DEADLINE - ms(100), Some(t1 + ms(300))), "the second upstream, on its own timer");
+            assert_eq!(plan.in_flight, 2, "the first attempt keeps listening");
+            assert_eq!(plan.on(answered(answering, Rcode::NOERROR, answer), t1 + ms(20)), Step::Return(answer));
+        }
+    }
+
+    #[test]
+    fn the_timer_doubles_with_each_round_of_the_group_up_to_sixty_four_times() {
+        let (mut plan, t0) = plan(vec![upstream(ms(1)), upstream(ms(1))], 20);
+        let (mut step, mut now) = (plan.start(t0), t0);
+        let mut timers = Vec::new();
+        for _ in 0..16 {
+            let before = now;
+            (step, now) = fire(&mut plan, &step);
+            timers.push((now - before).as_millis());
+        }
+        assert_eq!(timers, [1, 1, 2, 2, 4, 4, 8, 8, 16, 16, 32, 32, 64, 64, 64, 64]);
+    }
+
+    #[test]
+    fn a_refusal_sends_the_search_on_at_once_and_the_next_answer_wins() {
+        let (mut plan, t0) = plan(vec![upstream(RETRANSMIT), upstream(RETRANSMIT)], 4);
+        plan.start(t0);
+        let t1 = t0 + ms(5);
+        assert_eq!(plan.on(answered(0, Rcode::REFUSED, "no"), t1), ask(1, DEADLINE - ms(5), Some(t1 + RETRANSMIT)), "no waiting for the timer");
+        assert_eq!(plan.on(answered(1, Rcode::NOERROR, "yes"), t1 + ms(5)), Step::Return("yes"));
+    }
+
+    #[test]
+    fn when_every_upstream_refuses_each_is_asked_once_and_the_last_refusal_is_returned() {
+        let (mut plan, t0) = plan(vec![upstream(RETRANSMIT), upstream(RETRANSMIT), upstream(RETRANSMIT)], 8);
+        assert_eq!(plan.start(t0), ask(0, DEADLINE, Some(t0 + RETRANSMIT)));
+        assert_eq!(plan.on(answered(0, Rcode::REFUSED, "refused"), t0), ask(1, DEADLINE, Some(t0 + RETRANSMIT)));
+        assert_eq!(plan.on(answered(1, Rcode::NOTIMP, "notimp"), t0), ask(2, DEADLINE, Some(t0 + RETRANSMIT)));
+        assert_eq!(plan.on(answered(2, Rcode::FORMERR, "formerr"), t0), Step::Return("formerr"));
+        assert!(plan.order.iter().all(|u| u.asked_to_admit.get() == 1), "each asked once");
+    }
+
+    #[test]
+    fn an_upstream_that_refused_is_not_asked_again_when_timers_fire() {
+        // Timers short enough for every attempt to start before the deadline.
+        let (mut plan, t0) = plan(vec![upstream(ms(10)), upstream(ms(10))], 8);
+        plan.start(t0);
+        let mut step = plan.on(answered(0, Rcode::REFUSED, "no"), t0);
+        let mut asked = Vec::new();
+        while let Step::Ask { upstream, retransmit_at, .. } = step {
+            asked.push(upstream);
+            if retransmit_at.is_none() {
+                break;
+            }
+            (step, _) = fire(&mut plan, &step);
+        }
+        assert_eq!(asked, [1; 7], "every attempt left, and only the other upstream");
+        assert_eq!(plan.order[0].asked_to_admit.get(), 1, "the refusing upstream was passed over");
+    }
+
+    #[test]
+    fn a_kept_refusal_is_returned_when_the_remaining_attempts_fail() {
+        let (mut plan, t0) = plan(vec![upstream(RETRANSMIT), upstream(RETRANSMIT)], 2);
+        plan.start(t0);
+        plan.on(answered(0, Rcode::REFUSED, "no"), t0);
+        assert_eq!(plan.on(failed(UpstreamError::Timeout), t0), give_up(Some("no"), UpstreamError::Timeout));
+    }
+
+    #[test]
+    fn a_refusal_with_no_attempt_left_is_returned_although_others_are_in_flight() {
+        let (mut plan, t0) = plan(vec![upstream(RETRANSMIT), upstream(RETRANSMIT)], 2);
+        let first = plan.start(t0);
+        let (_, t1) = fire(&mut plan, &first);
+        assert_eq!(plan.on(answered(1, Rcode::REFUSED, "no"), t1), Step::Return("no"));
+    }
+
+    #[test]
+    fn errors_move_on_at_once_and_after_max_attempts_the_last_error_ends_the_fetch() {
+        let (mut plan, t0) = plan(vec![upstream(RETRANSMIT), upstream(RETRANSMIT)], 3);
+        assert_eq!(plan.start(t0), ask(0, DEADLINE, Some(t0 + RETRANSMIT)));
+        assert_eq!(plan.on(failed(UpstreamError::Connect), t0), ask(1, DEADLINE, Some(t0 + RETRANSMIT)));
+        assert_eq!(plan.on(failed(UpstreamError::Closed), t0), ask(0, DEADLINE, None), "the third and last attempt");
+        let refused = UpstreamError::Io(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(plan.on(failed(refused), t0), give_up(None, refused));
+    }
+
+    #[test]
+    fn after_the_last_attempt_starts_the_fetch_waits_only_for_those_in_flight() {
+        let (mut plan, t0) = plan(vec![upstream(RETRANSMIT)], 2);
+        let first = plan.start(t0);
+        let (second, t1) = fire(&mut plan, &first);
+        assert_eq!(second, ask(0, DEADLINE - RETRANSMIT, None));
+        assert_eq!(plan.on(failed(UpstreamError::Closed), t1), Step::Wait { retransmit_at: None });
+        assert_eq!(plan.on(failed(UpstreamError::Timeout), t1), give_up(None, UpstreamError::Timeout));
+    }
+
+    #[test]
+    fn no_attempt_starts_at_or_after_the_deadline_and_the_error_is_the_result() {
+        let (mut plan, t0) = plan(vec![upstream(ms(1500))], 8);
+        let first = plan.start(t0);
+        let (second, t1) = fire(&mut plan, &first);
+        assert_eq!(second, ask(0, DEADLINE - ms(1500), Some(t1 + ms(3000))), "given only the time left");
+        let deadline = t0 + DEADLINE;
+        assert_eq!(plan.on(failed(UpstreamError::Timeout), deadline), Step::Wait { retransmit_at: None });
+        let (late, _) = fire(&mut plan, &second);
+        assert_eq!(late, Step::Wait { retransmit_at: None }, "a timer past the deadline starts nothing");
+        assert_eq!(plan.on(failed(UpstreamError::Timeout), deadline + ms(1)), give_up(None, UpstreamError::Timeout));
+    }
+
+    #[test]
+    fn a_fetch_started_at_its_deadline_gives_up_without_asking() {
+        let (mut plan, t0) = plan(vec![upstream(RETRANSMIT)], 8);
+        assert_eq!(plan.start(t0 + DEADLINE), give_up(None, UpstreamError::Timeout));
+        assert_eq!(plan.order[0].asked_to_admit.get(), 0);
+    }
+
+    #[test]
+    fn rate_capped_upstreams_are_skipped() {
+        let (mut plan, t0) = plan(vec![capped_after(0), upstream(RETRANSMIT)], 4);
+        assert_eq!(plan.start(t0), ask(1, DEADLINE, Some(t0 + RETRANSMIT)));
+    }
+
+    #[test]
+    fn a_fully_capped_group_gives_up_at_once_with_rate_limited() {
+        let (mut plan, t0) = plan(vec![capped_after(0), capped_after(0)], 8);
+        assert_eq!(plan.start(t0), give_up(None, UpstreamError::RateLimited));
+        assert!(plan.order.iter().all(|u| u.asked_to_admit.get() == 1), "each asked once");
+    }
+
+    #[test]
+    fn a_group_capped_while_attempts_are_in_flight_counts_each_turned_away_attempt_and_stops() {
+        let (mut plan, t0) = plan(vec![capped_after(1), capped_after(1)], 4);
+        let first = plan.start(t0);
+        let (second, _) = fire(&mut plan, &first);
+        assert!(matches!(second, Step::Ask { upstream: 1, .. }), "{second:?}");
+        let (third, t2) = fire(&mut plan, &second);
+        assert_eq!(third, Step::Wait { retransmit_at: Some(t2 + RETRANSMIT) }, "turned away, waits on");
+        let (fourth, t3) = fire(&mut plan, &third);
+        assert_eq!(fourth, Step::Wait { retransmit_at: None }, "attempts used up: no timer to spin on");
+        assert_eq!(plan.on(failed(UpstreamError::Timeout), t3), Step::Wait { retransmit_at: None });
+        assert_eq!(plan.on(failed(UpstreamError::Timeout), t3), give_up(None, UpstreamError::Timeout));
+    }
+
+    #[test]
+    fn an_empty_group_gives_up_at_once() {
+        let (mut plan, t0) = plan(Vec::new(), 8);
+        assert_eq!(plan.start(t0), give_up(None, UpstreamError::Timeout));
     }
 }
