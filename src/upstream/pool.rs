@@ -1,4 +1,4 @@
-//! The connection pool toward one TCP or TLS upstream (brief, story 4).
+//! The connection pool toward one TCP or TLS upstream.
 //!
 //! - A hard maximum of open connections, never exceeded.
 //! - Pipelining (RFC 7766): many queries in flight per connection, matched by ID, up to a cap.
@@ -553,5 +553,200 @@ struct Unsent<'a>(&'a Conn, u16);
 impl Drop for Unsent<'_> {
     fn drop(&mut self) {
         self.0.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against fake upstreams on loopback listeners, in real time: the pool's clocks include
+    //! the standard one (the backoff), which a paused runtime does not stop.
+
+    use futures::FutureExt;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+    use tokio::task::JoinHandle;
+
+    use super::*;
+    use crate::cache::KeyRef;
+    use crate::metrics::Metrics;
+
+    const OPTS: QueryOptions = QueryOptions { udp_payload: 1232, randomize_case: false };
+
+    fn key() -> CacheKey {
+        KeyRef::new(b"\x07example\x03com\x00", 1, 1, false, false).to_owned()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// One connection carrying one query at a time, one query allowed to wait for it.
+    fn one_slot() -> PoolSettings {
+        PoolSettings {
+            max_connections: 1,
+            max_inflight_per_connection: 1,
+            queue_length: 1,
+            queue_wait: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_queries_per_connection: 0,
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn pool(addr: SocketAddr, settings: PoolSettings) -> Arc<Pool> {
+        Arc::new(Pool::new(Connector::Tcp(addr), settings, Metrics::new().upstream("tcp://fake", "tcp")))
+    }
+
+    fn spawn_query(pool: &Arc<Pool>) -> JoinHandle<Result<Exchange, UpstreamError>> {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.exchange(&key(), OPTS).await })
+    }
+
+    async fn until(what: &str, condition: impl Fn() -> bool) {
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !condition() {
+            assert!(tokio::time::Instant::now() < give_up, "timed out waiting until {what}");
+            tokio::time::sleep(ms(1)).await;
+        }
+    }
+
+    /// How the fake upstream treats one connection.
+    #[derive(Clone, Copy)]
+    struct Conduct {
+        /// Answers once this many queries are waiting.
+        batch: usize,
+        /// Closes the connection on reading the query after this many answered.
+        close_after: usize,
+    }
+
+    const ANSWERS: Conduct = Conduct { batch: 1, close_after: usize::MAX };
+    const ANSWERS_IN_PAIRS: Conduct = Conduct { batch: 2, close_after: usize::MAX };
+    const NEVER_ANSWERS: Conduct = Conduct { batch: usize::MAX, close_after: usize::MAX };
+
+    const fn closes_after(answered: usize) -> Conduct {
+        Conduct { batch: 1, close_after: answered }
+    }
+
+    /// A fake upstream treating the connections it accepts as `conducts` says, in order; the
+    /// last conduct goes on for any later connection.
+    async fn upstream(conducts: Vec<Conduct>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for k in 0.. {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                tokio::spawn(serve(stream, conducts[k.min(conducts.len() - 1)]));
+            }
+        });
+        addr
+    }
+
+    async fn serve(mut stream: TcpStream, conduct: Conduct) {
+        let (mut waiting, mut answered) = (Vec::new(), 0);
+        while let Some(query) = read_frame(&mut stream).await {
+            if answered == conduct.close_after {
+                return;
+            }
+            waiting.push(query);
+            if waiting.len() < conduct.batch {
+                continue;
+            }
+            for mut answer in waiting.drain(..) {
+                answer[2] |= 0x80; // QR: the query, echoed, is an empty NOERROR answer
+                let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&answer);
+                if stream.write_all(&framed).await.is_err() {
+                    return;
+                }
+                answered += 1;
+            }
+        }
+    }
+
+    async fn read_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await.ok()?;
+        let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut msg).await.ok()?;
+        Some(msg)
+    }
+
+    /// An address nothing listens on: every connect is refused.
+    fn closed_port() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_query_past_the_queue_length_fails_with_queue_full_at_once() {
+        let pool = pool(upstream(vec![NEVER_ANSWERS]).await, one_slot());
+        let holding = spawn_query(&pool);
+        until("the first query holds the only slot", || pool.slots.available_permits() == 0).await;
+        let queued = spawn_query(&pool);
+        until("the second query is queued", || pool.waiting.load(Ordering::SeqCst) == 1).await;
+        let third = pool.exchange(&key(), OPTS).now_or_never().expect("no waiting");
+        assert_eq!(third.err(), Some(UpstreamError::QueueFull));
+        assert_eq!(pool.metrics.queue_rejected.get(), 1);
+        assert!(!queued.is_finished(), "the queued query still waits");
+        holding.abort();
+        queued.abort();
+    }
+
+    #[tokio::test]
+    async fn a_queued_query_gives_up_with_queue_full_after_the_queue_wait() {
+        let pool = pool(upstream(vec![NEVER_ANSWERS]).await, PoolSettings { queue_wait: ms(100), ..one_slot() });
+        let holding = spawn_query(&pool);
+        until("the first query holds the only slot", || pool.slots.available_permits() == 0).await;
+        let started = Instant::now();
+        assert_eq!(pool.exchange(&key(), OPTS).await.err(), Some(UpstreamError::QueueFull));
+        let waited = started.elapsed();
+        assert!(waited >= ms(100) && waited < Duration::from_secs(2), "waited {waited:?}");
+        assert_eq!(pool.waiting.load(Ordering::SeqCst), 0, "left the queue");
+        holding.abort();
+    }
+
+    #[tokio::test]
+    async fn after_every_connect_try_fails_queries_fail_fast_without_connecting_until_the_backoff_passes() {
+        let pool = pool(closed_port(), one_slot());
+        assert_eq!(pool.exchange(&key(), OPTS).await.err(), Some(UpstreamError::Connect));
+        assert_eq!(pool.metrics.connects.get(), FRESH_FLOWS as u64, "one connect, every fresh try of it");
+
+        let during = pool.exchange(&key(), OPTS).now_or_never().expect("no waiting during the backoff");
+        assert_eq!(during.err(), Some(UpstreamError::Connect));
+        assert_eq!(pool.metrics.connects.get(), FRESH_FLOWS as u64, "no new connect during the backoff");
+
+        // The first backoff is 50 ms.
+        tokio::time::sleep(ms(80)).await;
+        assert_eq!(pool.exchange(&key(), OPTS).await.err(), Some(UpstreamError::Connect));
+        assert_eq!(pool.metrics.connects.get(), 2 * FRESH_FLOWS as u64, "connects again once it passed");
+    }
+
+    #[tokio::test]
+    async fn an_open_connection_carries_queries_during_the_backoff() {
+        let settings = PoolSettings { max_connections: 2, max_inflight_per_connection: 2, ..one_slot() };
+        let pool = pool(upstream(vec![ANSWERS_IN_PAIRS]).await, settings);
+        let first = spawn_query(&pool);
+        until("the first query is on an open connection", || pool.conns.lock().unwrap().open.iter().any(|c| c.inflight() == 1)).await;
+        // As after failed connects: the pool has room for a second connection but may not open it.
+        pool.backoff.lock().unwrap().until = Some(Instant::now() + Duration::from_secs(60));
+        // The upstream answers only once both queries are on the connection.
+        assert!(pool.exchange(&key(), OPTS).await.is_ok(), "pipelined on the open connection");
+        assert!(first.await.unwrap().is_ok());
+        assert_eq!(pool.metrics.conn_opened.get(), 1, "no connect during the backoff");
+    }
+
+    #[tokio::test]
+    async fn a_query_whose_connection_dies_under_it_is_retried_once_on_a_new_connection() {
+        let pool = pool(upstream(vec![closes_after(1), ANSWERS]).await, one_slot());
+        assert!(pool.exchange(&key(), OPTS).await.is_ok(), "answered on the first connection");
+        assert!(pool.exchange(&key(), OPTS).await.is_ok(), "its connection closed under it, answered on the next");
+        assert_eq!(pool.metrics.conn_opened.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_query_whose_retry_dies_too_fails_with_closed() {
+        let pool = pool(upstream(vec![closes_after(1), closes_after(0)]).await, one_slot());
+        assert!(pool.exchange(&key(), OPTS).await.is_ok(), "answered on the first connection");
+        assert_eq!(pool.exchange(&key(), OPTS).await.err(), Some(UpstreamError::Closed));
+        assert_eq!(pool.metrics.conn_opened.get(), 2, "retried once, not again");
     }
 }
