@@ -11,7 +11,8 @@ use std::time::Instant;
 use criterion::{Criterion, criterion_group, criterion_main};
 use nodedns::cache::{Cache, KeyHash, KeyRef};
 use nodedns::harness::{Hits, bench_name, cache_for, client_query, store_a};
-use nodedns::query::handler::{Request, Transport};
+use nodedns::query::handler::Request;
+use nodedns::wire::Transport;
 use nodedns::wire::name::{self, MAX_NAME};
 use nodedns::wire::{MAX_MESSAGE, Query, TYPE_A};
 

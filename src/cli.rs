@@ -208,7 +208,7 @@ fn read_resolv_conf(path: &std::path::Path) -> anyhow::Result<ResolvConf> {
 }
 
 async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
-    use crate::diagnose::explain::{self, Decider, Request};
+    use crate::diagnose::explain::{self, Decider, ExplainRequest};
     let conf = match &args.resolv_conf {
         Some(path) => read_resolv_conf(path)?,
         None => ResolvConf::kubernetes_pod(&args.namespace, &args.cluster_domain, "10.96.0.10".parse().expect("literal")),
@@ -225,7 +225,7 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
             Decider::Settings(Box::new(settings), naming)
         }
     };
-    let req = Request { name: args.name, libc: args.resolver, conf, types: asked_types(args.qtype), decider, server: args.server };
+    let req = ExplainRequest { name: args.name, libc: args.resolver, conf, types: asked_types(args.qtype), decider, server: args.server };
     let (lookup, explanation) = explain::explain(&req).await?;
     match args.json {
         true => println!("{}", serde_json::to_string_pretty(&explanation)?),

@@ -10,7 +10,8 @@ use tokio_util::codec::Decoder;
 
 use crate::cache::{Cache, Capacity, Entry, KeyRef, TtlPolicy};
 use crate::metrics::{ListenerMetrics, Metrics};
-use crate::query::handler::{Handler, Local, Request, Transport};
+use crate::query::handler::{Handler, Local, Request};
+use crate::wire::Transport;
 use crate::wire::frame_codec;
 use crate::wire::name::{self, MAX_NAME};
 use crate::wire::{MAX_MESSAGE, Query, UpstreamResponse};

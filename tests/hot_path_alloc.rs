@@ -9,7 +9,8 @@ use std::time::Instant;
 use hickory_proto::op::Message;
 use nodedns::harness::Hits;
 use nodedns::metrics::HeldLatencies;
-use nodedns::query::handler::{Local, Request, Transport};
+use nodedns::query::handler::{Local, Request};
+use nodedns::wire::Transport;
 use nodedns::wire::MAX_MESSAGE;
 use nodedns::wire::name::MAX_NAME;
 

@@ -73,7 +73,7 @@ pub struct Explanation {
 }
 
 /// What `explain` was asked.
-pub struct Request {
+pub struct ExplainRequest {
     pub name: String,
     pub libc: Libc,
     pub conf: ResolvConf,
@@ -82,7 +82,7 @@ pub struct Request {
     pub server: Option<SocketAddr>,
 }
 
-pub async fn explain(req: &Request) -> anyhow::Result<(Lookup, Explanation)> {
+pub async fn explain(req: &ExplainRequest) -> anyhow::Result<(Lookup, Explanation)> {
     let lookup = Lookup::plan(req.libc, &req.conf, &req.name, &req.types);
     let mut queries = Vec::new();
     let mut ended = String::from("every name was tried");
@@ -140,7 +140,7 @@ fn on_node(d: &Decision) -> bool {
     d.cache == "hit" || d.local.is_some()
 }
 
-fn summarise(req: &Request, lookup: &Lookup, queries: Vec<Explained>, ended: String) -> Explanation {
+fn summarise(req: &ExplainRequest, lookup: &Lookup, queries: Vec<Explained>, ended: String) -> Explanation {
     let nxdomain = queries.iter().filter(|q| q.rcode == "NXDOMAIN").count();
     let answered_on_node = queries.iter().filter(|q| on_node(&q.decision)).count();
     let with_trailing_dot = lookup.types.len();
@@ -175,7 +175,7 @@ fn summarise(req: &Request, lookup: &Lookup, queries: Vec<Explained>, ended: Str
 }
 
 /// The explanation for people.
-pub fn render(req: &Request, lookup: &Lookup, e: &Explanation) -> String {
+pub fn render(req: &ExplainRequest, lookup: &Lookup, e: &Explanation) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let conf = &req.conf;

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::gate::Gate;
-use crate::query::handler::{Handler, Local, Request, Transport};
+use crate::query::handler::{Handler, Local, Request};
+use crate::wire::Transport;
 use crate::metrics::http::AcceptBackoff;
 use crate::metrics::{DropReason, ListenerMetrics, Metrics};
 use crate::wire::MAX_MESSAGE;

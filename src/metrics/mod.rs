@@ -140,12 +140,15 @@ impl MetricConstructor<Summed<AtomicHistogram>> for DurationBuckets {
     }
 }
 
-/// Query types CoreDNS names in its `type` label; everything else is `other`.
-const TYPES: [(u16, &str); 16] = [
-    (1, "A"), (2, "NS"), (5, "CNAME"), (6, "SOA"), (12, "PTR"), (15, "MX"), (16, "TXT"), (28, "AAAA"),
-    (33, "SRV"), (35, "NAPTR"), (43, "DS"), (48, "DNSKEY"), (64, "SVCB"), (65, "HTTPS"), (255, "ANY"), (0, "other"),
-];
+/// Query types CoreDNS names in its `type` label (by their mnemonic); everything else is
+/// `other`, the last slot.
+const TYPES: [u16; 16] = [1, 2, 5, 6, 12, 15, 16, 28, 33, 35, 43, 48, 64, 65, 255, 0];
 const OTHER_TYPE: usize = TYPES.len() - 1;
+
+/// The `type` label of slot `index` of [`TYPES`].
+fn type_label(index: usize) -> String {
+    if index == OTHER_TYPE { "other".into() } else { crate::wire::TypeName(TYPES[index]).to_string() }
+}
 /// Response codes with their own label: 0 to 10 by value, then BADVERS (16, the one
 /// extended code nodedns sends itself); the last slot is every other code.
 const RCODES: usize = 13;
@@ -164,7 +167,7 @@ const SOURCES: [&str; 3] = ["cache", "forward", ""];
 
 #[inline]
 fn type_index(qtype: u16) -> usize {
-    TYPES.iter().position(|&(t, _)| t == qtype && t != 0).unwrap_or(OTHER_TYPE)
+    TYPES.iter().position(|&t| t == qtype && t != 0).unwrap_or(OTHER_TYPE)
 }
 
 #[inline]
@@ -404,20 +407,20 @@ impl Metrics {
     pub fn listener(&self, server: &str, proto: &str, ipv6: bool) -> ListenerMetrics {
         let zone = ".".to_string();
         let view = String::new();
-        let requests = TYPES.map(|(_, name)| {
+        let requests = std::array::from_fn(|slot| {
             self.requests.get_or_create(&RequestLabels {
                 server: server.into(),
                 zone: zone.clone(),
                 view: view.clone(),
                 proto: proto.into(),
                 family: if ipv6 { "2" } else { "1" }.into(),
-                r#type: name.into(),
+                r#type: type_label(slot),
             })
             .attach(Counter::default())
         });
-        let duration = TYPES.map(|(_, name)| {
+        let duration = std::array::from_fn(|slot| {
             self.duration
-                .get_or_create(&DurationLabels { server: server.into(), zone: zone.clone(), view: view.clone(), r#type: name.into() })
+                .get_or_create(&DurationLabels { server: server.into(), zone: zone.clone(), view: view.clone(), r#type: type_label(slot) })
                 .attach(DurationBuckets.new_metric())
         });
         let responses = SOURCES.map(|plugin| {
@@ -689,6 +692,13 @@ impl ListenerMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_labelled_type_is_named_by_its_mnemonic() {
+        let labels: Vec<String> = (0..TYPES.len()).map(type_label).collect();
+        assert!(labels.iter().all(|l| !l.starts_with("TYPE")), "{labels:?}");
+        assert_eq!((labels[0].as_str(), labels[7].as_str(), labels[OTHER_TYPE].as_str()), ("A", "AAAA", "other"));
+    }
 
     /// The lines of the request duration histogram's series for `qtype`.
     fn duration_lines(metrics: &Metrics, qtype: &str) -> Vec<String> {

@@ -28,11 +28,11 @@ pub enum Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Serve,
-    Deny(Action, Reason),
+    Deny(Action, DenyReason),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
+pub enum DenyReason {
     /// The source is outside every allowed network.
     NotAllowed,
     /// The source is over its queries-per-second allowance.
@@ -50,19 +50,19 @@ impl Action {
     }
 }
 
-impl Reason {
+impl DenyReason {
     /// Its place in `metrics::DENIED_REASONS`.
     pub fn metric_index(self) -> usize {
         match self {
-            Reason::NotAllowed => 0,
-            Reason::RateLimited => 1,
+            DenyReason::NotAllowed => 0,
+            DenyReason::RateLimited => 1,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Reason::NotAllowed => "acl",
-            Reason::RateLimited => "rate_limit",
+            DenyReason::NotAllowed => "acl",
+            DenyReason::RateLimited => "rate_limit",
         }
     }
 }
@@ -93,10 +93,10 @@ impl Admission {
     pub fn check(&self, client: IpAddr, now: Instant) -> Verdict {
         let client = canonical(client);
         if !self.allow.iter().any(|net| net.contains(&client)) {
-            return Verdict::Deny(self.deny_action, Reason::NotAllowed);
+            return Verdict::Deny(self.deny_action, DenyReason::NotAllowed);
         }
         match &self.limit {
-            Some((limit, table)) if !take_token(table, limit, client, now) => Verdict::Deny(limit.action, Reason::RateLimited),
+            Some((limit, table)) if !take_token(table, limit, client, now) => Verdict::Deny(limit.action, DenyReason::RateLimited),
             _ => Verdict::Serve,
         }
     }
@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn each_reason_and_action_counts_under_its_own_label() {
-        for reason in [Reason::NotAllowed, Reason::RateLimited] {
+        for reason in [DenyReason::NotAllowed, DenyReason::RateLimited] {
             assert_eq!(crate::metrics::DENIED_REASONS[reason.metric_index()], reason.as_str());
         }
         let actions = [(Action::Refuse, "refuse"), (Action::Drop, "drop"), (Action::Truncate, "truncate")];
@@ -145,8 +145,8 @@ mod tests {
         assert_eq!(a.check("127.0.0.1".parse().unwrap(), now), Verdict::Serve);
         assert_eq!(a.check("10.244.3.7".parse().unwrap(), now), Verdict::Serve);
         assert_eq!(a.check("::ffff:10.244.3.7".parse().unwrap(), now), Verdict::Serve);
-        assert_eq!(a.check("10.245.0.1".parse().unwrap(), now), Verdict::Deny(Action::Drop, Reason::NotAllowed));
-        assert_eq!(a.check("::1".parse().unwrap(), now), Verdict::Deny(Action::Drop, Reason::NotAllowed));
+        assert_eq!(a.check("10.245.0.1".parse().unwrap(), now), Verdict::Deny(Action::Drop, DenyReason::NotAllowed));
+        assert_eq!(a.check("::1".parse().unwrap(), now), Verdict::Deny(Action::Drop, DenyReason::NotAllowed));
     }
 
     #[test]
@@ -158,7 +158,7 @@ mod tests {
         let quiet: IpAddr = "127.0.0.3".parse().unwrap();
         let served = (0..20).filter(|_| a.check(noisy, now) == Verdict::Serve).count();
         assert_eq!(served, 5, "burst, then limited");
-        assert_eq!(a.check(noisy, now), Verdict::Deny(Action::Truncate, Reason::RateLimited));
+        assert_eq!(a.check(noisy, now), Verdict::Deny(Action::Truncate, DenyReason::RateLimited));
         assert_eq!(a.check(quiet, now), Verdict::Serve, "another client is unaffected");
         assert_eq!(a.check(noisy, now + Duration::from_millis(200)), Verdict::Serve, "refilled at 10/s");
     }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::admission::{Action, Admission, Reason, Verdict};
-use super::querylog::{QueryLog, Record};
+use super::admission::{Action, Admission, DenyReason, Verdict};
+use super::querylog::{CacheUse, QueryLog, Record};
 use crate::cache::{Cache, Entry, KeyHash, Kind, KeyRef};
 use crate::forward::{ForwardError, Forwarder};
 use crate::kubernetes::search::SearchPrefetch;
@@ -22,7 +22,7 @@ use crate::kubernetes::{self, Naming, SoaBook};
 use crate::metrics::{HeldLatencies, ListenerMetrics, NamingMetrics, Source};
 use crate::wire::compose::{self, MAX_COMPOSED};
 use crate::wire::name::{self, MAX_NAME};
-use crate::wire::{Flags, MAX_MESSAGE, Query, QueryError, Rcode, TYPE_AXFR, TYPE_IXFR};
+use crate::wire::{Flags, MAX_MESSAGE, Query, QueryError, Rcode, TYPE_AXFR, TYPE_IXFR, Transport};
 
 /// What the hot path decided.
 #[derive(Debug)]
@@ -44,13 +44,6 @@ struct Keyed<'a> {
     query: Query<'a>,
     key: KeyRef<'a>,
     hash: KeyHash,
-}
-
-/// Per-transport response size limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
 }
 
 /// Settings the query path reads on every query.
@@ -138,15 +131,14 @@ struct Hit {
 /// How a response came about, for metrics and the query log.
 struct How<'a> {
     source: Source,
-    /// `hit`, `stale`, `miss`, or `none` when the cache was not consulted.
-    cache: &'static str,
+    cache: CacheUse,
     upstream: Option<&'a str>,
     /// Why nodedns answered itself.
     reason: Option<&'static str>,
 }
 
 impl How<'static> {
-    fn local(cache: &'static str, reason: &'static str) -> Self {
+    fn local(cache: CacheUse, reason: &'static str) -> Self {
         How { source: Source::Local, cache, upstream: None, reason: Some(reason) }
     }
 }
@@ -259,7 +251,7 @@ impl Handler {
         if query.qtype == TYPE_AXFR || query.qtype == TYPE_IXFR {
             // A cache has no zones to transfer.
             let len = compose::error_response(out, &query.header, Some(query.question), Rcode::REFUSED, query.edns, self.udp_payload());
-            self.finish(query, Rcode::REFUSED, How::local("none", "zone_transfer"), req);
+            self.finish(query, Rcode::REFUSED, How::local(CacheUse::NotConsulted, "zone_transfer"), req);
             return Local::Reply(len);
         }
         let payload = self.udp_payload();
@@ -280,9 +272,9 @@ impl Handler {
                 }
                 let cache = if hit.stale {
                     req.metrics.served_stale();
-                    "stale"
+                    CacheUse::Stale
                 } else {
-                    "hit"
+                    CacheUse::Hit
                 };
                 self.finish(query, hit.rcode, How { source: Source::Cache, cache, upstream: None, reason: None }, req);
                 Local::Reply(hit.len)
@@ -316,7 +308,7 @@ impl Handler {
         }
         let payload = self.udp_payload();
         let len = entry.write_for(query, 0, payload, limit(query, req.transport, payload), out);
-        self.finish(query, entry.rcode(), How::local("miss", answer.reason.as_str()), req);
+        self.finish(query, entry.rcode(), How::local(CacheUse::Miss, answer.reason.as_str()), req);
         Some(len)
     }
 
@@ -385,9 +377,9 @@ impl Handler {
         out.truncate(len);
         let cache = if entry.is_stale() {
             req.metrics.served_stale();
-            "stale"
+            CacheUse::Stale
         } else {
-            "miss"
+            CacheUse::Miss
         };
         self.finish(query, entry.rcode(), How { source: Source::Forward, cache, upstream, reason: None }, req);
         out
@@ -397,7 +389,7 @@ impl Handler {
         let mut out = vec![0u8; MAX_COMPOSED];
         let len = compose::error_response(&mut out, &query.header, Some(query.question), rcode, query.edns, self.udp_payload());
         out.truncate(len);
-        self.finish(query, rcode, How::local("miss", reason), req);
+        self.finish(query, rcode, How::local(CacheUse::Miss, reason), req);
         out
     }
 
@@ -406,11 +398,11 @@ impl Handler {
     fn overloaded(&self, query: &Query<'_>, out: &mut [u8], req: &Request<'_>) -> Local {
         req.metrics.overloaded();
         let len = compose::error_response(out, &query.header, Some(query.question), Rcode::SERVFAIL, query.edns, self.udp_payload());
-        self.finish(query, Rcode::SERVFAIL, How::local("miss", "overload"), req);
+        self.finish(query, Rcode::SERVFAIL, How::local(CacheUse::Miss, "overload"), req);
         Local::Reply(len)
     }
 
-    fn deny(&self, query: &Query<'_>, action: Action, reason: Reason, out: &mut [u8], req: &Request<'_>) -> Local {
+    fn deny(&self, query: &Query<'_>, action: Action, reason: DenyReason, out: &mut [u8], req: &Request<'_>) -> Local {
         req.metrics.denied(reason.metric_index(), action.metric_index());
         let (rcode, truncate) = match action {
             Action::Drop => return Local::Drop,
@@ -421,7 +413,7 @@ impl Handler {
         if truncate {
             out[2] |= (Flags::TC >> 8) as u8;
         }
-        self.finish(query, rcode, How::local("none", reason.as_str()), req);
+        self.finish(query, rcode, How::local(CacheUse::NotConsulted, reason.as_str()), req);
         Local::Reply(len)
     }
 
@@ -442,7 +434,7 @@ impl Handler {
         let latency = req.count_answer(0, rcode, Source::Local);
         if self.log.is_on() {
             let latency = latency.unwrap_or_else(|| req.started.elapsed());
-            let record = Record { client: req.client, transport: req.transport, qname: &[0], qtype: 0, rcode, latency, cache: "none", upstream: None, reason: Some(error.as_str()) };
+            let record = Record { client: req.client, transport: req.transport, qname: &[0], qtype: 0, rcode, latency, cache: CacheUse::NotConsulted, upstream: None, reason: Some(error.as_str()) };
             self.log.offer(&record);
         }
         Local::Reply(len)
@@ -475,7 +467,7 @@ impl Handler {
 fn limit(query: &Query<'_>, transport: Transport, our_payload: u16) -> usize {
     match transport {
         Transport::Udp => query.udp_limit(our_payload),
-        Transport::Tcp => MAX_MESSAGE,
+        Transport::Tcp | Transport::Tls => MAX_MESSAGE,
     }
 }
 

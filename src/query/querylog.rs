@@ -16,8 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
-use super::handler::Transport;
-use crate::wire::{Rcode, TypeName, name};
+use crate::wire::{Rcode, Transport, TypeName, name};
 
 /// Lines waiting for the writer; past this, lines are dropped and counted.
 const QUEUE: usize = 8192;
@@ -83,6 +82,31 @@ impl std::str::FromStr for Output {
     }
 }
 
+/// What the cache had to do with an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheUse {
+    /// A fresh entry answered.
+    Hit,
+    /// An expired entry answered, the upstream having failed or being slow (RFC 8767).
+    Stale,
+    /// Nothing fresh was cached: the answer came from the upstream or a local rule.
+    Miss,
+    /// The cache was not consulted (refused, malformed, a zone transfer).
+    NotConsulted,
+}
+
+impl CacheUse {
+    /// The query log's `cache` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheUse::Hit => "hit",
+            CacheUse::Stale => "stale",
+            CacheUse::Miss => "miss",
+            CacheUse::NotConsulted => "none",
+        }
+    }
+}
+
 /// One answered query, as the handler saw it.
 pub struct Record<'a> {
     pub client: SocketAddr,
@@ -92,8 +116,7 @@ pub struct Record<'a> {
     pub qtype: u16,
     pub rcode: Rcode,
     pub latency: Duration,
-    /// `hit`, `stale`, `miss`, or `none` for answers that never consulted the cache.
-    pub cache: &'static str,
+    pub cache: CacheUse,
     /// The upstream that answered a miss.
     pub upstream: Option<&'a str>,
     /// Why nodedns answered itself (a naming rule, a refusal, overload, an error).
@@ -121,16 +144,12 @@ impl Line {
         Line {
             time: humantime::format_rfc3339_micros(now).to_string(),
             client: r.client.to_string(),
-            proto: match r.transport {
-                Transport::Udp => "udp",
-                Transport::Tcp => "tcp",
-            }
-            .into(),
+            proto: r.transport.as_str().into(),
             name: name::to_text(r.qname),
             qtype: TypeName(r.qtype).to_string(),
             rcode: r.rcode.as_str().into(),
             latency_us: r.latency.as_micros() as u64,
-            cache: r.cache.into(),
+            cache: r.cache.as_str().into(),
             upstream: r.upstream.map(str::to_string),
             reason: r.reason.map(str::to_string),
         }

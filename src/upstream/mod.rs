@@ -36,23 +36,7 @@ use crate::wire::{ResponseError, UpstreamResponse};
 /// and with one of two dead, all six fail together once in 64.
 const FRESH_FLOWS: usize = 6;
 
-/// Which transport carried an exchange.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        }
-    }
-}
+pub use crate::wire::Transport;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {

@@ -18,6 +18,25 @@ pub mod query;
 pub mod response;
 
 pub use header::{Flags, Header, Opcode, Rcode};
+
+/// What carries a DNS message: a client's query to us, or our exchange with an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    /// TCP with TLS around it (RFC 7858); toward upstreams only.
+    Tls,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
 pub use query::{Edns, Query, QueryError};
 pub use response::{ResponseError, UpstreamResponse};
 

@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::gate::Gate;
-use crate::query::handler::{Handler, Local, Request, Transport};
+use crate::query::handler::{Handler, Local, Request};
+use crate::wire::Transport;
 use crate::metrics::{HeldLatencies, ListenerMetrics};
 use crate::wire::name::MAX_NAME;
 use batch::{BATCH, Batch};
