@@ -4,8 +4,8 @@
 //! group, retries, and storing what comes back in the cache. The first client to miss on a
 //! question spawns the upstream work as its own task, so that it completes and fills the
 //! cache even if that client gives up; every later client for the same question waits on the
-//! same result and gets it written with its own ID and case (brief, story 2: the thundering
-//! herd). Does not parse client queries or touch client sockets.
+//! same result and gets it written with its own ID and case, so a herd of clients asking one
+//! name costs the upstream one query. Does not parse client queries or touch client sockets.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -180,11 +180,11 @@ impl Forwarder {
     /// starts whenever the current upstream's adaptive timeout (doubling with each round of
     /// the group) passes without an answer, while earlier attempts keep listening: a late
     /// answer to any of them still wins. A lost datagram therefore costs a few round-trip
-    /// times, not a client's five-second retry (brief, story 3). Upstreams over their rate
-    /// cap are skipped; an attempt that fails outright moves on at once. An upstream that
-    /// answers REFUSED, NOTIMP or FORMERR is not asked again for this question, and when no
-    /// one is left the last such answer goes to the clients. Those decisions are [`Plan`]'s;
-    /// this runs the attempts it asks for and tells it what came of them.
+    /// times, not a client's five-second retry. Upstreams over their rate cap are skipped;
+    /// an attempt that fails outright moves on at once. An upstream that answers REFUSED,
+    /// NOTIMP or FORMERR is not asked again for this question, and when no one is left the
+    /// last such answer goes to the clients. Those decisions are [`Plan`]'s; this runs the
+    /// attempts it asks for and tells it what came of them.
     async fn fetch(self: Arc<Self>, key: CacheKey) -> Outcome {
         let key = Arc::new(key);
         let _inflight = InflightGuard::new(&self, key.clone());
