@@ -13,7 +13,7 @@ use crate::cache::{Entry, KeyRef, TtlPolicy};
 use crate::forward::Forwarder;
 use crate::wire::header::{Flags, HEADER_LEN, Header, Rcode};
 use crate::wire::name::{self, MAX_NAME};
-use crate::wire::{TYPE_SOA, UpstreamResponse, read_u16, read_u32};
+use crate::wire::{TYPE_SOA, UpstreamResponse, record};
 use crate::zones::Zone;
 
 /// One SOA record, uncompressed wire form, and whether its source answered authoritatively.
@@ -104,19 +104,11 @@ impl Soa {
         let header = Header::parse(msg)?;
         let mut pos = name::skip(msg, HEADER_LEN).ok()? + 4;
         for _ in 0..u32::from(header.ancount) + u32::from(header.nscount) {
-            let owner_at = pos;
-            pos = name::skip(msg, pos).ok()?;
-            let rtype = read_u16(msg, pos)?;
-            let ttl = read_u32(msg, pos + 4)?;
-            let rdata = pos + 10;
-            let end = rdata + usize::from(read_u16(msg, pos + 8)?);
-            if end > msg.len() {
-                return None;
+            let rec = record::read(msg, pos)?;
+            if rec.rtype == TYPE_SOA {
+                return Soa::expand(msg, rec.owner, rec.ttl, rec.rdata_start, rec.end, header.flags.has(Flags::AA));
             }
-            if rtype == TYPE_SOA {
-                return Soa::expand(msg, owner_at, ttl, rdata, end, header.flags.has(Flags::AA));
-            }
-            pos = end;
+            pos = rec.end;
         }
         None
     }

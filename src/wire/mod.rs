@@ -15,6 +15,7 @@ pub mod compose;
 pub mod header;
 pub mod name;
 pub mod query;
+pub mod record;
 pub mod response;
 
 pub use header::{Flags, Header, Opcode, Rcode};

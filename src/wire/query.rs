@@ -2,7 +2,8 @@
 
 use super::header::{Flags, HEADER_LEN, Header, Opcode};
 use super::name::{self, MAX_NAME};
-use super::{TYPE_OPT, read_u16, read_u32};
+use super::record::{self, RecordAt};
+use super::{TYPE_OPT, read_u16};
 
 /// What the client said about itself in its OPT record (RFC 6891 section 6.1.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,16 +110,8 @@ impl<'a> Query<'a> {
 fn parse_additional(msg: &[u8], mut pos: usize, count: u16) -> Option<Option<Edns>> {
     let mut edns = None;
     for _ in 0..count {
-        let owner = pos;
-        pos = name::skip(msg, pos).ok()?;
-        let rtype = read_u16(msg, pos)?;
-        let class = read_u16(msg, pos + 2)?;
-        let ttl = read_u32(msg, pos + 4)?;
-        let rdlen = read_u16(msg, pos + 8)? as usize;
-        pos += 10 + rdlen;
-        if pos > msg.len() {
-            return None;
-        }
+        let RecordAt { owner, rtype, class, ttl, end, .. } = record::read(msg, pos)?;
+        pos = end;
         if rtype == TYPE_OPT {
             if edns.is_some() || msg[owner] != 0 {
                 return None;

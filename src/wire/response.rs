@@ -6,6 +6,7 @@
 
 use super::header::{Flags, HEADER_LEN, Header, Rcode};
 use super::name::{self, MAX_NAME};
+use super::record::{self, RecordAt};
 use super::{TYPE_OPT, TYPE_SOA, read_u16, read_u32};
 
 /// Why an upstream response was rejected. None of these is ever cached or passed on.
@@ -74,7 +75,7 @@ impl UpstreamResponse {
         let mut soa_negative_ttl = None;
         walk.section(header.nscount, |rec| {
             if rec.rtype == TYPE_SOA && soa_negative_ttl.is_none() {
-                soa_negative_ttl = Some(rec.ttl.min(soa_minimum(msg, rec.rdata_start, rec.rdata_end)?));
+                soa_negative_ttl = Some(rec.ttl.min(soa_minimum(msg, rec.rdata_start, rec.end)?));
             }
             Ok(())
         })?;
@@ -99,13 +100,6 @@ impl UpstreamResponse {
     }
 }
 
-struct Record {
-    rtype: u16,
-    ttl: u32,
-    rdata_start: usize,
-    rdata_end: usize,
-}
-
 struct RecordWalk<'a> {
     msg: &'a [u8],
     pos: usize,
@@ -114,19 +108,10 @@ struct RecordWalk<'a> {
 }
 
 impl RecordWalk<'_> {
-    fn next(&mut self) -> Result<(usize, Record), ResponseError> {
-        let start = self.pos;
-        let pos = name::skip(self.msg, start).map_err(|_| ResponseError::Malformed)?;
-        let rtype = read_u16(self.msg, pos).ok_or(ResponseError::Malformed)?;
-        let ttl = read_u32(self.msg, pos + 4).ok_or(ResponseError::Malformed)?;
-        let rdlen = read_u16(self.msg, pos + 8).ok_or(ResponseError::Malformed)? as usize;
-        let rdata_start = pos + 10;
-        let rdata_end = rdata_start + rdlen;
-        if rdata_end > self.msg.len() {
-            return Err(ResponseError::Malformed);
-        }
-        self.pos = rdata_end;
-        Ok((pos + 4, Record { rtype, ttl, rdata_start, rdata_end }))
+    fn next(&mut self) -> Result<RecordAt, ResponseError> {
+        let rec = record::read(self.msg, self.pos).ok_or(ResponseError::Malformed)?;
+        self.pos = rec.end;
+        Ok(rec)
     }
 
     fn keep(&mut self, ttl_at: usize, ttl: u32) {
@@ -140,15 +125,15 @@ impl RecordWalk<'_> {
     fn section(
         &mut self,
         count: u16,
-        mut inspect: impl FnMut(&Record) -> Result<(), ResponseError>,
+        mut inspect: impl FnMut(&RecordAt) -> Result<(), ResponseError>,
     ) -> Result<(), ResponseError> {
         for _ in 0..count {
-            let (ttl_at, rec) = self.next()?;
+            let rec = self.next()?;
             if rec.rtype == TYPE_OPT {
                 return Err(ResponseError::Malformed);
             }
             inspect(&rec)?;
-            self.keep(ttl_at, rec.ttl);
+            self.keep(rec.ttl_at, rec.ttl);
         }
         Ok(())
     }
@@ -159,15 +144,14 @@ impl RecordWalk<'_> {
         let mut opt: Option<(usize, u8)> = None;
         let mut kept = 0;
         for _ in 0..count {
-            let start = self.pos;
-            let (ttl_at, rec) = self.next()?;
+            let rec = self.next()?;
             if rec.rtype == TYPE_OPT {
                 if opt.is_some() {
                     return Err(ResponseError::DuplicateOpt);
                 }
-                opt = Some((start, (rec.ttl >> 24) as u8));
+                opt = Some((rec.owner, (rec.ttl >> 24) as u8));
             } else if opt.is_none() {
-                self.keep(ttl_at, rec.ttl);
+                self.keep(rec.ttl_at, rec.ttl);
                 kept += 1;
             }
         }
