@@ -104,7 +104,8 @@ impl Node {
         let flaps = log.matches("upstream marked down").count();
         eprintln!("{what}: {r:?}");
         assert!(failed * 100 <= asked as u64, "{what}: {failed} of {asked} cold lookups failed ({r:?}); log:\n{}", tail(&log));
-        assert!(flaps <= 2, "{what}: the Service was marked down {flaps} times; log:\n{}", tail(&log));
+        // A loaded machine may time out a few exchanges at once; the dead pod made hundreds.
+        assert!(flaps <= 10, "{what}: the Service was marked down {flaps} times; log:\n{}", tail(&log));
     }
 }
 
