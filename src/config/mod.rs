@@ -1,11 +1,13 @@
 //! Configuration: the YAML file ([`file`](mod@file)), the node's resolv.conf ([`resolv_conf`]), and
 //! command-line overrides, merged and validated once into [`Settings`]. Nothing downstream
-//! re-parses a string from the configuration.
+//! re-parses a string from the configuration. A running process holds the settings as two
+//! parts: what a reload may change ([`Reloadable`]) and what needs a restart ([`RestartOnly`]).
 //!
 //! Errors name the file, the line and the key, and the process refuses to start on any.
 
 pub mod file;
 pub mod resolv_conf;
+mod settings;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,10 +16,12 @@ use std::time::Duration;
 use crate::cache::{Capacity, TtlPolicy};
 use crate::forward::ForwardSettings;
 use crate::kubernetes::NamingSettings;
-use crate::query::admission::{Action, ClientLimit};
+use crate::query::admission::ClientLimit;
+use crate::query::handler::HandlerSettings;
 use crate::upstream::{PoolSettings, Protocol, QueryOptions, UpstreamSettings, UpstreamSpec};
 use crate::zones::{Router, UpstreamGroup, Zone};
 pub use file::{FileConfig, KubernetesSection, LogFormat};
+pub use settings::{AdmissionSettings, CacheSettings, Compared, Reloadable, RestartOnly, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -36,51 +40,6 @@ pub struct Overrides {
     pub upstreams: Vec<UpstreamSpec>,
     pub forward: Vec<(Zone, Vec<UpstreamSpec>)>,
     pub metrics: Option<SocketAddr>,
-}
-
-/// Cache bounds and TTL policy.
-#[derive(Debug, Clone)]
-pub struct CacheSettings {
-    pub positive: Capacity,
-    pub negative: Capacity,
-    pub ttl: TtlPolicy,
-    /// How long a client waits for the upstream before a stale answer is sent instead.
-    pub stale_client_timeout: Duration,
-    /// The snapshot file for warm restarts.
-    pub snapshot: Option<std::path::PathBuf>,
-}
-
-/// The validated settings the process runs with.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub listen: Vec<SocketAddr>,
-    pub metrics: Option<SocketAddr>,
-    pub router: Router,
-    pub cache: CacheSettings,
-    pub udp_payload: u16,
-    pub upstream: UpstreamSettings,
-    pub forward: ForwardSettings,
-    pub query_deadline: Duration,
-    pub tcp_idle_timeout: Duration,
-    pub max_tcp_clients: usize,
-    pub max_tcp_inflight: usize,
-    pub shutdown_grace: Duration,
-    pub handover_socket: Option<std::path::PathBuf>,
-    pub allow: Vec<ipnet::IpNet>,
-    pub deny_action: Action,
-    pub client_limit: Option<ClientLimit>,
-    pub max_tcp_per_client: usize,
-    pub max_inflight_misses: usize,
-    /// UDP worker threads, each with its own socket per listen address.
-    pub udp_workers: usize,
-    pub pin_udp_workers: bool,
-    pub log_level: String,
-    pub log_format: LogFormat,
-    pub query_log: crate::query::querylog::Policy,
-    /// Where query log lines go; read at start.
-    pub query_log_output: crate::query::querylog::Output,
-    pub naming: NamingSettings,
-    pub node: crate::node::NodeSettings,
 }
 
 /// Reads and parses a configuration file.
@@ -287,6 +246,25 @@ impl Settings {
             listen,
             metrics: overrides.metrics.or(file.metrics),
             router,
+            upstream,
+            forward,
+            handler: HandlerSettings {
+                max_inflight_misses: file.server.max_inflight_misses,
+                udp_payload: file.server.udp_payload,
+                deadline: file.server.query_deadline,
+                stale_after: c.serve_stale.client_timeout,
+            },
+            admission: AdmissionSettings {
+                allow: file.server.allow.clone(),
+                deny_action: file.server.deny_action,
+                client_limit: (file.server.client_qps > 0).then_some(ClientLimit {
+                    qps: file.server.client_qps,
+                    burst: if file.server.client_burst == 0 { file.server.client_qps } else { file.server.client_burst },
+                    action: file.server.rate_limit_action,
+                    table_size: file.server.client_table_size,
+                }),
+            },
+            query_log: query_log_policy(&file.log.queries)?,
             cache: CacheSettings {
                 positive: Capacity { max_entries: c.positive.max_entries, max_bytes: c.positive.max_bytes },
                 negative: Capacity { max_entries: c.negative.max_entries, max_bytes: c.negative.max_bytes },
@@ -301,36 +279,21 @@ impl Settings {
                     prefetch_percent: if c.prefetch.min_hits == 0 { 0 } else { c.prefetch.window_percent },
                     prefetch_min_hits: c.prefetch.min_hits,
                 },
-                stale_client_timeout: c.serve_stale.client_timeout,
                 snapshot: (!c.snapshot.is_empty()).then(|| c.snapshot.clone().into()),
             },
-            udp_payload: file.server.udp_payload,
-            upstream,
-            forward,
-            query_deadline: file.server.query_deadline,
+            node,
+            naming: naming_settings(file.kubernetes, Path::new(&file.resolv_conf)),
+            handover_socket: (!file.server.handover_socket.is_empty()).then(|| file.server.handover_socket.clone().into()),
+            shutdown_grace: file.server.shutdown_grace,
+            udp_workers: udp_workers(file.server.udp_workers),
+            pin_udp_workers: file.server.pin_udp_workers,
             tcp_idle_timeout: file.server.tcp_idle_timeout,
             max_tcp_clients: file.server.max_tcp_clients,
             max_tcp_inflight: file.server.max_tcp_inflight,
-            shutdown_grace: file.server.shutdown_grace,
-            handover_socket: (!file.server.handover_socket.is_empty()).then(|| file.server.handover_socket.clone().into()),
-            allow: file.server.allow.clone(),
-            deny_action: file.server.deny_action,
-            client_limit: (file.server.client_qps > 0).then_some(ClientLimit {
-                qps: file.server.client_qps,
-                burst: if file.server.client_burst == 0 { file.server.client_qps } else { file.server.client_burst },
-                action: file.server.rate_limit_action,
-                table_size: file.server.client_table_size,
-            }),
             max_tcp_per_client: file.server.max_tcp_per_client,
-            max_inflight_misses: file.server.max_inflight_misses,
-            udp_workers: udp_workers(file.server.udp_workers),
-            pin_udp_workers: file.server.pin_udp_workers,
             log_level: file.log.level,
             log_format: file.log.format,
-            query_log: query_log_policy(&file.log.queries)?,
             query_log_output: file.log.queries.output.parse().unwrap_or_default(),
-            node,
-            naming: naming_settings(file.kubernetes, Path::new(&file.resolv_conf)),
         })
     }
 }
@@ -352,9 +315,6 @@ fn query_log_policy(q: &file::QueryLogSection) -> Result<crate::query::querylog:
     Ok(crate::query::querylog::Policy { enabled: q.enabled, sample: q.sample, slow: q.slow })
 }
 
-/// The Kubernetes naming rules. Search suffixes not configured are the node's: its
-/// resolv.conf search line without the cluster domains and what lies under them (a node
-/// running in the cluster may list `svc.cluster.local` itself).
 /// The addresses node setup owns: every listen address that is neither loopback nor a
 /// wildcard, with its port.
 fn node_settings(n: &file::NodeSection, listen: &[SocketAddr]) -> crate::node::NodeSettings {
@@ -371,6 +331,9 @@ fn node_settings(n: &file::NodeSection, listen: &[SocketAddr]) -> crate::node::N
     }
 }
 
+/// The Kubernetes naming rules. Search suffixes not configured are the node's: its
+/// resolv.conf search line without the cluster domains and what lies under them (a node
+/// running in the cluster may list `svc.cluster.local` itself).
 fn naming_settings(k: KubernetesSection, resolv_conf: &Path) -> NamingSettings {
     let search_suffixes = k.search_suffixes.unwrap_or_else(|| {
         let text = std::fs::read_to_string(resolv_conf).unwrap_or_default();

@@ -19,19 +19,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cache::{Cache, snapshot};
-use crate::config::Settings;
+use crate::config::{Reloadable, RestartOnly, Settings};
 use crate::forward::Forwarder;
 use crate::kubernetes::search::SearchPrefetch;
-use crate::kubernetes::{self, NamespaceSource, Naming, SoaBook};
-use crate::upstream::{Upstream, UpstreamSettings, UpstreamSpec};
-use crate::zones::Router;
+use crate::kubernetes::{self, NamespaceSource, Naming, NamingSettings, SoaBook};
 use crate::metrics::Metrics;
 use crate::node;
 use crate::metrics::http::{self, Readiness};
 use crate::gate::Gate;
 use crate::listen::tcp::{self, TcpLimits, TcpServer};
 use crate::listen::udp;
-use crate::query::admission::Admission;
 use crate::query::handler::{Handler, LocalNaming};
 use crate::query::querylog;
 use handover::Role;
@@ -41,21 +38,10 @@ fn server_label(addr: SocketAddr) -> String {
     format!("dns://{addr}")
 }
 
-/// One running upstream per distinct spec, shared by every zone that names it.
-fn start_upstreams(router: &Router<UpstreamSpec>, settings: &UpstreamSettings, metrics: &Metrics) -> anyhow::Result<Router<Arc<Upstream>>> {
-    let mut running: Vec<Arc<Upstream>> = Vec::new();
-    for spec in router.groups().iter().flat_map(|g| g.servers.iter()) {
-        if !running.iter().any(|u| u.spec() == spec) {
-            running.push(Upstream::new(spec, settings, metrics).map_err(anyhow::Error::msg)?);
-        }
-    }
-    Ok(router.map(|spec| running.iter().find(|u| u.spec() == spec).cloned().expect("started above")))
-}
-
 /// The Kubernetes naming rules, with their zones' SOAs and the namespaces being learned
 /// from now on.
-async fn local_naming(settings: &Settings, forwarder: &Arc<Forwarder>, metrics: &Metrics) -> anyhow::Result<LocalNaming> {
-    let naming = Arc::new(Naming::new(settings.naming.clone()));
+async fn local_naming(settings: &NamingSettings, forwarder: &Arc<Forwarder>, metrics: &Metrics) -> anyhow::Result<LocalNaming> {
+    let naming = Arc::new(Naming::new(settings.clone()));
     let soa = SoaBook::new(naming.zones());
     if naming.settings().enabled {
         soa.learn_all(forwarder);
@@ -117,7 +103,7 @@ struct Sockets {
 }
 
 impl Sockets {
-    fn open(settings: &Settings, mut inherited: Option<&mut handover::Inheritance>) -> anyhow::Result<Sockets> {
+    fn open(settings: &RestartOnly, mut inherited: Option<&mut handover::Inheritance>) -> anyhow::Result<Sockets> {
         let mut take = |role, addr| inherited.as_mut().and_then(|i| i.take(role, addr));
         let mut sockets = Sockets { udp: Vec::new(), tcp: Vec::new(), http: None };
         for &addr in &settings.listen {
@@ -188,37 +174,39 @@ fn save_snapshot(cache: &Cache, path: &std::path::Path) {
 /// Runs until `stop` is cancelled, then stops accepting, lets in-flight queries finish for
 /// at most the configured grace period, and returns.
 pub async fn run(settings: Settings, source: Option<reload::Source>, stop: CancellationToken) -> anyhow::Result<()> {
+    let (reloadable, restart_only) = settings.split();
     let metrics = Arc::new(Metrics::new());
-    let cache = Arc::new(Cache::new(settings.cache.positive, settings.cache.negative, settings.cache.ttl.clone()));
-    let mut inheritance = match settings.handover_socket.clone() {
+    let cache = Arc::new(Cache::new(restart_only.cache.positive, restart_only.cache.negative, restart_only.cache.ttl.clone()));
+    let mut inheritance = match restart_only.handover_socket.clone() {
         Some(path) => tokio::task::spawn_blocking(move || handover::inherit(&path)).await?.context("taking over from the running nodedns")?,
         None => None,
     };
-    match (&inheritance, &settings.cache.snapshot) {
+    match (&inheritance, &restart_only.cache.snapshot) {
         (Some(inherited), _) => restore_inherited(&cache, &inherited.snapshot),
         (None, Some(path)) => restore_snapshot(&cache, path),
         (None, None) => {}
     }
-    let router = start_upstreams(&settings.router, &settings.upstream, &metrics)?;
-    let forwarder = Forwarder::new(router, cache.clone(), settings.forward, metrics.clone());
-    let handler_settings = reload::handler_settings(&settings);
-    let admission = Admission::new(settings.allow.clone(), settings.deny_action, settings.client_limit);
-    let naming = local_naming(&settings, &forwarder, &metrics).await?;
-    let (query_log, query_log_writer) = querylog::QueryLog::new(settings.query_log, settings.query_log_output.clone(), metrics.query_log_lines.clone(), metrics.query_log_dropped.clone());
+    // No `..`: each reloadable setting is given to its running part here, as a reload does
+    // in `Reloader::apply`.
+    let Reloadable { router, upstream, forward, handler, admission, query_log } = &reloadable;
+    let upstreams = reload::upstreams(router, upstream, Vec::new(), &metrics)?;
+    let forwarder = Forwarder::new(upstreams, cache.clone(), **forward, metrics.clone());
+    let naming = local_naming(&restart_only.naming, &forwarder, &metrics).await?;
+    let (query_log, query_log_writer) = querylog::QueryLog::new(*query_log, restart_only.query_log_output.clone(), metrics.query_log_lines.clone(), metrics.query_log_dropped.clone());
     tokio::spawn(query_log_writer);
-    let handler = Arc::new(Handler::new(cache.clone(), forwarder.clone(), admission, naming, handler_settings, query_log));
+    let handler = Arc::new(Handler::new(cache.clone(), forwarder.clone(), reload::admission_for(admission), naming, *handler, query_log));
     let tasks = TaskTracker::new();
     let listeners = TaskTracker::new();
 
     // The addresses must exist before anything binds to them.
-    let node = match settings.node.enabled {
-        true => Some(Arc::new(node::NodeSetup::prepare(settings.node.clone()).context("node setup: the listen addresses")?)),
+    let node = match restart_only.node.enabled {
+        true => Some(Arc::new(node::NodeSetup::prepare(restart_only.node.clone()).context("node setup: the listen addresses")?)),
         false => None,
     };
     // Bind (or take over) everything before serving anything, so a bad address fails
     // start-up whole.
-    let sockets = Sockets::open(&settings, inheritance.as_mut())?;
-    let for_successor = match settings.handover_socket {
+    let sockets = Sockets::open(&restart_only, inheritance.as_mut())?;
+    let for_successor = match restart_only.handover_socket {
         Some(_) => sockets.duplicates().context("duplicating the listening sockets for a successor")?,
         None => Vec::new(),
     };
@@ -233,12 +221,12 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
             tasks: tasks.clone(),
             stop: stop.clone(),
             gate: gate.clone(),
-            cpu: settings.pin_udp_workers.then(|| i % settings.udp_workers.max(1)),
+            cpu: restart_only.pin_udp_workers.then(|| i % restart_only.udp_workers.max(1)),
         };
         udp_workers.push(udp::spawn(format!("nodedns-udp-{i}"), socket, worker).with_context(|| format!("cannot start a UDP worker for {addr}"))?);
     }
-    for addr in &settings.listen {
-        tracing::info!(%addr, workers = settings.udp_workers, "serving DNS over UDP");
+    for addr in &restart_only.listen {
+        tracing::info!(%addr, workers = restart_only.udp_workers, "serving DNS over UDP");
     }
     // The listeners' tracker waits for the worker threads too.
     for thread in udp_workers {
@@ -247,10 +235,10 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
         });
     }
     let limits = TcpLimits {
-        idle_timeout: settings.tcp_idle_timeout,
-        max_clients: settings.max_tcp_clients,
-        max_per_client: settings.max_tcp_per_client,
-        max_inflight_per_connection: settings.max_tcp_inflight,
+        idle_timeout: restart_only.tcp_idle_timeout,
+        max_clients: restart_only.max_tcp_clients,
+        max_per_client: restart_only.max_tcp_per_client,
+        max_inflight_per_connection: restart_only.max_tcp_inflight,
     };
     for (addr, listener) in sockets.tcp {
         let server = Arc::new(TcpServer {
@@ -270,7 +258,7 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
     let ready = Arc::new(Readiness::default());
     let metrics_stop = CancellationToken::new();
     if let Some((_, listener)) = sockets.http {
-        let label = settings.listen.first().map(|a| server_label(*a)).unwrap_or_default();
+        let label = restart_only.listen.first().map(|a| server_label(*a)).unwrap_or_default();
         let (c, m) = (cache.clone(), metrics.clone());
         let encode = Arc::new(move || {
             let (positive, negative) = c.len();
@@ -280,7 +268,7 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
         let endpoints = http::Endpoints { encode, ready: ready.clone(), extra: Some(admin::routes(handler.clone())) };
         tokio::spawn(http::serve(listener, endpoints, metrics_stop.clone(), gate.clone()));
     }
-    for group in settings.router.groups() {
+    for group in reloadable.router.groups() {
         let servers: Vec<String> = group.servers.iter().map(ToString::to_string).collect();
         tracing::info!(zone = %group.zone, upstreams = %servers.join(","), "forwarding");
     }
@@ -290,7 +278,7 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
         Some(inherited) => Some(inherited.serving().context("telling the predecessor to stop reading")?),
         None => None,
     };
-    let offered = match &settings.handover_socket {
+    let offered = match &restart_only.handover_socket {
         Some(path) => {
             let ready = ready.clone();
             let offer = handover::Offer { sockets: for_successor, cache: cache.clone(), gate: gate_switch, on_pause: Box::new(move |paused| ready.set(!paused)) };
@@ -300,7 +288,7 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
     };
 
     if let Some(source) = source {
-        let reloader = reload::Reloader { source, running: settings.clone(), handler: handler.clone(), forwarder: forwarder.clone(), metrics: metrics.clone() };
+        let reloader = reload::Reloader { source, reloadable, restart_only: restart_only.clone(), handler: handler.clone(), forwarder: forwarder.clone(), metrics: metrics.clone() };
         tokio::spawn(reloader.run(stop.clone()));
     }
     let node_keeper = node.as_ref().map(|node| tokio::spawn(keep_node_setup(node.clone(), metrics.clone(), stop.clone())));
@@ -314,13 +302,13 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
     listeners.close();
     listeners.wait().await;
     tasks.close();
-    let drained = tokio::time::timeout(settings.shutdown_grace, tasks.wait()).await.is_ok();
+    let drained = tokio::time::timeout(restart_only.shutdown_grace, tasks.wait()).await.is_ok();
     if drained {
         tracing::info!("stopped: all in-flight queries answered");
     } else {
-        tracing::warn!(grace = ?settings.shutdown_grace, unfinished = tasks.len(), "stopped with queries still in flight");
+        tracing::warn!(grace = ?restart_only.shutdown_grace, unfinished = tasks.len(), "stopped with queries still in flight");
     }
-    if let Some(path) = &settings.cache.snapshot {
+    if let Some(path) = &restart_only.cache.snapshot {
         save_snapshot(&cache, path);
     }
     if let (Some(node), Some(keeper)) = (node, node_keeper) {

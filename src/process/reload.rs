@@ -7,9 +7,9 @@
 //!
 //! An invalid file is rejected whole, logged with its file, line and key, and counted
 //! (`nodedns_config_reloads_total{result="failure"}`); the running configuration stays.
-//! Settings that need new sockets or a new cache (listen and metrics addresses, cache
-//! sizes and TTLs, node setup, Kubernetes naming, logging, TCP client limits) are reported
-//! as needing a restart and keep their running values.
+//! Each restart-only setting that changed is logged by its key (`setting="server.udp_workers"`)
+//! as needing a restart and keeps its running value: listen and metrics addresses, cache
+//! sizes and TTLs, node setup, Kubernetes naming, handover, TCP client limits, logging.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::query::admission::Admission;
-use crate::query::handler::{Handler, HandlerSettings};
-use crate::config::{self, Overrides, Settings};
+use crate::config::{self, AdmissionSettings, ConfigError, Overrides, Reloadable, RestartOnly, Settings};
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
+use crate::query::admission::Admission;
+use crate::query::handler::Handler;
 use crate::upstream::{Upstream, UpstreamSettings};
 use crate::zones::Router;
 
@@ -35,10 +35,29 @@ pub struct Source {
     pub overrides: Overrides,
 }
 
-/// What a reload can change.
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamStartError),
+}
+
+/// An upstream of the configuration could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream {spec}: {reason}")]
+pub struct UpstreamStartError {
+    spec: String,
+    reason: String,
+}
+
+/// The running parts a reload changes, and the settings they run with.
 pub struct Reloader {
     pub source: Source,
-    pub running: Settings,
+    pub reloadable: Reloadable,
+    /// As at start: a reload compares with what actually runs.
+    pub restart_only: RestartOnly,
     pub handler: Arc<Handler>,
     pub forwarder: Arc<Forwarder>,
     pub metrics: Arc<Metrics>,
@@ -69,91 +88,60 @@ impl Reloader {
     }
 
     fn reload(&mut self) {
-        let loaded = config::load_file(&self.source.path).and_then(|file| Settings::build(file, self.source.overrides.clone()));
-        let new = match loaded {
-            Ok(new) => new,
+        match self.try_reload() {
+            Ok(()) => {
+                self.metrics.config_reloaded(true);
+                tracing::info!(path = %self.source.path.display(), "configuration reloaded");
+            }
             Err(e) => {
                 self.metrics.config_reloaded(false);
                 tracing::error!(error = %e, "configuration rejected; the running one stays");
-                return;
             }
-        };
-        let router = match self.upstreams_for(&new) {
-            Ok(router) => router,
-            Err(e) => {
-                self.metrics.config_reloaded(false);
-                tracing::error!(error = %e, "configuration rejected; the running one stays");
-                return;
-            }
-        };
-        for key in needs_restart(&self.running, &new) {
-            tracing::warn!(key, "changed in the file, but takes effect only after a restart");
         }
-        self.forwarder.reconfigure(router, new.forward);
-        let admission_changed = (&new.allow, new.deny_action, new.client_limit) != (&self.running.allow, self.running.deny_action, self.running.client_limit);
-        let admission = admission_changed.then(|| Admission::new(new.allow.clone(), new.deny_action, new.client_limit));
-        self.handler.reconfigure(handler_settings(&new), admission);
-        // A switch made at runtime (`nodedns querylog`) holds until the file's own changes.
-        if new.query_log != self.running.query_log {
-            self.handler.query_log().set_policy(new.query_log);
-        }
-        // Restart-only settings keep their running values, so the next comparison is with
-        // what actually runs.
-        self.running = Settings { router: new.router, upstream: new.upstream, forward: new.forward, allow: new.allow, deny_action: new.deny_action, client_limit: new.client_limit, max_inflight_misses: new.max_inflight_misses, udp_payload: new.udp_payload, query_deadline: new.query_deadline, query_log: new.query_log, ..self.running.clone() };
-        self.running.cache.stale_client_timeout = new.cache.stale_client_timeout;
-        self.metrics.config_reloaded(true);
-        tracing::info!(path = %self.source.path.display(), "configuration reloaded");
     }
 
-    /// The new routing table, keeping every running upstream whose address and settings
-    /// are unchanged (with its connections, RTT and health), starting the new ones.
-    fn upstreams_for(&self, new: &Settings) -> anyhow::Result<Router<Arc<Upstream>>> {
-        let keep = same_upstream_settings(&self.running.upstream, &new.upstream);
-        let mut running: Vec<Arc<Upstream>> = if keep { self.forwarder.upstreams() } else { Vec::new() };
-        for spec in new.router.groups().iter().flat_map(|g| g.servers.iter()) {
-            if !running.iter().any(|u| u.spec() == spec) {
-                running.push(Upstream::new(spec, &new.upstream, &self.metrics).map_err(anyhow::Error::msg)?);
-            }
+    fn try_reload(&mut self) -> Result<(), ReloadError> {
+        let file = config::load_file(&self.source.path)?;
+        let (reloadable, restart_only) = Settings::build(file, self.source.overrides.clone())?.split();
+        self.apply(reloadable)?;
+        for setting in self.restart_only.differing(&restart_only) {
+            tracing::warn!(setting, "changed in the file, but takes effect only after a restart");
         }
-        Ok(new.router.map(|spec| running.iter().find(|u| u.spec() == spec).cloned().expect("started above")))
+        Ok(())
+    }
+
+    /// Swaps `new` into the running parts: nothing changes unless every new upstream
+    /// starts. Unchanged upstreams keep their connections and health, and each client's
+    /// rate bucket and a query log switched at runtime stay unless their settings changed.
+    fn apply(&mut self, new: Reloadable) -> Result<(), UpstreamStartError> {
+        let reusable = if new.upstream == self.reloadable.upstream { self.forwarder.upstreams() } else { Vec::new() };
+        let upstreams = upstreams(&new.router, &new.upstream, reusable, &self.metrics)?;
+        // No `..`: a new reloadable setting does not compile until it is applied here.
+        let Reloadable { router: _, upstream: _, forward, handler, admission, query_log } = &new;
+        let running = &self.reloadable;
+        self.forwarder.reconfigure(upstreams, **forward);
+        self.handler.reconfigure(*handler, (*admission != running.admission).then(|| admission_for(admission)));
+        if *query_log != running.query_log {
+            self.handler.query_log().set_policy(*query_log);
+        }
+        self.reloadable = new;
+        Ok(())
     }
 }
 
-/// The handler's part of the settings.
-pub fn handler_settings(s: &Settings) -> HandlerSettings {
-    HandlerSettings {
-        max_inflight_misses: s.max_inflight_misses,
-        udp_payload: s.udp_payload,
-        deadline: s.query_deadline,
-        stale_after: s.cache.stale_client_timeout,
-    }
-}
-
-/// Whether running upstreams can be kept: everything but the TLS roots (which are read
-/// once, at start) compared.
-fn same_upstream_settings(a: &UpstreamSettings, b: &UpstreamSettings) -> bool {
-    (a.min_timeout, a.max_timeout, a.max_fails, a.probe_interval, a.max_qps, a.pool, a.query, a.tls.is_some())
-        == (b.min_timeout, b.max_timeout, b.max_fails, b.probe_interval, b.max_qps, b.pool, b.query, b.tls.is_some())
-}
-
-/// The configuration keys that changed but cannot change in a running process.
-fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
-    let debug = |v: &dyn std::fmt::Debug| format!("{v:?}");
-    let mut keys = Vec::new();
-    let mut check = |key, changed: bool| {
-        if changed {
-            keys.push(key);
+/// The running upstreams for `router`, one per distinct spec: those of `running` with the
+/// same spec are kept (with their connections, RTT and health), the others started.
+pub fn upstreams(router: &Router, settings: &UpstreamSettings, mut running: Vec<Arc<Upstream>>, metrics: &Metrics) -> Result<Router<Arc<Upstream>>, UpstreamStartError> {
+    for spec in router.groups().iter().flat_map(|g| g.servers.iter()) {
+        if !running.iter().any(|u| u.spec() == spec) {
+            let upstream = Upstream::new(spec, settings, metrics).map_err(|reason| UpstreamStartError { spec: spec.to_string(), reason })?;
+            running.push(upstream);
         }
-    };
-    check("listen", old.listen != new.listen);
-    check("metrics", old.metrics != new.metrics);
-    check("cache", debug(&(&old.cache.positive, &old.cache.negative, &old.cache.ttl, &old.cache.snapshot)) != debug(&(&new.cache.positive, &new.cache.negative, &new.cache.ttl, &new.cache.snapshot)));
-    check("node", old.node != new.node);
-    check("kubernetes", old.naming != new.naming);
-    check("server.handover_socket", old.handover_socket != new.handover_socket);
-    check("server.shutdown_grace", old.shutdown_grace != new.shutdown_grace);
-    check("server.udp_workers", (old.udp_workers, old.pin_udp_workers) != (new.udp_workers, new.pin_udp_workers));
-    check("server TCP client limits", (old.tcp_idle_timeout, old.max_tcp_clients, old.max_tcp_inflight, old.max_tcp_per_client) != (new.tcp_idle_timeout, new.max_tcp_clients, new.max_tcp_inflight, new.max_tcp_per_client));
-    check("log", debug(&(&old.log_level, &old.log_format, &old.query_log_output)) != debug(&(&new.log_level, &new.log_format, &new.query_log_output)));
-    keys
+    }
+    Ok(router.map(|spec| running.iter().find(|u| u.spec() == spec).cloned().expect("started above")))
+}
+
+/// A fresh admission policy: every client's rate bucket starts full.
+pub fn admission_for(settings: &AdmissionSettings) -> Admission {
+    Admission::new(settings.allow.clone(), settings.deny_action, settings.client_limit)
 }
