@@ -20,8 +20,9 @@ use crate::zones::Router;
 
 use super::LogFormat;
 
-/// The validated settings the process runs with, as the command line reads them; a running
-/// process holds them as their two parts ([`Settings::split`]).
+/// The validated settings whole: the command line and `diagnose` read single fields of it
+/// (the log level, the naming rules, the routing table); a running process holds it as its
+/// two parts ([`Settings::split`]).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: Vec<SocketAddr>,
