@@ -24,6 +24,7 @@ use crate::cache::{Cache, CacheKey, Entry, Kind};
 use crate::metrics::Metrics;
 use crate::upstream::{self, Upstream, UpstreamError};
 use crate::wire::Rcode;
+use crate::wire::name::LowerName;
 use crate::zones::Router;
 
 /// How the miss path chooses among a group's upstreams.
@@ -119,15 +120,15 @@ impl Forwarder {
         all
     }
 
-    /// The zone and upstreams a miss for `qname` (lower-cased wire form) goes to.
-    pub fn route_of(&self, qname: &[u8]) -> Option<(String, Vec<String>)> {
+    /// The zone and upstreams a miss for `qname` goes to.
+    pub fn route_of(&self, qname: LowerName<'_>) -> Option<(String, Vec<String>)> {
         let router = self.router.load();
         let group = router.route(qname)?;
         Some((group.zone.to_string(), group.servers.iter().map(|u| u.label().to_string()).collect()))
     }
 
     /// Whether every upstream a miss for `qname` would ask is known down.
-    pub fn route_is_down(&self, qname: &[u8]) -> bool {
+    pub fn route_is_down(&self, qname: LowerName<'_>) -> bool {
         self.router.load().route(qname).is_some_and(|g| !g.servers.is_empty() && g.servers.iter().all(|u| !u.is_up()))
     }
 

@@ -40,9 +40,8 @@ fn answer(handler: &Handler, metrics: &ListenerMetrics, data: &[u8], transport: 
 /// written back, for a client asking the same question, as a well-formed response to it.
 pub fn upstream_response(data: &[u8]) {
     let mut lower = [0u8; MAX_NAME];
-    let Ok((end, len)) = name::read_lowercased(data, 12, &mut lower) else { return };
+    let Ok((end, qname)) = name::read_lowercased(data, 12, &mut lower) else { return };
     let (Some(qtype), Some(qclass)) = (crate::wire::read_u16(data, end), crate::wire::read_u16(data, end + 2)) else { return };
-    let qname = &lower[..len];
     let Ok(parsed) = UpstreamResponse::parse(data, qname, qtype, qclass) else { return };
     let key = KeyRef::new(qname, qtype, qclass, false, false);
     let entry = Entry::from_response(&key, data, &parsed, &policy(), Instant::now());
@@ -86,8 +85,7 @@ pub fn naming(data: &[u8]) {
         (naming, Soa::from_message(&crate::kubernetes::soa::example_soa_answer()).expect("literal"))
     });
     let mut lower = [0u8; MAX_NAME];
-    let Ok((query, len)) = Query::parse(data, &mut lower) else { return };
-    let qname = &lower[..len];
+    let Ok((query, qname)) = Query::parse(data, &mut lower) else { return };
     if let Some(answer) = rules.classify(qname, query.qtype, query.qclass) {
         let zone = &rules.zones()[answer.zone];
         assert!(zone.contains(qname), "{:?} denied under {zone}, which does not contain it", answer.reason);
@@ -100,7 +98,7 @@ pub fn naming(data: &[u8]) {
         let mut buf = [0u8; MAX_NAME];
         let parsed = name::read_lowercased(&step, 0, &mut buf);
         assert!(matches!(parsed, Ok((end, _)) if end == step.len()), "later step {step:?} is not one wire name");
-        let _ = rules.classify(&step, query.qtype, query.qclass);
+        let _ = rules.classify(step.as_name(), query.qtype, query.qclass);
     }
 }
 

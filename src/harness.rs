@@ -82,8 +82,8 @@ pub fn a_response(id: u16, name_wire: &[u8], ip: [u8; 4]) -> Vec<u8> {
 pub fn store_a(cache: &Cache, i: usize, now: Instant) {
     let wire = name::from_text(&bench_name(i)).expect("valid name");
     let response = a_response(i as u16, &wire, [10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
-    let parsed = UpstreamResponse::parse(&response, &wire, TYPE_A, 1).expect("a valid response");
-    let key = KeyRef::new(&wire, TYPE_A, 1, false, false);
+    let parsed = UpstreamResponse::parse(&response, wire.as_name(), TYPE_A, 1).expect("a valid response");
+    let key = KeyRef::new(wire.as_name(), TYPE_A, 1, false, false);
     cache.insert(&key, Entry::from_response(&key, &response, &parsed, cache.policy(), now));
 }
 

@@ -14,7 +14,7 @@ pub fn hname(text: &str) -> Name {
     Name::from_str(text).unwrap()
 }
 
-pub fn wire_name(text: &str) -> Vec<u8> {
+pub fn wire_name(text: &str) -> crate::wire::name::LowerNameBuf {
     name::from_text(text).unwrap()
 }
 

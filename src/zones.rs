@@ -7,11 +7,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::upstream::UpstreamSpec;
-use crate::wire::name;
+use crate::wire::name::{self, LowerName, LowerNameBuf};
 
 /// A zone apex, stored lower-cased in wire form and shown with a trailing dot.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Zone(Box<[u8]>);
+pub struct Zone(LowerNameBuf);
 
 #[derive(Debug, thiserror::Error)]
 #[error("`{0}` is not a domain name (empty or over-long label, or over 255 octets)")]
@@ -24,13 +24,13 @@ impl FromStr for Zone {
         if trimmed.is_empty() || trimmed.contains(char::is_whitespace) {
             return Err(BadZone(s.to_string()));
         }
-        name::from_text(trimmed).map(|w| Zone(w.into())).ok_or_else(|| BadZone(s.to_string()))
+        name::from_text(trimmed).map(Zone).ok_or_else(|| BadZone(s.to_string()))
     }
 }
 
 impl fmt::Display for Zone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&name::to_text(&self.0))
+        f.write_str(&name::to_text(self.0.as_name().as_bytes()))
     }
 }
 
@@ -42,19 +42,19 @@ impl fmt::Debug for Zone {
 
 impl Zone {
     pub fn root() -> Zone {
-        Zone(Box::new([0]))
+        Zone(LowerName::ROOT.to_owned())
     }
-    /// The apex, lower-cased wire form.
-    pub fn wire(&self) -> &[u8] {
-        &self.0
+    /// The apex.
+    pub fn wire(&self) -> LowerName<'_> {
+        self.0.as_name()
     }
-    /// Whether `qname` (lower-cased wire form) is this zone or below it.
+    /// Whether `qname` is this zone or below it.
     #[inline]
-    pub fn contains(&self, qname: &[u8]) -> bool {
-        name::ends_with(qname, &self.0)
+    pub fn contains(&self, qname: LowerName<'_>) -> bool {
+        qname.ends_with(self.0.as_name())
     }
     fn depth(&self) -> usize {
-        self.0.len()
+        self.0.as_name().as_bytes().len()
     }
 }
 
@@ -84,9 +84,9 @@ impl<T> Router<T> {
         Router { groups: list }
     }
 
-    /// The group for `qname` (lower-cased wire form), or `None` when no zone covers it.
+    /// The group for `qname`, or `None` when no zone covers it.
     #[inline]
-    pub fn route(&self, qname: &[u8]) -> Option<&Arc<UpstreamGroup<T>>> {
+    pub fn route(&self, qname: LowerName<'_>) -> Option<&Arc<UpstreamGroup<T>>> {
         // Sorted by wire length, so the first match is the longest suffix.
         self.groups.iter().find(|g| g.zone.contains(qname))
     }
@@ -111,7 +111,7 @@ mod tests {
     }
 
     fn port_for(router: &Router, qname: &str) -> Option<u16> {
-        router.route(&name::from_text(qname).unwrap()).map(|g| g.servers[0].addr.port())
+        router.route(name::from_text(qname).unwrap().as_name()).map(|g| g.servers[0].addr.port())
     }
 
     #[test]

@@ -179,7 +179,7 @@ impl Entry {
     /// indexed by a hash of the key, so this is what makes a hit exact.
     #[inline]
     pub(super) fn answers(&self, key: &KeyRef<'_>) -> bool {
-        let name = key.name();
+        let name = key.name().as_bytes();
         let Some(question) = self.wire().get(HEADER_LEN..HEADER_LEN + name.len() + 4) else { return false };
         let (qname, rest) = question.split_at(name.len());
         self.meta().flags & KEY_BITS == key.bits()
@@ -192,9 +192,9 @@ impl Entry {
     pub(super) fn key(&self) -> Option<CacheKey> {
         let wire = self.wire();
         let mut lower = [0u8; MAX_NAME];
-        let (end, len) = name::read_lowercased(wire, HEADER_LEN, &mut lower).ok()?;
+        let (end, lowered) = name::read_lowercased(wire, HEADER_LEN, &mut lower).ok()?;
         let (qtype, qclass) = (read_u16(wire, end)?, read_u16(wire, end + 2)?);
-        Some(KeyRef::with_bits(&lower[..len], qtype, qclass, self.meta().flags & KEY_BITS).to_owned())
+        Some(KeyRef::with_bits(lowered, qtype, qclass, self.meta().flags & KEY_BITS).to_owned())
     }
 
     /// Whole seconds since the entry was stored (its TTLs as stored are this much too high).

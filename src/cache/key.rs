@@ -9,13 +9,15 @@
 
 use std::hash::{Hash, Hasher};
 
+use crate::wire::name::{LowerName, LowerNameBuf};
+
 const DO_BIT: u8 = 1;
 const CD_BIT: u8 = 2;
 
 /// An owned key, stored in the cache and in the in-flight table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheKey {
-    name: Box<[u8]>,
+    name: LowerNameBuf,
     qtype: u16,
     qclass: u16,
     bits: u8,
@@ -24,38 +26,37 @@ pub struct CacheKey {
 /// A borrowed key for lookups.
 #[derive(Clone, Copy, Debug)]
 pub struct KeyRef<'a> {
-    name: &'a [u8],
+    name: LowerName<'a>,
     qtype: u16,
     qclass: u16,
     bits: u8,
 }
 
 impl<'a> KeyRef<'a> {
-    /// `name` must already be lower-cased wire form.
     #[inline]
-    pub fn new(name: &'a [u8], qtype: u16, qclass: u16, dnssec_ok: bool, checking_disabled: bool) -> Self {
+    pub fn new(name: LowerName<'a>, qtype: u16, qclass: u16, dnssec_ok: bool, checking_disabled: bool) -> Self {
         let bits = if dnssec_ok { DO_BIT } else { 0 } | if checking_disabled { CD_BIT } else { 0 };
         KeyRef { name, qtype, qclass, bits }
     }
 
-    pub(super) fn with_bits(name: &'a [u8], qtype: u16, qclass: u16, bits: u8) -> Self {
+    pub(super) fn with_bits(name: LowerName<'a>, qtype: u16, qclass: u16, bits: u8) -> Self {
         KeyRef { name, qtype, qclass, bits }
     }
 
     /// The key of a parsed query, given its lower-cased name.
     #[inline]
-    pub fn for_query(query: &crate::wire::Query<'_>, lower_name: &'a [u8]) -> Self {
+    pub fn for_query(query: &crate::wire::Query<'_>, lower_name: LowerName<'a>) -> Self {
         let dnssec_ok = query.edns.is_some_and(|e| e.dnssec_ok);
         let checking_disabled = query.header.flags.has(crate::wire::Flags::CD);
         KeyRef::new(lower_name, query.qtype, query.qclass, dnssec_ok, checking_disabled)
     }
 
-    /// The same question about another name (lower-cased wire form).
-    pub fn renamed<'b>(&self, name: &'b [u8]) -> KeyRef<'b> {
+    /// The same question about another name.
+    pub fn renamed<'b>(&self, name: LowerName<'b>) -> KeyRef<'b> {
         KeyRef { name, qtype: self.qtype, qclass: self.qclass, bits: self.bits }
     }
 
-    pub fn name(&self) -> &'a [u8] {
+    pub fn name(&self) -> LowerName<'a> {
         self.name
     }
 
@@ -73,16 +74,16 @@ impl<'a> KeyRef<'a> {
     }
 
     pub fn to_owned(&self) -> CacheKey {
-        CacheKey { name: self.name.into(), qtype: self.qtype, qclass: self.qclass, bits: self.bits }
+        CacheKey { name: self.name.to_owned(), qtype: self.qtype, qclass: self.qclass, bits: self.bits }
     }
 }
 
 impl CacheKey {
     pub fn borrowed(&self) -> KeyRef<'_> {
-        KeyRef { name: &self.name, qtype: self.qtype, qclass: self.qclass, bits: self.bits }
+        KeyRef { name: self.name.as_name(), qtype: self.qtype, qclass: self.qclass, bits: self.bits }
     }
-    pub fn name(&self) -> &[u8] {
-        &self.name
+    pub fn name(&self) -> LowerName<'_> {
+        self.name.as_name()
     }
     pub fn qtype(&self) -> u16 {
         self.qtype
@@ -107,13 +108,13 @@ fn hash_parts<H: Hasher>(state: &mut H, name: &[u8], qtype: u16, qclass: u16, bi
 
 impl Hash for CacheKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_parts(state, &self.name, self.qtype, self.qclass, self.bits);
+        hash_parts(state, self.name.as_name().as_bytes(), self.qtype, self.qclass, self.bits);
     }
 }
 
 impl Hash for KeyRef<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_parts(state, self.name, self.qtype, self.qclass, self.bits);
+        hash_parts(state, self.name.as_bytes(), self.qtype, self.qclass, self.bits);
     }
 }
 
@@ -125,7 +126,7 @@ mod tests {
     #[test]
     fn borrowed_and_owned_keys_hash_alike() {
         let name = crate::wire::name::from_text("example.com").unwrap();
-        let borrowed = KeyRef::new(&name, 1, 1, true, false);
+        let borrowed = KeyRef::new(name.as_name(), 1, 1, true, false);
         let owned = borrowed.to_owned();
         let s = std::hash::RandomState::new();
         assert_eq!(s.hash_one(borrowed), s.hash_one(&owned));
@@ -136,13 +137,13 @@ mod tests {
     fn keys_differ_by_every_part() {
         let a = crate::wire::name::from_text("a.example").unwrap();
         let b = crate::wire::name::from_text("b.example").unwrap();
-        let base = KeyRef::new(&a, 1, 1, false, false).to_owned();
+        let base = KeyRef::new(a.as_name(), 1, 1, false, false).to_owned();
         for other in [
-            KeyRef::new(&b, 1, 1, false, false),
-            KeyRef::new(&a, 28, 1, false, false),
-            KeyRef::new(&a, 1, 3, false, false),
-            KeyRef::new(&a, 1, 1, true, false),
-            KeyRef::new(&a, 1, 1, false, true),
+            KeyRef::new(b.as_name(), 1, 1, false, false),
+            KeyRef::new(a.as_name(), 28, 1, false, false),
+            KeyRef::new(a.as_name(), 1, 3, false, false),
+            KeyRef::new(a.as_name(), 1, 1, true, false),
+            KeyRef::new(a.as_name(), 1, 1, false, true),
         ] {
             assert_ne!(other.to_owned(), base);
         }

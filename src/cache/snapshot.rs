@@ -19,6 +19,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Cache, CacheKey, Entry, KeyRef, Kind};
 use crate::wire::UpstreamResponse;
+use crate::wire::name;
 
 const MAGIC: &[u8; 8] = b"NDNSSNAP";
 const VERSION: u32 = 1;
@@ -75,8 +76,8 @@ pub fn encode(cache: &Cache, now: Instant, wall: SystemTime) -> Vec<u8> {
 
 fn encode_entry(out: &mut Vec<u8>, key: &CacheKey, entry: &Entry, now: Instant) {
     let expiry = entry.expires_in(now);
-    out.push(key.name().len() as u8);
-    out.extend_from_slice(key.name());
+    out.push(key.name().as_bytes().len() as u8);
+    out.extend_from_slice(key.name().as_bytes());
     out.extend_from_slice(&key.qtype().to_be_bytes());
     out.extend_from_slice(&key.qclass().to_be_bytes());
     out.push(u8::from(key.dnssec_ok()) | u8::from(key.checking_disabled()) << 1);
@@ -143,7 +144,7 @@ impl<'a> Reader<'a> {
     /// One entry: `Some(None)` when it is too old to keep, `None` when it does not parse.
     fn entry(&mut self, cache: &Cache, now: Instant, elapsed: u64) -> Option<Option<(KeyRef<'a>, Entry)>> {
         let name_len = usize::from(*self.take(1)?.first()?);
-        let name = self.take(name_len)?;
+        let name = name::lower(self.take(name_len)?)?;
         let (qtype, qclass) = (self.u16()?, self.u16()?);
         let flags = self.take(2)?;
         let (bits, stale) = (flags[0], flags[1] != 0);

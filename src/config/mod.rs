@@ -308,11 +308,11 @@ fn udp_workers(configured: usize) -> usize {
     }
 }
 
-fn query_log_policy(q: &file::QueryLogSection) -> Result<crate::query::querylog::Policy, ConfigError> {
+fn query_log_policy(q: &file::QueryLogSection) -> Result<crate::query::querylog::Selection, ConfigError> {
     if !(0.0..=1.0).contains(&q.sample) {
         return Err(ConfigError::Settings(format!("log.queries.sample: {} is not a fraction between 0 and 1", q.sample)));
     }
-    Ok(crate::query::querylog::Policy { enabled: q.enabled, sample: q.sample, slow: q.slow })
+    Ok(crate::query::querylog::Selection { enabled: q.enabled, sample: q.sample, slow: q.slow })
 }
 
 /// The addresses node setup owns: every listen address that is neither loopback nor a

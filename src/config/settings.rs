@@ -33,7 +33,7 @@ pub struct Settings {
     pub forward: ForwardSettings,
     pub handler: HandlerSettings,
     pub admission: AdmissionSettings,
-    pub query_log: querylog::Policy,
+    pub query_log: querylog::Selection,
     pub cache: CacheSettings,
     pub node: NodeSettings,
     pub naming: NamingSettings,
@@ -61,7 +61,7 @@ pub struct Reloadable {
     pub forward: Compared<ForwardSettings>,
     pub handler: HandlerSettings,
     pub admission: AdmissionSettings,
-    pub query_log: querylog::Policy,
+    pub query_log: querylog::Selection,
 }
 
 /// What a running process keeps from its start: a reload that changes one of these warns by

@@ -109,7 +109,7 @@ fn command_line_overrides_the_file() {
     };
     let s = Settings::build(file, o).unwrap();
     assert_eq!(s.listen, vec!["127.0.0.2:53".parse().unwrap()]);
-    let root = s.router.route(&[0]).unwrap();
+    let root = s.router.route(crate::wire::name::LowerName::ROOT).unwrap();
     assert_eq!(root.servers, vec!["10.0.0.2:53".parse().unwrap()]);
     assert_eq!(s.router.groups().len(), 2);
 }

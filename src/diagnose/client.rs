@@ -38,8 +38,9 @@ pub async fn ask(server: SocketAddr, name: &str, qtype: u16, tcp: bool, timeout:
     let wire = name::from_text(name).ok_or_else(|| AskError::BadName(name.to_string()))?;
     let started = Instant::now();
     let id: u16 = rand::random();
+    let wire = wire.as_name().as_bytes();
     let mut query = vec![0u8; wire.len() + 12 + 4 + 11];
-    let len = compose::query(&mut query, id, &wire, qtype, 1, false, Some((1232, false)));
+    let len = compose::query(&mut query, id, wire, qtype, 1, false, Some((1232, false)));
     query.truncate(len);
     if !tcp {
         let mut truncated = false;

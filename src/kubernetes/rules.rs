@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use super::namespaces::Namespaces;
 use crate::wire::TYPE_AAAA;
+use crate::wire::name::LowerName;
 use crate::wire::header::Rcode;
 use crate::zones::Zone;
 
@@ -116,7 +117,7 @@ fn labels(name: &[u8]) -> ([&[u8]; MAX_LABELS], usize) {
 }
 
 fn label_count(zone: &Zone) -> usize {
-    labels(zone.wire()).1
+    labels(zone.wire().as_bytes()).1
 }
 
 impl Naming {
@@ -147,12 +148,12 @@ impl Naming {
         self.namespaces.may_exist(name)
     }
 
-    /// Decides a question (`name` lower-cased wire form). `None`: ask upstream.
-    pub fn classify(&self, name: &[u8], qtype: u16, qclass: u16) -> Option<LocalAnswer> {
+    /// Decides a question. `None`: ask upstream.
+    pub fn classify(&self, name: LowerName<'_>, qtype: u16, qclass: u16) -> Option<LocalAnswer> {
         if !self.settings.enabled || qclass != 1 {
             return None;
         }
-        let (labels, n) = labels(name);
+        let (labels, n) = labels(name.as_bytes());
         let labels = &labels[..n];
         let nx = |zone, reason| Some(LocalAnswer { rcode: Rcode::NXDOMAIN, zone, reason });
         if let Some((zone, depth)) = self.longest(name, 0, self.settings.cluster_domains.len())
@@ -177,7 +178,7 @@ impl Naming {
     }
 
     /// The deepest of `zones[from..to]` containing `name`, with its label count.
-    fn longest(&self, name: &[u8], from: usize, to: usize) -> Option<(usize, usize)> {
+    fn longest(&self, name: LowerName<'_>, from: usize, to: usize) -> Option<(usize, usize)> {
         (from..to).filter(|&i| self.zones[i].contains(name)).map(|i| (i, label_count(&self.zones[i]))).max_by_key(|&(_, depth)| depth)
     }
 

@@ -19,6 +19,7 @@ use super::Naming;
 use crate::cache::KeyRef;
 use crate::forward::Forwarder;
 use crate::metrics::NamingMetrics;
+use crate::wire::name::{self, LowerName, LowerNameBuf};
 
 /// Speculative fetches in flight at once, across all clients.
 const MAX_SPECULATIVE: usize = 256;
@@ -29,7 +30,7 @@ pub struct SearchPrefetch {
     naming: Arc<Naming>,
     forwarder: Arc<Forwarder>,
     slots: Arc<Semaphore>,
-    recent: quick_cache::sync::Cache<(Vec<u8>, u16), ()>,
+    recent: quick_cache::sync::Cache<(LowerNameBuf, u16), ()>,
     metrics: NamingMetrics,
 }
 
@@ -41,14 +42,14 @@ impl SearchPrefetch {
     /// Called with a denied query (`key`'s name lower-cased). If it is the first step of a
     /// walk, starts fetching the later steps that cannot be denied locally.
     pub fn after_denial(&self, key: &KeyRef<'_>) {
-        if self.recent.get(&(key.name().to_vec(), key.qtype())).is_some() {
+        if self.recent.get(&(key.name().to_owned(), key.qtype())).is_some() {
             return;
         }
         let Some(steps) = later_steps(&self.naming, key.name()) else { return };
         self.metrics.search_walks.inc();
         for step in steps {
             self.recent.insert((step.clone(), key.qtype()), ());
-            if self.naming.classify(&step, key.qtype(), key.qclass()).is_some() {
+            if self.naming.classify(step.as_name(), key.qtype(), key.qclass()).is_some() {
                 continue; // the pod's own query will be denied locally, at once
             }
             let Ok(slot) = self.slots.clone().try_acquire_owned() else {
@@ -56,7 +57,7 @@ impl SearchPrefetch {
                 continue;
             };
             self.metrics.speculative.inc();
-            let key = key.renamed(&step).to_owned();
+            let key = key.renamed(step.as_name()).to_owned();
             let forwarder = self.forwarder.clone();
             tokio::spawn(async move {
                 let _ = forwarder.resolve(key).await;
@@ -66,23 +67,25 @@ impl SearchPrefetch {
     }
 }
 
-/// For `X.<ns>.svc.<Z>` (lower-cased wire form, `Z` a cluster domain), the names the pod
-/// tries next, in order; `None` for any other name.
-pub fn later_steps(naming: &Naming, name: &[u8]) -> Option<Vec<Vec<u8>>> {
+/// For `X.<ns>.svc.<Z>` (`Z` a cluster domain), the names the pod tries next, in order;
+/// `None` for any other name.
+pub fn later_steps(naming: &Naming, name: LowerName<'_>) -> Option<Vec<LowerNameBuf>> {
     let settings = naming.settings();
     let zone = settings.cluster_domains.iter().find(|z| z.contains(name))?;
-    let relative = &name[..name.len() - zone.wire().len()];
+    let name = name.as_bytes();
+    let relative = &name[..name.len() - zone.wire().as_bytes().len()];
     let (labels, n) = label_offsets(relative);
     // X (at least one label), the namespace, `svc`.
     if n < 3 || &relative[labels[n - 1]..] != b"\x03svc" || !naming.namespace_may_exist(&relative[labels[n - 2] + 1..labels[n - 1]]) {
         return None;
     }
     let x = &relative[..labels[n - 2]];
-    let mut steps = vec![[x, b"\x03svc", zone.wire()].concat(), [x, zone.wire()].concat()];
-    steps.extend(settings.search_suffixes.iter().map(|s| [x, s.wire()].concat()));
+    let zone = zone.wire().as_bytes();
+    let mut steps = vec![[x, b"\x03svc", zone].concat(), [x, zone].concat()];
+    steps.extend(settings.search_suffixes.iter().map(|s| [x, s.wire().as_bytes()].concat()));
     steps.push([x, &[0u8][..]].concat());
-    steps.retain(|s| s.len() <= crate::wire::name::MAX_NAME);
-    Some(steps)
+    // Made of lower-cased pieces; a step over 255 octets is no name and is left out.
+    Some(steps.iter().filter_map(|s| name::lower(s).map(LowerName::to_owned)).collect())
 }
 
 /// Start offsets of the labels of a relative wire name (no root label).

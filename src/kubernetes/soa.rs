@@ -116,17 +116,17 @@ impl Soa {
     fn expand(msg: &[u8], owner_at: usize, ttl: u32, rdata: usize, end: usize, authoritative: bool) -> Option<Soa> {
         let mut buf = [0u8; MAX_NAME];
         let mut record = Vec::with_capacity(2 * MAX_NAME + 40);
-        let (_, len) = name::expand_lowercased(msg, owner_at, &mut buf).ok()?;
-        record.extend_from_slice(&buf[..len]);
+        let (_, owner) = name::expand_lowercased(msg, owner_at, &mut buf).ok()?;
+        record.extend_from_slice(owner.as_bytes());
         record.extend_from_slice(&TYPE_SOA.to_be_bytes());
         record.extend_from_slice(&1u16.to_be_bytes());
         record.extend_from_slice(&ttl.to_be_bytes());
         let rdlen_at = record.len();
         record.extend_from_slice(&[0, 0]);
-        let (after_mname, len) = name::expand_lowercased(msg, rdata, &mut buf).ok()?;
-        record.extend_from_slice(&buf[..len]);
-        let (after_rname, len) = name::expand_lowercased(msg, after_mname, &mut buf).ok()?;
-        record.extend_from_slice(&buf[..len]);
+        let (after_mname, mname) = name::expand_lowercased(msg, rdata, &mut buf).ok()?;
+        record.extend_from_slice(mname.as_bytes());
+        let (after_rname, rname) = name::expand_lowercased(msg, after_mname, &mut buf).ok()?;
+        record.extend_from_slice(rname.as_bytes());
         // Serial, refresh, retry, expire, minimum.
         if end != after_rname + 20 {
             return None;
@@ -142,10 +142,10 @@ impl Soa {
     pub fn denial(&self, key: &KeyRef<'_>, rcode: Rcode, policy: &TtlPolicy, now: Instant) -> Option<Entry> {
         let (qname, qtype, qclass) = (key.name(), key.qtype(), key.qclass());
         let flags = Flags(Flags::QR | Flags::RD | Flags::RA).with(Flags::AA, self.authoritative).with_rcode(rcode);
-        let mut msg = vec![0u8; HEADER_LEN + qname.len() + 4 + self.record.len()];
+        let mut msg = vec![0u8; HEADER_LEN + qname.as_bytes().len() + 4 + self.record.len()];
         Header { id: 0, flags, qdcount: 1, ancount: 0, nscount: 1, arcount: 0 }.compose(&mut msg);
         let mut pos = HEADER_LEN;
-        for part in [qname, &qtype.to_be_bytes(), &qclass.to_be_bytes(), &self.record] {
+        for part in [qname.as_bytes(), &qtype.to_be_bytes(), &qclass.to_be_bytes(), &self.record] {
             msg[pos..pos + part.len()].copy_from_slice(part);
             pos += part.len();
         }
@@ -178,9 +178,9 @@ mod tests {
     fn an_soa_answer_is_expanded_and_denials_carry_it_with_the_negative_ttl() {
         let soa = Soa::from_message(&example_soa_answer()).expect("SOA found");
         assert!(soa.authoritative);
-        let qname = b"\x03api\x07example\x03com\x07default\x03svc\x07cluster\x05local\x00";
+        let qname = name::from_text("api.example.com.default.svc.cluster.local.").unwrap();
         let policy = TtlPolicy { negative_max_ttl: 3600, ..TtlPolicy::default() };
-        let entry = soa.denial(&KeyRef::new(qname, 1, 1, false, false), Rcode::NXDOMAIN, &policy, Instant::now()).expect("valid message");
+        let entry = soa.denial(&KeyRef::new(qname.as_name(), 1, 1, false, false), Rcode::NXDOMAIN, &policy, Instant::now()).expect("valid message");
         assert_eq!(entry.kind(), crate::cache::Kind::Negative);
         assert_eq!(entry.rcode(), Rcode::NXDOMAIN);
         let parsed = hickory_proto::op::Message::from_vec(entry.wire()).expect("hickory reads it");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use hyper::{Method, StatusCode};
 
 use crate::query::handler::Handler;
-use crate::query::querylog::Policy;
+use crate::query::querylog::Selection;
 use crate::metrics::http::{Asked, Extra, Reply};
 use crate::wire::TypeName;
 
@@ -67,7 +67,7 @@ fn query_log(handler: &Handler, asked: &Asked<'_>) -> Reply {
     }
 }
 
-fn updated(mut policy: Policy, query: &str) -> Result<Policy, String> {
+fn updated(mut policy: Selection, query: &str) -> Result<Selection, String> {
     for (key, value) in parse_query(query) {
         match key.as_str() {
             "enabled" => policy.enabled = value.parse().map_err(|_| format!("enabled: `{value}` is not true or false"))?,

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{Cache, KeyRef};
 use crate::kubernetes::Naming;
-use crate::wire::{Header, name};
+use crate::wire::name::{self, LowerName};
+use crate::wire::Header;
 use crate::zones::Router;
 
 /// The decision for one question, in the order the query path takes it.
@@ -36,10 +37,10 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// The decision of a running instance for `wire` (lower-cased wire form); `soa_known`
+    /// The decision of a running instance for `wire`; `soa_known`
     /// tells whether a naming rule's zone has its SOA learned (without it, nothing is
     /// answered locally).
-    pub fn live(wire: &[u8], qtype: u16, cache: &Cache, naming: &Naming, soa_known: impl Fn(usize) -> bool, route: Option<(String, Vec<String>)>) -> Decision {
+    pub fn live(wire: LowerName<'_>, qtype: u16, cache: &Cache, naming: &Naming, soa_known: impl Fn(usize) -> bool, route: Option<(String, Vec<String>)>) -> Decision {
         let key = KeyRef::new(wire, qtype, 1, false, false);
         let now = Instant::now();
         let mut decision = Decision::without_cache(wire, qtype, naming, soa_known, route);
@@ -65,12 +66,12 @@ impl Decision {
     /// unknown; namespaces only as listed in the configuration.
     pub fn from_configured(name: &str, qtype: u16, router: &Router, naming: &Naming) -> Option<Decision> {
         let wire = name::from_text(name)?;
-        let route = router.route(&wire).map(|g| (g.zone.to_string(), g.servers.iter().map(ToString::to_string).collect()));
+        let route = router.route(wire.as_name()).map(|g| (g.zone.to_string(), g.servers.iter().map(ToString::to_string).collect()));
         // Evaluated here, no SOA has been learned; the rules are reported as they would apply.
-        Some(Decision { cache: "unknown".into(), ..Decision::without_cache(&wire, qtype, naming, |_| true, route) })
+        Some(Decision { cache: "unknown".into(), ..Decision::without_cache(wire.as_name(), qtype, naming, |_| true, route) })
     }
 
-    fn without_cache(wire: &[u8], qtype: u16, naming: &Naming, soa_known: impl Fn(usize) -> bool, route: Option<(String, Vec<String>)>) -> Decision {
+    fn without_cache(wire: LowerName<'_>, qtype: u16, naming: &Naming, soa_known: impl Fn(usize) -> bool, route: Option<(String, Vec<String>)>) -> Decision {
         let (zone, upstreams) = route.unzip();
         let mut decision = Decision { zone, upstreams: upstreams.unwrap_or_default(), ..Decision::default() };
         match naming.classify(wire, qtype, 1) {

@@ -157,7 +157,7 @@ impl Handler {
     pub fn explain(&self, name: &str, qtype: u16) -> Option<super::explain::Decision> {
         let wire = name::from_text(name)?;
         let soa_known = |zone| self.naming.soa.knows(zone);
-        Some(super::explain::Decision::live(&wire, qtype, &self.cache, &self.naming.naming, soa_known, self.forwarder.route_of(&wire)))
+        Some(super::explain::Decision::live(wire.as_name(), qtype, &self.cache, &self.naming.naming, soa_known, self.forwarder.route_of(wire.as_name())))
     }
 
     #[inline]
@@ -201,10 +201,8 @@ impl Handler {
     /// [`Handler::answer_parsed`]; nothing is parsed or hashed twice.
     #[inline]
     pub fn parse<'a>(&self, packet: &'a [u8], lower: &'a mut [u8; MAX_NAME]) -> Parsed<'a> {
-        let parsed = Query::parse(packet, lower);
-        let lower: &'a [u8; MAX_NAME] = lower;
-        Parsed(parsed.map(|(query, name_len)| {
-            let key = KeyRef::for_query(&query, &lower[..name_len]);
+        Parsed(Query::parse(packet, lower).map(|(query, lower_name)| {
+            let key = KeyRef::for_query(&query, lower_name);
             let hash = self.cache.hash(&key);
             Keyed { query, key, hash }
         }))
@@ -331,8 +329,8 @@ impl Handler {
     pub async fn answer_miss(&self, packet: &[u8], req: &Request<'_>) -> Option<Vec<u8>> {
         let mut lower = [0u8; MAX_NAME];
         // The hot path already parsed this packet successfully.
-        let (query, name_len) = Query::parse(packet, &mut lower).ok()?;
-        let key = KeyRef::for_query(&query, &lower[..name_len]);
+        let (query, lower_name) = Query::parse(packet, &mut lower).ok()?;
+        let key = KeyRef::for_query(&query, lower_name);
         let stale = self.cache.stale(&key, req.started);
         let limit = limit(&query, req.transport, self.udp_payload());
         if let Some(stale) = &stale

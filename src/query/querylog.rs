@@ -24,7 +24,7 @@ const QUEUE: usize = 8192;
 /// Which queries are logged. Changes apply to the next query.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Policy {
+pub struct Selection {
     pub enabled: bool,
     /// The fraction of queries logged, 0.0 to 1.0.
     pub sample: f64,
@@ -33,13 +33,13 @@ pub struct Policy {
     pub slow: Duration,
 }
 
-impl Default for Policy {
+impl Default for Selection {
     fn default() -> Self {
-        Policy { enabled: false, sample: 1.0, slow: Duration::ZERO }
+        Selection { enabled: false, sample: 1.0, slow: Duration::ZERO }
     }
 }
 
-impl Policy {
+impl Selection {
     fn logs(&self, latency: Duration) -> bool {
         self.enabled && ((!self.slow.is_zero() && latency >= self.slow) || self.sample >= 1.0 || (self.sample > 0.0 && rand::random::<f64>() < self.sample))
     }
@@ -157,7 +157,7 @@ impl Line {
 }
 
 pub struct QueryLog {
-    policy: ArcSwap<Policy>,
+    policy: ArcSwap<Selection>,
     /// `policy.enabled`, read by every answer without an `ArcSwap` load.
     enabled: AtomicBool,
     lines: mpsc::Sender<String>,
@@ -167,7 +167,7 @@ pub struct QueryLog {
 impl QueryLog {
     /// The log and the writer task that must be spawned for lines to go anywhere. The
     /// counters are the metrics of lines written and lines dropped.
-    pub fn new(policy: Policy, output: Output, written: Counter, dropped: Counter) -> (Arc<QueryLog>, impl Future<Output = ()> + Send + 'static) {
+    pub fn new(policy: Selection, output: Output, written: Counter, dropped: Counter) -> (Arc<QueryLog>, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let log = Arc::new(QueryLog { enabled: AtomicBool::new(policy.enabled), policy: ArcSwap::from_pointee(policy), lines: tx, dropped: dropped.clone() });
         (log, write_lines(rx, output, written, dropped))
@@ -175,14 +175,14 @@ impl QueryLog {
 
     /// A log that stays off: for harnesses that drive the handler by hand.
     pub fn off() -> Arc<QueryLog> {
-        QueryLog::new(Policy::default(), Output::Stderr, Counter::default(), Counter::default()).0
+        QueryLog::new(Selection::default(), Output::Stderr, Counter::default(), Counter::default()).0
     }
 
-    pub fn policy(&self) -> Policy {
+    pub fn policy(&self) -> Selection {
         **self.policy.load()
     }
 
-    pub fn set_policy(&self, policy: Policy) {
+    pub fn set_policy(&self, policy: Selection) {
         if policy != self.policy() {
             tracing::info!(enabled = policy.enabled, sample = policy.sample, slow = ?policy.slow, "query log policy changed");
         }

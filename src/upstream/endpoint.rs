@@ -13,6 +13,7 @@ use super::pool::{Connector, Pool, PoolSettings};
 use super::spec::{Protocol, UpstreamSpec};
 use super::{Exchange, FRESH_FLOWS, QueryOptions, UpstreamError, udp};
 use crate::cache::{CacheKey, KeyRef};
+use crate::wire::name::LowerName;
 use crate::ratelimit::TokenBucket;
 use crate::metrics::{Metrics, UpstreamMetrics};
 
@@ -173,7 +174,7 @@ impl Upstream {
         let weak = Arc::downgrade(self);
         let interval = self.probe_interval;
         tokio::spawn(async move {
-            let probe = KeyRef::new(&[0], 2, 1, false, false).to_owned();
+            let probe = KeyRef::new(LowerName::ROOT, 2, 1, false, false).to_owned();
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(this) = weak.upgrade() else { return };

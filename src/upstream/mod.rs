@@ -119,8 +119,8 @@ impl Sent {
     fn compose(key: &CacheKey, opts: QueryOptions, id: u16) -> Sent {
         let mut buf = [0u8; MAX_COMPOSED];
         let edns = Some((opts.udp_payload, key.dnssec_ok()));
-        let len = compose::query(&mut buf, id, key.name(), key.qtype(), key.qclass(), key.checking_disabled(), edns);
-        let name_len = key.name().len();
+        let len = compose::query(&mut buf, id, key.name().as_bytes(), key.qtype(), key.qclass(), key.checking_disabled(), edns);
+        let name_len = key.name().as_bytes().len();
         if opts.randomize_case {
             let mut bits: u64 = rand::random();
             for (i, b) in buf[HEADER_LEN..HEADER_LEN + name_len].iter_mut().enumerate() {

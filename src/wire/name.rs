@@ -8,6 +8,86 @@ pub const MAX_NAME: usize = 255;
 const MAX_LABEL: usize = 63;
 const POINTER: u8 = 0xc0;
 
+/// A name in wire form with every ASCII letter lower-cased: the form cache keys, zones and
+/// naming rules compare. Only this module's readers ([`read_lowercased`],
+/// [`expand_lowercased`]) and [`from_text`] make one, so a name still in a client's letter
+/// case cannot reach a comparison by mistake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LowerName<'a>(&'a [u8]);
+
+impl<'a> LowerName<'a> {
+    /// The root, `.`.
+    pub const ROOT: LowerName<'static> = LowerName(&[0]);
+
+    /// The wire octets, root label included.
+    #[inline]
+    pub fn as_bytes(self) -> &'a [u8] {
+        self.0
+    }
+
+    /// Whether `suffix` equals this name or ends it at a label boundary.
+    #[inline]
+    pub fn ends_with(self, suffix: LowerName<'_>) -> bool {
+        let (name, suffix) = (self.0, suffix.0);
+        let mut pos = 0;
+        while pos < name.len() {
+            if name.len() - pos == suffix.len() && &name[pos..] == suffix {
+                return true;
+            }
+            pos += 1 + name[pos] as usize;
+        }
+        false
+    }
+
+    /// Octets the caller wrote lower-cased itself, taken without reading them again: for
+    /// benchmarks that stand in for the parser and must not measure it. Debug builds check.
+    #[doc(hidden)]
+    pub fn written_lower(octets: &'a [u8]) -> LowerName<'a> {
+        debug_assert!(lower(octets).is_some(), "not a lower-cased wire name");
+        LowerName(octets)
+    }
+
+    pub fn to_owned(self) -> LowerNameBuf {
+        LowerNameBuf(self.0.into())
+    }
+}
+
+/// Reading one as octets is free; making one is what only the parsers can do.
+impl std::ops::Deref for LowerName<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        self.0
+    }
+}
+
+/// An owned [`LowerName`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LowerNameBuf(Box<[u8]>);
+
+impl LowerNameBuf {
+    #[inline]
+    pub fn as_name(&self) -> LowerName<'_> {
+        LowerName(&self.0)
+    }
+}
+
+impl std::ops::Deref for LowerNameBuf {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// `wire` as a [`LowerName`] if it is one whole uncompressed name already lower-cased (as a
+/// snapshot stores its keys); `None` otherwise.
+pub fn lower(wire: &[u8]) -> Option<LowerName<'_>> {
+    let mut copy = [0u8; MAX_NAME];
+    let (end, lowered) = read_lowercased(wire, 0, &mut copy).ok()?;
+    (end == wire.len() && lowered.as_bytes() == wire).then_some(LowerName(wire))
+}
+
 /// Why a name could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -22,16 +102,16 @@ pub enum NameError {
 }
 
 /// Reads an uncompressed name starting at `start`, writing it lower-cased into `lower`.
-/// Returns the offset just past the name and the name's wire length.
+/// Returns the offset just past the name and the name, in `lower`.
 ///
 /// Questions are never compressed in practice (the only earlier octets are the header), so a
 /// pointer there is a malformed query.
 #[inline]
-pub fn read_lowercased(
+pub fn read_lowercased<'b>(
     msg: &[u8],
     start: usize,
-    lower: &mut [u8; MAX_NAME],
-) -> Result<(usize, usize), NameError> {
+    lower: &'b mut [u8; MAX_NAME],
+) -> Result<(usize, LowerName<'b>), NameError> {
     let mut pos = start;
     loop {
         let len = *msg.get(pos).ok_or(NameError::Truncated)? as usize;
@@ -54,7 +134,7 @@ pub fn read_lowercased(
         // The length octet is below 64, so lower-casing left it unchanged.
         pos = end;
         if len == 0 {
-            return Ok((pos, wire_len));
+            return Ok((pos, LowerName(&lower[..wire_len])));
         }
     }
 }
@@ -90,12 +170,12 @@ pub fn skip(msg: &[u8], start: usize) -> Result<usize, NameError> {
 
 /// Reads a possibly compressed name at `start` into `out` lower-cased, following pointers
 /// (each must point strictly backwards, which rules out loops). Returns the offset after the
-/// name at `start` and the expanded length.
-pub fn expand_lowercased(
+/// name at `start` and the expanded name, in `out`.
+pub fn expand_lowercased<'b>(
     msg: &[u8],
     start: usize,
-    out: &mut [u8; MAX_NAME],
-) -> Result<(usize, usize), NameError> {
+    out: &'b mut [u8; MAX_NAME],
+) -> Result<(usize, LowerName<'b>), NameError> {
     let mut pos = start;
     let mut len_out = 0;
     let mut after: Option<usize> = None;
@@ -121,7 +201,7 @@ pub fn expand_lowercased(
                 len_out += label.len();
                 pos = end;
                 if len == 0 {
-                    return Ok((after.unwrap_or(pos), len_out));
+                    return Ok((after.unwrap_or(pos), LowerName(&out[..len_out])));
                 }
             }
             _ => return Err(NameError::BadLabel),
@@ -164,7 +244,7 @@ pub fn to_text(wire: &[u8]) -> String {
 
 /// Wire form of a presentation name, lower-cased; `None` if a label is empty or too long.
 /// Used at the edges (config, CLI, tests), never on the query path.
-pub fn from_text(text: &str) -> Option<Vec<u8>> {
+pub fn from_text(text: &str) -> Option<LowerNameBuf> {
     let mut wire = Vec::with_capacity(text.len() + 2);
     let trimmed = text.strip_suffix('.').unwrap_or(text);
     if !trimmed.is_empty() {
@@ -177,21 +257,7 @@ pub fn from_text(text: &str) -> Option<Vec<u8>> {
         }
     }
     wire.push(0);
-    (wire.len() <= MAX_NAME).then_some(wire)
-}
-
-/// Whether `suffix` (lower-cased wire form) equals `name` or ends it at a label boundary.
-/// Both names are uncompressed.
-#[inline]
-pub fn ends_with(name: &[u8], suffix: &[u8]) -> bool {
-    let mut pos = 0;
-    while pos < name.len() {
-        if name.len() - pos == suffix.len() && &name[pos..] == suffix {
-            return true;
-        }
-        pos += 1 + name[pos] as usize;
-    }
-    false
+    (wire.len() <= MAX_NAME).then(|| LowerNameBuf(wire.into()))
 }
 
 #[cfg(test)]
@@ -202,9 +268,9 @@ mod tests {
     fn question_name_is_lower_cased_and_measured() {
         let msg = b"\x03WwW\x07Example\x03CoM\x00rest";
         let mut buf = [0u8; MAX_NAME];
-        let (end, len) = read_lowercased(msg, 0, &mut buf).unwrap();
+        let (end, name) = read_lowercased(msg, 0, &mut buf).unwrap();
         assert_eq!(end, 17);
-        assert_eq!(&buf[..len], b"\x03www\x07example\x03com\x00");
+        assert_eq!(name.as_bytes(), b"\x03www\x07example\x03com\x00");
     }
 
     #[test]
@@ -229,8 +295,8 @@ mod tests {
     fn expand_follows_pointers_and_rejects_loops() {
         let msg = b"\x03ABC\x00\x01x\xc0\x00";
         let mut out = [0u8; MAX_NAME];
-        let (after, len) = expand_lowercased(msg, 5, &mut out).unwrap();
-        assert_eq!((after, &out[..len]), (9, &b"\x01x\x03abc\x00"[..]));
+        let (after, name) = expand_lowercased(msg, 5, &mut out).unwrap();
+        assert_eq!((after, name.as_bytes()), (9, &b"\x01x\x03abc\x00"[..]));
         // A pointer to itself is not strictly backwards.
         assert!(expand_lowercased(b"\x00\xc0\x01", 1, &mut out).is_err());
     }
@@ -238,10 +304,19 @@ mod tests {
     #[test]
     fn suffix_matches_only_at_label_boundaries() {
         let name = from_text("api.Cluster.local").unwrap();
-        assert!(ends_with(&name, &from_text("cluster.local.").unwrap()));
-        assert!(ends_with(&name, &from_text(".").unwrap()));
-        assert!(!ends_with(&name, &from_text("uster.local").unwrap()));
-        assert!(!ends_with(&from_text("local").unwrap(), &name));
+        let name = name.as_name();
+        assert!(name.ends_with(from_text("cluster.local.").unwrap().as_name()));
+        assert!(name.ends_with(LowerName::ROOT));
+        assert!(!name.ends_with(from_text("uster.local").unwrap().as_name()));
+        assert!(!from_text("local").unwrap().as_name().ends_with(name));
+    }
+
+    #[test]
+    fn only_a_whole_lower_cased_name_is_taken_as_one() {
+        assert_eq!(lower(b"\x03www\x07example\x00").map(LowerName::as_bytes), Some(&b"\x03www\x07example\x00"[..]));
+        assert_eq!(lower(b"\x03Www\x07example\x00"), None, "a capital letter");
+        assert_eq!(lower(b"\x03www\x07example\x00\x00"), None, "octets after the name");
+        assert_eq!(lower(b"\x03www\x07exam"), None, "cut short");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A client's query: the header, the single question and the EDNS(0) OPT record, read in place.
 
 use super::header::{Flags, HEADER_LEN, Header, Opcode};
-use super::name::{self, MAX_NAME};
+use super::name::{self, LowerName, MAX_NAME};
 use super::record::{self, RecordAt};
 use super::{TYPE_OPT, read_u16};
 
@@ -61,10 +61,10 @@ impl QueryError<'_> {
 
 impl<'a> Query<'a> {
     /// Parses `msg`, writing the lower-cased question name into `lower`; returns the query and
-    /// the length of the lower-cased name. Rules follow Unbound's request checks: exactly one
+    /// that name. Rules follow Unbound's request checks: exactly one
     /// question, empty answer and authority sections, at most one OPT record.
     #[inline]
-    pub fn parse(msg: &'a [u8], lower: &mut [u8; MAX_NAME]) -> Result<(Query<'a>, usize), QueryError<'a>> {
+    pub fn parse<'b>(msg: &'a [u8], lower: &'b mut [u8; MAX_NAME]) -> Result<(Query<'a>, LowerName<'b>), QueryError<'a>> {
         let header = Header::parse(msg).ok_or(QueryError::Drop)?;
         if header.flags.has(Flags::QR) {
             return Err(QueryError::Drop);
@@ -76,7 +76,7 @@ impl<'a> Query<'a> {
             return Err(QueryError::Malformed(header));
         }
         let malformed = || QueryError::Malformed(header);
-        let (name_end, name_len) = name::read_lowercased(msg, HEADER_LEN, lower).map_err(|_| malformed())?;
+        let (name_end, lower_name) = name::read_lowercased(msg, HEADER_LEN, lower).map_err(|_| malformed())?;
         let qtype = read_u16(msg, name_end).ok_or_else(malformed)?;
         let qclass = read_u16(msg, name_end + 2).ok_or_else(malformed)?;
         let question_end = name_end + 4;
@@ -92,7 +92,7 @@ impl<'a> Query<'a> {
             question: &msg[HEADER_LEN..question_end],
             edns,
         };
-        Ok((query, name_len))
+        Ok((query, lower_name))
     }
 
     /// The largest response this client accepts over UDP, capped by our own limit.
@@ -143,10 +143,10 @@ mod tests {
     fn parses_question_and_edns() {
         let msg = query_bytes("Www.Example.COM", 28, Some((4096, true)));
         let mut lower = [0u8; MAX_NAME];
-        let (q, len) = Query::parse(&msg, &mut lower).unwrap();
+        let (q, name) = Query::parse(&msg, &mut lower).unwrap();
         assert_eq!(q.header.id, 0x1234);
         assert_eq!(q.qname, &msg[12..29]);
-        assert_eq!(&lower[..len], b"\x03www\x07example\x03com\x00");
+        assert_eq!(name.as_bytes(), b"\x03www\x07example\x03com\x00");
         assert_eq!((q.qtype, q.qclass), (28, 1));
         assert_eq!(q.edns, Some(Edns { udp_payload: 4096, version: 0, dnssec_ok: true }));
         assert_eq!(q.udp_limit(1232), 1232);

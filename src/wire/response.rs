@@ -5,7 +5,7 @@
 //! offsets (which is what lets a cache hit patch TTLs without parsing again).
 
 use super::header::{Flags, HEADER_LEN, Header, Rcode};
-use super::name::{self, MAX_NAME};
+use super::name::{self, LowerName, MAX_NAME};
 use super::record::{self, RecordAt};
 use super::{TYPE_OPT, TYPE_SOA, read_u16, read_u32};
 
@@ -46,9 +46,8 @@ pub struct UpstreamResponse {
 }
 
 impl UpstreamResponse {
-    /// Parses `msg` as the response to the question (`qname` lower-cased wire form, `qtype`,
-    /// `qclass`).
-    pub fn parse(msg: &[u8], qname: &[u8], qtype: u16, qclass: u16) -> Result<Self, ResponseError> {
+    /// Parses `msg` as the response to the question (`qname`, `qtype`, `qclass`).
+    pub fn parse(msg: &[u8], qname: LowerName<'_>, qtype: u16, qclass: u16) -> Result<Self, ResponseError> {
         let header = Header::parse(msg).ok_or(ResponseError::NotAResponse)?;
         if !header.flags.has(Flags::QR) {
             return Err(ResponseError::NotAResponse);
@@ -57,11 +56,11 @@ impl UpstreamResponse {
             return Err(ResponseError::QuestionCount);
         }
         let mut lower = [0u8; MAX_NAME];
-        let (name_end, len) =
+        let (name_end, asked) =
             name::read_lowercased(msg, HEADER_LEN, &mut lower).map_err(|_| ResponseError::Malformed)?;
         let question_type = read_u16(msg, name_end).ok_or(ResponseError::Malformed)?;
         let question_class = read_u16(msg, name_end + 2).ok_or(ResponseError::Malformed)?;
-        if &lower[..len] != qname || question_type != qtype || question_class != qclass {
+        if asked != qname || question_type != qtype || question_class != qclass {
             return Err(ResponseError::WrongQuestion);
         }
 

@@ -18,7 +18,7 @@ fn gke() -> Naming {
 }
 
 fn verdict(naming: &Naming, name: &str, qtype: u16) -> Option<(Rcode, Reason)> {
-    naming.classify(&from_text(name).unwrap(), qtype, 1).map(|a| (a.rcode, a.reason))
+    naming.classify(from_text(name).unwrap().as_name(), qtype, 1).map(|a| (a.rcode, a.reason))
 }
 
 /// Every record form of the Kubernetes DNS specification (and the names above them) goes
@@ -139,13 +139,13 @@ fn switched_off_nothing_is_denied_and_other_classes_never_are() {
     settings.enabled = false;
     assert_eq!(verdict(&Naming::new(settings), "www.cluster.local.", A), None);
     let n = gke();
-    assert_eq!(n.classify(&from_text("www.cluster.local.").unwrap(), A, 3), None, "CHAOS class");
+    assert_eq!(n.classify(from_text("www.cluster.local.").unwrap().as_name(), A, 3), None, "CHAOS class");
 }
 
 #[test]
 fn the_later_steps_of_a_walk_follow_the_pod_search_list() {
     let n = gke();
-    let steps = super::super::search::later_steps(&n, &from_text("api.example.com.default.svc.cluster.local.").unwrap()).unwrap();
+    let steps = super::super::search::later_steps(&n, from_text("api.example.com.default.svc.cluster.local.").unwrap().as_name()).unwrap();
     let text: Vec<String> = steps.iter().map(|s| crate::wire::name::to_text(s)).collect();
     assert_eq!(
         text,
@@ -158,6 +158,6 @@ fn the_later_steps_of_a_walk_follow_the_pod_search_list() {
             "api.example.com."
         ]
     );
-    assert_eq!(super::super::search::later_steps(&n, &from_text("default.svc.cluster.local.").unwrap()), None);
-    assert_eq!(super::super::search::later_steps(&n, &from_text("api.example.com.").unwrap()), None);
+    assert_eq!(super::super::search::later_steps(&n, from_text("default.svc.cluster.local.").unwrap().as_name()), None);
+    assert_eq!(super::super::search::later_steps(&n, from_text("api.example.com.").unwrap().as_name()), None);
 }
