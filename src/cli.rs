@@ -221,7 +221,7 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
                 None => FileConfig::default(),
             };
             let settings = Settings::build(file, Overrides::default())?;
-            let naming = crate::kubernetes::Naming::new(settings.naming.clone());
+            let naming = crate::kubernetes::Naming::new(settings.restart_only.naming.clone());
             Decider::Settings(Box::new(settings), naming)
         }
     };
@@ -280,7 +280,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let overrides = Overrides { listen: args.listen, upstreams: args.upstream, forward: args.forward, metrics: args.metrics };
     let source = args.config.map(|path| crate::process::reload::Source { path, overrides: overrides.clone() });
     let settings = Settings::build(file, overrides)?;
-    init_logging(&settings.log_level, settings.log_format)?;
+    init_logging(&settings.restart_only.log_level, settings.restart_only.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let stop = CancellationToken::new();

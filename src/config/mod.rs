@@ -242,12 +242,10 @@ impl Settings {
         let c = file.cache;
         let secs = |d: Duration| d.as_secs().min(u64::from(u32::MAX)) as u32;
         let node = node_settings(&file.node, &listen);
-        Ok(Settings {
-            listen,
-            metrics: overrides.metrics.or(file.metrics),
-            router,
-            upstream,
-            forward,
+        let reloadable = Reloadable {
+            router: Compared(router),
+            upstream: Compared(upstream),
+            forward: Compared(forward),
             handler: HandlerSettings {
                 max_inflight_misses: file.server.max_inflight_misses,
                 udp_payload: file.server.udp_payload,
@@ -265,6 +263,10 @@ impl Settings {
                 }),
             },
             query_log: query_log_policy(&file.log.queries)?,
+        };
+        let restart_only = RestartOnly {
+            listen,
+            metrics: overrides.metrics.or(file.metrics),
             cache: CacheSettings {
                 positive: Capacity { max_entries: c.positive.max_entries, max_bytes: c.positive.max_bytes },
                 negative: Capacity { max_entries: c.negative.max_entries, max_bytes: c.negative.max_bytes },
@@ -294,7 +296,8 @@ impl Settings {
             log_level: file.log.level,
             log_format: file.log.format,
             query_log_output: file.log.queries.output.parse().unwrap_or_default(),
-        })
+        };
+        Ok(Settings { reloadable, restart_only })
     }
 }
 

@@ -1,7 +1,8 @@
 //! The validated settings, and their two parts a reload treats differently: what a running
 //! process changes in place ([`Reloadable`]) and what only a restart changes
-//! ([`RestartOnly`]). Every field of [`Settings`] goes to exactly one part; both parts are
-//! destructured without `..`, so a new field does not compile until it has its place.
+//! ([`RestartOnly`]). Each setting is a field of exactly one part; both parts are
+//! destructured without `..` where they are applied or compared, so a new field does not
+//! compile until it is handled.
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -20,36 +21,11 @@ use crate::zones::Router;
 
 use super::LogFormat;
 
-/// The validated settings whole: the command line and `diagnose` read single fields of it
-/// (the log level, the naming rules, the routing table); a running process holds it as its
-/// two parts ([`Settings::split`]).
-#[derive(Debug, Clone)]
+/// The validated settings, in the two parts a reload treats differently.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    pub listen: Vec<SocketAddr>,
-    pub metrics: Option<SocketAddr>,
-    /// Zones and their upstreams.
-    pub router: Router,
-    pub upstream: UpstreamSettings,
-    pub forward: ForwardSettings,
-    pub handler: HandlerSettings,
-    pub admission: AdmissionSettings,
-    pub query_log: querylog::Selection,
-    pub cache: CacheSettings,
-    pub node: NodeSettings,
-    pub naming: NamingSettings,
-    pub handover_socket: Option<PathBuf>,
-    pub shutdown_grace: Duration,
-    /// UDP worker threads, each with its own socket per listen address.
-    pub udp_workers: usize,
-    pub pin_udp_workers: bool,
-    pub tcp_idle_timeout: Duration,
-    pub max_tcp_clients: usize,
-    pub max_tcp_inflight: usize,
-    pub max_tcp_per_client: usize,
-    pub log_level: String,
-    pub log_format: LogFormat,
-    /// Where query log lines go.
-    pub query_log_output: querylog::Output,
+    pub reloadable: Reloadable,
+    pub restart_only: RestartOnly,
 }
 
 /// What a reload swaps into the running process: each field is what one running part is
@@ -146,57 +122,6 @@ impl PartialEq for Compared<UpstreamSettings> {
     }
 }
 
-impl Settings {
-    /// The two parts a reload treats differently.
-    pub fn split(self) -> (Reloadable, RestartOnly) {
-        // No `..`: a new setting must be placed in one part before this compiles.
-        let Settings {
-            listen,
-            metrics,
-            router,
-            upstream,
-            forward,
-            handler,
-            admission,
-            query_log,
-            cache,
-            node,
-            naming,
-            handover_socket,
-            shutdown_grace,
-            udp_workers,
-            pin_udp_workers,
-            tcp_idle_timeout,
-            max_tcp_clients,
-            max_tcp_inflight,
-            max_tcp_per_client,
-            log_level,
-            log_format,
-            query_log_output,
-        } = self;
-        let reloadable = Reloadable { router: Compared(router), upstream: Compared(upstream), forward: Compared(forward), handler, admission, query_log };
-        let restart_only = RestartOnly {
-            listen,
-            metrics,
-            cache,
-            node,
-            naming,
-            handover_socket,
-            shutdown_grace,
-            udp_workers,
-            pin_udp_workers,
-            tcp_idle_timeout,
-            max_tcp_clients,
-            max_tcp_inflight,
-            max_tcp_per_client,
-            log_level,
-            log_format,
-            query_log_output,
-        };
-        (reloadable, restart_only)
-    }
-}
-
 impl RestartOnly {
     /// The configuration keys whose values differ between `self` and `other`.
     pub fn differing(&self, other: &RestartOnly) -> Vec<&'static str> {
@@ -247,7 +172,8 @@ mod tests {
     use crate::config::{Overrides, parse_file};
 
     fn built(yaml: &str) -> (Reloadable, RestartOnly) {
-        Settings::build(parse_file("f", yaml).unwrap_or_else(|e| panic!("{e}")), Overrides::default()).unwrap_or_else(|e| panic!("{e}")).split()
+        let settings = Settings::build(parse_file("f", yaml).unwrap_or_else(|e| panic!("{e}")), Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+        (settings.reloadable, settings.restart_only)
     }
 
     const BASE: &str = "upstreams: [10.0.0.1]\n";

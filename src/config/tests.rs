@@ -108,8 +108,8 @@ fn command_line_overrides_the_file() {
         metrics: None,
     };
     let s = Settings::build(file, o).unwrap();
-    assert_eq!(s.listen, vec!["127.0.0.2:53".parse().unwrap()]);
-    let root = s.router.route(crate::wire::name::LowerName::ROOT).unwrap();
+    assert_eq!(s.restart_only.listen, vec!["127.0.0.2:53".parse().unwrap()]);
+    let root = s.reloadable.router.route(crate::wire::name::LowerName::ROOT).unwrap();
     assert_eq!(root.servers, vec!["10.0.0.2:53".parse().unwrap()]);
-    assert_eq!(s.router.groups().len(), 2);
+    assert_eq!(s.reloadable.router.groups().len(), 2);
 }

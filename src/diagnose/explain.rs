@@ -37,7 +37,7 @@ impl Decider {
                 let body = client::instance(hyper::Method::GET, base, &format!("explain?{query}")).await?;
                 Ok(serde_json::from_str(&body)?)
             }
-            Decider::Settings(settings, naming) => Decision::from_configured(name, qtype, &settings.router, naming).ok_or_else(|| anyhow::anyhow!("`{name}` is not a valid domain name")),
+            Decider::Settings(settings, naming) => Decision::from_configured(name, qtype, &settings.reloadable.router, naming).ok_or_else(|| anyhow::anyhow!("`{name}` is not a valid domain name")),
         }
     }
 }

@@ -174,7 +174,7 @@ fn save_snapshot(cache: &Cache, path: &std::path::Path) {
 /// Runs until `stop` is cancelled, then stops accepting, lets in-flight queries finish for
 /// at most the configured grace period, and returns.
 pub async fn run(settings: Settings, source: Option<reload::Source>, stop: CancellationToken) -> anyhow::Result<()> {
-    let (reloadable, restart_only) = settings.split();
+    let Settings { reloadable, restart_only } = settings;
     let metrics = Arc::new(Metrics::new());
     let cache = Arc::new(Cache::new(restart_only.cache.positive, restart_only.cache.negative, restart_only.cache.ttl.clone()));
     let mut inheritance = match restart_only.handover_socket.clone() {

@@ -102,7 +102,7 @@ impl Reloader {
 
     fn try_reload(&mut self) -> Result<(), ReloadError> {
         let file = config::load_file(&self.source.path)?;
-        let (reloadable, restart_only) = Settings::build(file, self.source.overrides.clone())?.split();
+        let Settings { reloadable, restart_only } = Settings::build(file, self.source.overrides.clone())?;
         self.apply(reloadable)?;
         for setting in self.restart_only.differing(&restart_only) {
             tracing::warn!(setting, "changed in the file, but takes effect only after a restart");
