@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::resolv_conf::ResolvConf;
 use crate::config::{self, FileConfig, LogFormat, Overrides, Settings, file::parse_addr};
-use crate::wire::TypeName;
 use crate::upstream::UpstreamSpec;
+use crate::wire::TypeName;
 use crate::zones::Zone;
 
 #[derive(Parser, Debug)]

@@ -496,7 +496,6 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     //! The plan is driven with synthetic events at synthetic instants: each test is the
@@ -615,7 +614,11 @@ mod tests {
         let (mut plan, t0) = plan(vec![upstream(RETRANSMIT), upstream(RETRANSMIT)], 4);
         plan.start(t0);
         let t1 = t0 + ms(5);
-        assert_eq!(plan.on(answered(0, Rcode::REFUSED, "no"), t1), ask(1, DEADLINE - ms(5), Some(t1 + RETRANSMIT)), "no waiting for the timer");
+        assert_eq!(
+            plan.on(answered(0, Rcode::REFUSED, "no"), t1),
+            ask(1, DEADLINE - ms(5), Some(t1 + RETRANSMIT)),
+            "no waiting for the timer"
+        );
         assert_eq!(plan.on(answered(1, Rcode::NOERROR, "yes"), t1 + ms(5)), Step::Return("yes"));
     }
 

@@ -143,7 +143,11 @@ fn handler() -> (&'static Handler, &'static ListenerMetrics) {
     static HANDLER: OnceLock<(Handler, ListenerMetrics)> = OnceLock::new();
     let (h, m) = HANDLER.get_or_init(|| {
         let metrics = Arc::new(Metrics::new());
-        let cache = Arc::new(Cache::new(Capacity { max_entries: 64, max_bytes: 1 << 20 }, Capacity { max_entries: 64, max_bytes: 1 << 20 }, policy()));
+        let cache = Arc::new(Cache::new(
+            Capacity { max_entries: 64, max_bytes: 1 << 20 },
+            Capacity { max_entries: 64, max_bytes: 1 << 20 },
+            policy(),
+        ));
         // Naming rules off: their answers need SOAs learned by tasks, and there is no runtime
         // here. The rules themselves are pure functions with unit tests.
         (crate::harness::handler(cache, &metrics, 1), metrics.listener("dns://fuzz", "udp", false))

@@ -11,10 +11,10 @@ use crate::metrics::{ListenerMetrics, Metrics};
 use crate::query::admission::{Action, Admission};
 use crate::query::handler::{Handler, HandlerSettings, LocalNaming};
 use crate::query::querylog::QueryLog;
-use crate::upstream::{PoolSettings, Upstream, UpstreamSettings, UpstreamSpec, QueryOptions};
+use crate::upstream::{PoolSettings, QueryOptions, Upstream, UpstreamSettings, UpstreamSpec};
 use crate::wire::{TYPE_A, UpstreamResponse, compose, name};
-use crate::zones::UpstreamGroup;
 use crate::zones::Router;
+use crate::zones::UpstreamGroup;
 
 /// A handler over `cache` that serves loopback clients and forwards nowhere; naming rules
 /// and the query log off.
@@ -22,7 +22,12 @@ pub fn handler(cache: Arc<Cache>, metrics: &Arc<Metrics>, max_inflight_misses: u
     let settings = ForwardSettings { deadline: Duration::from_secs(1), policy: Policy::Sequential, max_attempts: 1 };
     let forwarder = Forwarder::new(Router::new([]), cache.clone(), settings, metrics.clone());
     let admission = Admission::new(vec!["127.0.0.0/8".parse().expect("literal")], Action::Refuse, None);
-    let handler_settings = HandlerSettings { max_inflight_misses, udp_payload: 1232, deadline: Duration::from_secs(1), stale_after: Duration::from_millis(500) };
+    let handler_settings = HandlerSettings {
+        max_inflight_misses,
+        udp_payload: 1232,
+        deadline: Duration::from_secs(1),
+        stale_after: Duration::from_millis(500),
+    };
     Handler::new(cache, forwarder, admission, LocalNaming::off(metrics), handler_settings, QueryLog::off())
 }
 
@@ -54,7 +59,12 @@ pub fn forwarding_handler(upstream: std::net::SocketAddr, metrics: &Arc<Metrics>
     let forward = ForwardSettings { deadline: Duration::from_secs(1), policy: Policy::Sequential, max_attempts: 8 };
     let forwarder = Forwarder::new(router, cache.clone(), forward, metrics.clone());
     let admission = Admission::new(vec!["127.0.0.0/8".parse().expect("literal")], Action::Refuse, None);
-    let handler_settings = HandlerSettings { max_inflight_misses: 16, udp_payload: 1232, deadline: Duration::from_secs(1), stale_after: Duration::from_millis(500) };
+    let handler_settings = HandlerSettings {
+        max_inflight_misses: 16,
+        udp_payload: 1232,
+        deadline: Duration::from_secs(1),
+        stale_after: Duration::from_millis(500),
+    };
     Handler::new(cache, forwarder, admission, LocalNaming::off(metrics), handler_settings, QueryLog::off())
 }
 

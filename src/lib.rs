@@ -19,6 +19,8 @@
 //! 12. [`diagnose`]: `explain`, `probe` and `stats`, the diagnostics run beside a node.
 //! 13. [`cli`]: the command line.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -97,7 +97,8 @@ impl<T> Router<T> {
 
     /// The same table with every server described by `f(server)` instead.
     pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> Router<U> {
-        let groups = self.groups.iter().map(|g| Arc::new(UpstreamGroup { zone: g.zone.clone(), servers: g.servers.iter().map(&mut f).collect() }));
+        let groups =
+            self.groups.iter().map(|g| Arc::new(UpstreamGroup { zone: g.zone.clone(), servers: g.servers.iter().map(&mut f).collect() }));
         Router { groups: groups.collect() }
     }
 }

@@ -111,7 +111,10 @@ fn misses_beyond_capacity_fail_fast_while_hits_keep_flowing() {
     let named = Named::start(&[("test.example", test_zone("test.example"))]);
     let slow = FakeUpstream::start(Behaviour::AnswerAfter(Duration::from_millis(1500)));
     let config = "server:\n  max_inflight_misses: 10\n  query_deadline: 3s\n";
-    let nd = Nodedns::start_with_config(Some(config), &["--upstream".into(), slow.addr.to_string(), "--forward".into(), format!("test.example={}", named.addr)]);
+    let nd = Nodedns::start_with_config(
+        Some(config),
+        &["--upstream".into(), slow.addr.to_string(), "--forward".into(), format!("test.example={}", named.addr)],
+    );
     query_udp(nd.dns, "www.test.example.", RecordType::A, 1, T).expect("warm the hot name");
 
     // 100 distinct misses toward the slow upstream, from one socket, at once.
@@ -149,7 +152,10 @@ fn forged_upstream_responses_are_never_accepted() {
     let dns = nd.dns;
     let client = std::thread::spawn(move || query_udp(dns, "victim.example.", RecordType::A, 7, T));
     wait_until(T, "query reached the upstream", || slow.count() == 1);
-    let out = std::process::Command::new("ss").args(["-Hun", "state", "established", &format!("( dport = :{} )", slow.addr.port())]).output().unwrap();
+    let out = std::process::Command::new("ss")
+        .args(["-Hun", "state", "established", &format!("( dport = :{} )", slow.addr.port())])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let local = text.split_whitespace().nth(2).expect("nodedns's upstream socket").to_string();
     let target: std::net::SocketAddr = local.parse().unwrap();
@@ -167,7 +173,11 @@ fn forged_upstream_responses_are_never_accepted() {
     // And it is what the cache holds.
     let again = query_udp(nd.dns, "victim.example.", RecordType::A, 8, T).unwrap();
     assert_eq!(again.answers[0].data.to_string(), "192.0.2.99");
-    assert_eq!(nd.metric("nodedns_upstream_ignored_responses_total"), 2.0, "the two decoys from the upstream's own address were counted and ignored");
+    assert_eq!(
+        nd.metric("nodedns_upstream_ignored_responses_total"),
+        2.0,
+        "the two decoys from the upstream's own address were counted and ignored"
+    );
 }
 
 #[test]
@@ -226,7 +236,11 @@ fn case_randomised_queries_accept_only_answers_that_echo_the_case() {
         assert_eq!(r.queries[0].name().to_string(), format!("host{i}.test.example."), "the client gets its own case back");
     }
     let log = named.log();
-    let asked: Vec<&str> = log.lines().filter_map(|l| l.split("query: ").nth(1)?.split_whitespace().next()).filter(|n| n.to_ascii_lowercase().starts_with("host")).collect();
+    let asked: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("query: ").nth(1)?.split_whitespace().next())
+        .filter(|n| n.to_ascii_lowercase().starts_with("host"))
+        .collect();
     assert_eq!(asked.len(), 20);
     assert!(asked.iter().filter(|n| n.chars().any(|c| c.is_ascii_uppercase())).count() >= 15, "named saw names in random case: {asked:?}");
 

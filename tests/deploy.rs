@@ -90,7 +90,8 @@ fn the_dashboard_shows_exactly_the_metrics_nodedns_exports() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dashboard_text = std::fs::read_to_string(root.join("deploy/grafana/nodedns.json")).unwrap();
     let dashboard: serde_json::Value = serde_json::from_str(&dashboard_text).unwrap();
-    let registered: String = ["src/metrics/mod.rs", "src/diagnose/probe.rs"].iter().map(|f| std::fs::read_to_string(root.join(f)).unwrap()).collect();
+    let registered: String =
+        ["src/metrics/mod.rs", "src/diagnose/probe.rs"].iter().map(|f| std::fs::read_to_string(root.join(f)).unwrap()).collect();
     for family in registered.split("r.register(\"").skip(1).map(|rest| &rest[..rest.find('"').unwrap()]) {
         assert!(dashboard_text.contains(family), "{family} is exported but on no dashboard panel");
     }
@@ -98,9 +99,16 @@ fn the_dashboard_shows_exactly_the_metrics_nodedns_exports() {
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"].as_str().unwrap();
-            for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|t| t.starts_with("coredns_") || t.starts_with("nodedns_")) {
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|t| t.starts_with("coredns_") || t.starts_with("nodedns_"))
+            {
                 let family = ["_total", "_bucket"].iter().fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n));
-                assert!(registered.contains(&format!("r.register(\"{family}\"")), "panel {:?} queries {name}, which nodedns does not export", panel["title"]);
+                assert!(
+                    registered.contains(&format!("r.register(\"{family}\"")),
+                    "panel {:?} queries {name}, which nodedns does not export",
+                    panel["title"]
+                );
                 checked += 1;
             }
         }

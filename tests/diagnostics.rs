@@ -14,7 +14,8 @@ use hickory_proto::rr::RecordType;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(5);
-const POD_RESOLV_CONF: &str = "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 127.0.0.1\noptions ndots:5 timeout:2 attempts:2\n";
+const POD_RESOLV_CONF: &str =
+    "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 127.0.0.1\noptions ndots:5 timeout:2 attempts:2\n";
 
 /// Query log lines of `path` as (name, type) pairs, from line `from` on, once the writer
 /// has stopped adding lines.
@@ -68,7 +69,12 @@ impl Pod {
         let ns = Netns::create(purpose, POD_RESOLV_CONF);
         let dir = tempfile::tempdir().unwrap();
         let query_log = dir.path().join("queries.log");
-        let named = Named::spawn(dir.path(), 5301, &[("cluster.local", cluster_zone()), ("test.example", test_zone("test.example"))], Some(&ns.name));
+        let named = Named::spawn(
+            dir.path(),
+            5301,
+            &[("cluster.local", cluster_zone()), ("test.example", test_zone("test.example"))],
+            Some(&ns.name),
+        );
         // nodedns learns cluster.local's SOA at start: named must answer first.
         wait_until(Duration::from_secs(15), "named answers in the namespace", || {
             ns.run("dig", &["@127.0.0.1", "-p", "5301", "+short", "+time=1", "+tries=1", "cluster.local", "SOA"]).1.contains("hostmaster")
@@ -83,7 +89,13 @@ impl Pod {
         )
         .unwrap();
         let nodedns = Proc {
-            child: in_netns(Some(&ns.name), env!("CARGO_BIN_EXE_nodedns")).args(["run", "-c"]).arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+            child: in_netns(Some(&ns.name), env!("CARGO_BIN_EXE_nodedns"))
+                .args(["run", "-c"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
             name: "nodedns",
         };
         let pod = Pod { ns, dir, query_log, _servers: vec![named, nodedns] };
@@ -114,7 +126,19 @@ impl Pod {
     fn explain(&self, name: &str, resolver: &str) -> Value {
         let (ok, out) = self.ns.run(
             env!("CARGO_BIN_EXE_nodedns"),
-            &["explain", name, "--resolver", resolver, "--resolv-conf", "/etc/resolv.conf", "--instance", "http://127.0.0.1:9253", "--server", "127.0.0.1:53", "--json"],
+            &[
+                "explain",
+                name,
+                "--resolver",
+                resolver,
+                "--resolv-conf",
+                "/etc/resolv.conf",
+                "--instance",
+                "http://127.0.0.1:9253",
+                "--server",
+                "127.0.0.1:53",
+                "--json",
+            ],
         );
         assert!(ok, "explain failed: {out}");
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("explain --json is not JSON ({e}): {out}"))
@@ -122,7 +146,12 @@ impl Pod {
 }
 
 fn explained_queries(explanation: &Value) -> Vec<(String, String)> {
-    explanation["queries"].as_array().unwrap().iter().map(|q| (q["name"].as_str().unwrap().to_string(), q["type"].as_str().unwrap().to_string())).collect()
+    explanation["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| (q["name"].as_str().unwrap().to_string(), q["type"].as_str().unwrap().to_string()))
+        .collect()
 }
 
 #[test]
@@ -142,7 +171,13 @@ fn explain_predicts_the_queries_glibc_sends() {
         // Enough dots, not found: glibc still walks the search list afterwards.
         ("nothing.test.example", Some(ndots2), 8),
         // single-request: A, then AAAA, in that order.
-        ("nothing.test.example", Some("search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 127.0.0.1\noptions ndots:5 single-request\n"), 8),
+        (
+            "nothing.test.example",
+            Some(
+                "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 127.0.0.1\noptions ndots:5 single-request\n",
+            ),
+            8,
+        ),
     ];
     for (name, resolv_conf, expected) in cases {
         pod.set_resolv_conf(resolv_conf.unwrap_or(POD_RESOLV_CONF));
@@ -160,9 +195,16 @@ fn explain_predicts_the_queries_glibc_sends() {
     }
     // The human form names the search steps nodedns answers itself.
     pod.set_resolv_conf(POD_RESOLV_CONF);
-    let (_, text) = pod.ns.run(env!("CARGO_BIN_EXE_nodedns"), &["explain", "api.example.com", "--resolv-conf", "/etc/resolv.conf", "--instance", "http://127.0.0.1:9253"]);
+    let (_, text) = pod.ns.run(
+        env!("CARGO_BIN_EXE_nodedns"),
+        &["explain", "api.example.com", "--resolv-conf", "/etc/resolv.conf", "--instance", "http://127.0.0.1:9253"],
+    );
     eprintln!("{text}");
-    assert!(text.contains("answered locally: not_in_specification") && text.contains("verdict: 8 queries, 6 of them NXDOMAIN; with a trailing dot: 2"), "{text}");
+    assert!(
+        text.contains("answered locally: not_in_specification")
+            && text.contains("verdict: 8 queries, 6 of them NXDOMAIN; with a trailing dot: 2"),
+        "{text}"
+    );
     drop(pod.dir);
 }
 
@@ -205,7 +247,12 @@ fn query_log_lines_carry_every_field_and_switch_at_runtime() {
     let config = format!("log:\n  queries: {{enabled: false, sample: 0, slow: 100ms, output: {}}}\n", log.display());
     let nd = Nodedns::start_with_config(Some(&config), &["--upstream".into(), upstream.addr.to_string()]);
     let querylog = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_nodedns")).arg("querylog").args(args).args(["--instance", &format!("http://{}", nd.metrics)]).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_nodedns"))
+            .arg("querylog")
+            .args(args)
+            .args(["--instance", &format!("http://{}", nd.metrics)])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -239,7 +286,11 @@ fn query_log_lines_carry_every_field_and_switch_at_runtime() {
     exchange_udp(nd.dns, &garbled, T).unwrap();
     wait_until(T, "two more lines", || lines().len() == 3);
     let hit: Value = serde_json::from_str(&lines()[1]).unwrap();
-    assert_eq!((hit["name"].as_str(), hit["cache"].as_str(), &hit["upstream"]), (Some("fast.example."), Some("hit"), &Value::Null), "{hit}");
+    assert_eq!(
+        (hit["name"].as_str(), hit["cache"].as_str(), &hit["upstream"]),
+        (Some("fast.example."), Some("hit"), &Value::Null),
+        "{hit}"
+    );
     let bad: Value = serde_json::from_str(&lines()[2]).unwrap();
     assert_eq!((bad["rcode"].as_str(), bad["reason"].as_str()), (Some("FORMERR"), Some("malformed")), "{bad}");
     assert_eq!(nd.metric("nodedns_query_log_lines_total"), 3.0);
@@ -259,7 +310,8 @@ fn stats_summarises_a_running_instance() {
             query_udp(nd.dns, &format!("{name}.test.example."), RecordType::A, round, T).unwrap();
         }
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_nodedns")).args(["stats", "--instance", &format!("http://{}", nd.metrics)]).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_nodedns")).args(["stats", "--instance", &format!("http://{}", nd.metrics)]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     eprintln!("{text}");
@@ -275,7 +327,8 @@ fn probe_walks_the_search_list_and_exports_per_step_metrics() {
     let nd = Nodedns::start(&["--upstream".into(), named.addr.to_string()]);
     let dir = tempfile::tempdir().unwrap();
     let resolv_conf = dir.path().join("resolv.conf");
-    std::fs::write(&resolv_conf, "search sub.test.example test.example\nnameserver 127.0.0.1\noptions ndots:2 timeout:1 attempts:1\n").unwrap();
+    std::fs::write(&resolv_conf, "search sub.test.example test.example\nnameserver 127.0.0.1\noptions ndots:2 timeout:1 attempts:1\n")
+        .unwrap();
     let metrics = loopback(free_port());
     let mut probe = Command::new(env!("CARGO_BIN_EXE_nodedns"))
         .args(["probe", "--name", "www", "--name", "missing.test.example.", "--interval", "100ms", "--count", "20", "--slow", "1s"])

@@ -213,9 +213,10 @@ fn metrics_use_coredns_names_and_health_endpoints_answer() {
     ] {
         assert!(text.contains(name), "missing {name}");
     }
-    let label = format!("coredns_dns_requests_total{{server=\"dns://{}\",zone=\".\",view=\"\",proto=\"udp\",family=\"1\",type=\"A\"}}", nd.dns);
+    let label =
+        format!("coredns_dns_requests_total{{server=\"dns://{}\",zone=\".\",view=\"\",proto=\"udp\",family=\"1\",type=\"A\"}}", nd.dns);
     assert_eq!(nd.metric(&label), 2.0);
-    assert_eq!(nd.metric("coredns_cache_misses_total{") , 1.0);
+    assert_eq!(nd.metric("coredns_cache_misses_total{"), 1.0);
     assert_eq!(http_get(nd.metrics, "/health").unwrap().0, 200);
     assert_eq!(http_get(nd.metrics, "/ready").unwrap().0, 200);
 }

@@ -10,8 +10,8 @@ use hickory_proto::op::Message;
 use nodedns::harness::Hits;
 use nodedns::metrics::HeldLatencies;
 use nodedns::query::handler::{Local, Request};
-use nodedns::wire::Transport;
 use nodedns::wire::MAX_MESSAGE;
+use nodedns::wire::Transport;
 use nodedns::wire::name::MAX_NAME;
 
 struct Counting;

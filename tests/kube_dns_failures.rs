@@ -22,7 +22,9 @@ const SERVICES: usize = 1000;
 /// The cluster zone as kube-dns serves it: services `svc1` to `svc200` in `team-a`, with
 /// A records only (so every AAAA is NODATA, as for an IPv4 cluster).
 fn team_a_services() -> String {
-    let mut zone = String::from("$TTL 30\n@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5\n@ IN NS ns.dns\nns.dns IN A 10.96.0.10\n");
+    let mut zone = String::from(
+        "$TTL 30\n@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5\n@ IN NS ns.dns\nns.dns IN A 10.96.0.10\n",
+    );
     for i in 1..=SERVICES {
         zone.push_str(&format!("svc{i}.team-a.svc IN A 10.96.{}.{}\n", i / 250 + 1, i % 250));
     }

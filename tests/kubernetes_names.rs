@@ -60,7 +60,11 @@ impl Cluster {
     fn nodedns(&self, kubernetes: &str) -> Proc {
         let d = self.dir.path();
         // The node's own resolv.conf: where the host search suffixes come from.
-        std::fs::write(d.join("node-resolv.conf"), "nameserver 127.0.0.1\nsearch us-central1-a.c.proj.internal c.proj.internal google.internal\n").unwrap();
+        std::fs::write(
+            d.join("node-resolv.conf"),
+            "nameserver 127.0.0.1\nsearch us-central1-a.c.proj.internal c.proj.internal google.internal\n",
+        )
+        .unwrap();
         let config = format!(
             "resolv_conf: {}\nupstreams: [\"127.0.0.1:5302\"]\nforward:\n  - zone: cluster.local\n    upstreams: [\"127.0.0.1:5301\"]\nkubernetes:\n{kubernetes}",
             d.join("node-resolv.conf").display()
@@ -185,7 +189,9 @@ struct FakeApiServer {
 }
 
 fn namespace_json(name: &str, version: u32) -> String {
-    format!(r#"{{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadata","metadata":{{"name":"{name}","resourceVersion":"{version}"}}}}"#)
+    format!(
+        r#"{{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadata","metadata":{{"name":"{name}","resourceVersion":"{version}"}}}}"#
+    )
 }
 
 impl FakeApiServer {
@@ -221,11 +227,16 @@ impl FakeApiServer {
                             return;
                         }
                         if request_line.contains("watch=true") {
-                            let _ = out.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
+                            let _ =
+                                out.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
                             watchers.lock().unwrap().push(out);
                             return;
                         }
-                        let _ = write!(out, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{list}", list.len());
+                        let _ = write!(
+                            out,
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{list}",
+                            list.len()
+                        );
                     }
                 });
             }
@@ -271,10 +282,12 @@ fn watched_namespaces_deny_unknown_ones_and_follow_changes_and_failures() {
         &[("KUBECONFIG", api.kubeconfig(dir.path()))],
     );
     wait_until(Duration::from_secs(10), "namespaces listed", || nd.log().contains("namespaces listed"));
-    let rcode_of = |name: &str| rcode(&query_udp(nd.dns, name, hickory_proto::rr::RecordType::A, 7, Duration::from_secs(3)).expect("an answer"));
+    let rcode_of =
+        |name: &str| rcode(&query_udp(nd.dns, name, hickory_proto::rr::RecordType::A, 7, Duration::from_secs(3)).expect("an answer"));
     use hickory_proto::op::ResponseCode;
     wait_until(Duration::from_secs(5), "the cluster SOA learned", || {
-        rcode_of("soa-probe.staging.svc.cluster.local.") == ResponseCode::NXDomain && named.queries_for("soa-probe.staging.svc.cluster.local", "A") == 0
+        rcode_of("soa-probe.staging.svc.cluster.local.") == ResponseCode::NXDomain
+            && named.queries_for("soa-probe.staging.svc.cluster.local", "A") == 0
     });
     assert_eq!(rcode_of("api.prod.svc.cluster.local."), ResponseCode::NoError, "a service in a listed namespace");
 

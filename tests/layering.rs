@@ -60,7 +60,10 @@ fn layering_points_down() {
     for file in &files {
         let relative = file.strip_prefix(&src).unwrap();
         let top = relative.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
-        if ["lib", "main"].contains(&top.as_str()) || TEST_SUPPORT.contains(&top.as_str()) || file.file_name().is_some_and(|n| n == "tests.rs") {
+        if ["lib", "main"].contains(&top.as_str())
+            || TEST_SUPPORT.contains(&top.as_str())
+            || file.file_name().is_some_and(|n| n == "tests.rs")
+        {
             continue;
         }
         let own = layer(&top).unwrap_or_else(|| panic!("{}: module `{top}` is in no layer of LAYERS", relative.display()));

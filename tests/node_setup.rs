@@ -22,7 +22,12 @@ fn ip(args: &[&str]) {
 /// The two namespaces, joined by a veth pair: pod 10.244.0.2 <-> node 10.244.0.1.
 fn node_and_pod(tag: &str) -> (Netns, Netns) {
     let node = Netns::create(&format!("node-{tag}"), "nameserver 127.0.0.1\n");
-    let pod = Netns::create(&format!("pod-{tag}"), &format!("nameserver {LINK_LOCAL}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:1 attempts:1\n"));
+    let pod = Netns::create(
+        &format!("pod-{tag}"),
+        &format!(
+            "nameserver {LINK_LOCAL}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:1 attempts:1\n"
+        ),
+    );
     let (vnode, vpod) = (format!("vn{tag}{}", std::process::id()), format!("vp{tag}{}", std::process::id()));
     ip(&["link", "add", &vnode, "netns", &node.name, "type", "veth", "peer", "name", &vpod, "netns", &pod.name]);
     ip(&["-n", &node.name, "addr", "add", "10.244.0.1/24", "dev", &vnode]);
@@ -58,7 +63,12 @@ struct Backend {
 
 const IPTABLES: Backend = Backend {
     name: "iptables",
-    installed: &["-A PREROUTING -j NODEDNS-NOTRACK", "-A OUTPUT -j NODEDNS-NOTRACK", "-A INPUT -j NODEDNS-ACCEPT", "-A OUTPUT -j NODEDNS-ACCEPT"],
+    installed: &[
+        "-A PREROUTING -j NODEDNS-NOTRACK",
+        "-A OUTPUT -j NODEDNS-NOTRACK",
+        "-A INPUT -j NODEDNS-ACCEPT",
+        "-A OUTPUT -j NODEDNS-ACCEPT",
+    ],
     disturb: &["iptables", "-t", "raw", "-D", "PREROUTING", "-j", "NODEDNS-NOTRACK"],
 };
 

@@ -46,7 +46,8 @@ fn upstreams_follow_the_file_and_sighup_keeping_the_cache_and_a_bad_file_changes
     std::os::unix::fs::symlink(volume.path().join("..data/nodedns.yaml"), &nd.config).unwrap();
     assert_eq!(answer(&nd, "host5.test.example."), "10.1.0.6");
 
-    let restart_only = "cache:\n  positive: { max_entries: 1000, max_bytes: 1Mi, min_ttl: 0s, max_ttl: 1h }\nserver:\n  max_tcp_clients: 100\n";
+    let restart_only =
+        "cache:\n  positive: { max_entries: 1000, max_bytes: 1Mi, min_ttl: 0s, max_ttl: 1h }\nserver:\n  max_tcp_clients: 100\n";
     publish(volume.path(), 2, &config(second.addr, restart_only));
     wait_until(Duration::from_secs(6), "the symlink swap is noticed", || nd.log().contains("configuration reloaded"));
     assert_eq!(answer(&nd, "host6.test.example."), "10.2.0.7", "new names go to the new upstream");

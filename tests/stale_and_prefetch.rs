@@ -60,7 +60,10 @@ fn a_slow_upstream_gets_the_stale_answer_after_the_client_timeout_and_the_fresh_
     std::thread::sleep(Duration::from_millis(1200));
     let (resp, took) = ask(&nd, "slow.example.", 2);
     assert_eq!(ttl(&resp), 30, "stale answer");
-    assert!(took >= Duration::from_millis(280) && took < Duration::from_millis(800), "stale answer after the 300 ms client timeout, took {took:?}");
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_millis(800),
+        "stale answer after the 300 ms client timeout, took {took:?}"
+    );
 
     // The fetch went on and stored the upstream's fresh answer.
     std::thread::sleep(Duration::from_millis(900));
@@ -100,7 +103,12 @@ fn popular_names_are_refreshed_before_they_expire_so_clients_meet_no_miss_after_
     });
     assert!(a > 50 && b > 50, "the clients were answered ({a}, {b})");
     let misses = |nd: &Nodedns| nd.metric("coredns_cache_misses_total");
-    eprintln!("prefetch on: {} misses, {} prefetches; off: {} misses", misses(&with), with.metric("coredns_cache_prefetch_total"), misses(&without));
+    eprintln!(
+        "prefetch on: {} misses, {} prefetches; off: {} misses",
+        misses(&with),
+        with.metric("coredns_cache_prefetch_total"),
+        misses(&without)
+    );
     assert_eq!(misses(&with), 1.0, "only the first query missed");
     assert!(with.metric("coredns_cache_prefetch_total") >= 2.0);
     assert!(misses(&without) >= 3.0, "without prefetch every expiry is a miss");

@@ -65,7 +65,8 @@ fn tcp_pool_toward_dnsmasq_never_exceeds_its_size_and_loses_nothing() {
     // dnsmasq closes each TCP connection after 100 queries, cutting off what was pipelined
     // behind them; those queries were retried on another connection (none was lost above).
     let text = nd.metrics_text();
-    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("nodedns_upstream_errors_total") && !l.contains("reason=\"closed\"")).collect();
+    let errors: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("nodedns_upstream_errors_total") && !l.contains("reason=\"closed\"")).collect();
     assert!(errors.is_empty(), "only closed connections may fail an attempt: {errors:?}");
     eprintln!("80 client connections through a pool of 4: {:.0} q/s, at most {most} upstream connections", result.qps);
 }
@@ -90,7 +91,13 @@ fn idle_pool_connections_close_at_the_idle_timeout() {
 fn certificates(dir: &std::path::Path) {
     require("openssl");
     let run = |args: &str| {
-        let ok = Command::new("sh").arg("-c").arg(format!("cd {} && openssl {args}", dir.display())).stderr(Stdio::null()).status().unwrap().success();
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd {} && openssl {args}", dir.display()))
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "openssl {args}");
     };
     run("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=nodedns-test-ca");
@@ -120,7 +127,14 @@ fn dns_over_tls_to_unbound_works_and_a_bad_certificate_is_rejected() {
     )
     .unwrap();
     let _unbound = Proc {
-        child: Command::new("unbound").arg("-d").arg("-c").arg(dir.path().join("unbound.conf")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+        child: Command::new("unbound")
+            .arg("-d")
+            .arg("-c")
+            .arg(dir.path().join("unbound.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
         name: "unbound",
     };
     let tls = format!("tls://127.0.0.1:{port}#dns.test");
@@ -201,7 +215,10 @@ fn rate_cap_spills_to_the_next_upstream_then_fails_fast() {
 fn round_robin_spreads_queries_over_the_group() {
     let first = FakeUpstream::start(Behaviour::AnswerAfter(Duration::ZERO));
     let second = FakeUpstream::start(Behaviour::AnswerAfter(Duration::ZERO));
-    let nd = Nodedns::start_with_config(Some("upstream:\n  policy: round_robin\n"), &["--forward".into(), format!(".={},{}", first.addr, second.addr)]);
+    let nd = Nodedns::start_with_config(
+        Some("upstream:\n  policy: round_robin\n"),
+        &["--forward".into(), format!(".={},{}", first.addr, second.addr)],
+    );
     for i in 0..100u16 {
         query_udp(nd.dns, &format!("rr{i}.example."), RecordType::A, i, T).expect("answer");
     }

@@ -90,7 +90,9 @@ fn a_successor_takes_over_under_load_without_losing_a_query_and_starts_warm() {
     let load = std::thread::spawn(move || dnsperf(dns, &names, &["-Q", "3000", "-l", "20", "-t", "2"]));
     std::thread::sleep(Duration::from_secs(6));
     let second = Nodedns::start_at(first.dns, first.metrics, Some(&config), &upstream, &[]);
-    wait_until(Duration::from_secs(10), "the successor took over", || second.log().contains("took over from the running nodedns, with its cache"));
+    wait_until(Duration::from_secs(10), "the successor took over", || {
+        second.log().contains("took over from the running nodedns, with its cache")
+    });
     wait_until(Duration::from_secs(10), "the first stopped reading", || first.log().contains("successor is serving"));
     std::thread::sleep(Duration::from_secs(2));
     let status = first.proc.terminate(Duration::from_secs(10)).expect("the first exits on SIGTERM");

@@ -94,7 +94,12 @@ struct Build<'a> {
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let meta = self.meta();
-        f.debug_struct("Entry").field("kind", &self.kind()).field("lifetime", &meta.lifetime).field("stale", &self.is_stale()).field("len", &self.wire().len()).finish_non_exhaustive()
+        f.debug_struct("Entry")
+            .field("kind", &self.kind())
+            .field("lifetime", &meta.lifetime)
+            .field("stale", &self.is_stale())
+            .field("len", &self.wire().len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -114,7 +119,16 @@ impl Entry {
         let meta = self.meta();
         let lifetime = policy.stale_ttl.max(1);
         let first_expiry = i64::from(meta.first_expiry) - i64::from(self.age(now));
-        let build = Build { key_bits: meta.flags & KEY_BITS, kind: self.kind(), lifetime, first_expiry, stale: true, ttl: Some(lifetime), age: 0, policy };
+        let build = Build {
+            key_bits: meta.flags & KEY_BITS,
+            kind: self.kind(),
+            lifetime,
+            first_expiry,
+            stale: true,
+            ttl: Some(lifetime),
+            age: 0,
+            policy,
+        };
         let wire = self.wire();
         let offsets: Vec<u16> = self.ttl_offsets().map(|at| at as u16).collect();
         Entry::build(&build, wire, u16::from_be_bytes([wire[10], wire[11]]), &offsets, now)
@@ -124,9 +138,19 @@ impl Entry {
     /// `age` seconds old, its upstream answer expiring (or expired) `first_expiry` seconds
     /// from `now`. Past its life it is kept as a candidate for serving stale only.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn restored(key: &KeyRef<'_>, msg: &[u8], resp: &UpstreamResponse, policy: &TtlPolicy, now: Instant, age: u32, first_expiry: i64, stale: bool) -> Entry {
+    pub(super) fn restored(
+        key: &KeyRef<'_>,
+        msg: &[u8],
+        resp: &UpstreamResponse,
+        policy: &TtlPolicy,
+        now: Instant,
+        age: u32,
+        first_expiry: i64,
+        stale: bool,
+    ) -> Entry {
         let (kind, lifetime) = classify(resp, policy);
-        let build = Build { key_bits: key.bits(), kind, lifetime: lifetime.saturating_sub(age), first_expiry, stale, ttl: None, age, policy };
+        let build =
+            Build { key_bits: key.bits(), kind, lifetime: lifetime.saturating_sub(age), first_expiry, stale, ttl: None, age, policy };
         Entry::build(&build, &msg[..resp.kept_len], resp.kept_arcount, &resp.ttl_offsets, now)
     }
 

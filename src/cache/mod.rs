@@ -152,7 +152,8 @@ impl Cache {
         }
         let KeyHash(hash) = self.hash(key);
         [&self.positive, &self.negative].into_iter().find_map(|store| Self::find(store, key, hash)).filter(|entry| {
-            matches!(entry.kind(), Kind::Positive | Kind::Negative) && entry.expired_for(now).is_some_and(|d| d.as_secs() <= u64::from(max_age))
+            matches!(entry.kind(), Kind::Positive | Kind::Negative)
+                && entry.expired_for(now).is_some_and(|d| d.as_secs() <= u64::from(max_age))
         })
     }
 

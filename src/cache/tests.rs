@@ -33,7 +33,14 @@ fn cache() -> Cache {
 }
 
 /// Serves `entry` to a fresh client query and parses the result with hickory.
-fn serve(entry: &Entry, client_name: &str, qtype: u16, edns: Option<(u16, bool)>, age: u32, limit: usize) -> (Vec<u8>, hickory_proto::op::Message) {
+fn serve(
+    entry: &Entry,
+    client_name: &str,
+    qtype: u16,
+    edns: Option<(u16, bool)>,
+    age: u32,
+    limit: usize,
+) -> (Vec<u8>, hickory_proto::op::Message) {
     let q = testutil::query(client_name, qtype, edns);
     let mut lower = [0u8; MAX_NAME];
     let (query, _) = Query::parse(&q, &mut lower).unwrap();
@@ -47,8 +54,14 @@ fn serve(entry: &Entry, client_name: &str, qtype: u16, edns: Option<(u16, bool)>
 #[test]
 fn positive_answer_is_served_with_client_id_case_and_aged_ttls() {
     let now = Instant::now();
-    let msg = response("www.example.com.", RecordType::A, ResponseCode::NoError,
-        vec![cname("www.example.com.", 300, "web.example.com."), a("web.example.com.", 60, [192, 0, 2, 1])], vec![], true);
+    let msg = response(
+        "www.example.com.",
+        RecordType::A,
+        ResponseCode::NoError,
+        vec![cname("www.example.com.", 300, "web.example.com."), a("web.example.com.", 60, [192, 0, 2, 1])],
+        vec![],
+        true,
+    );
     let entry = entry_for(&msg, "www.example.com", 1, now);
     assert_eq!(entry.kind(), Kind::Positive);
     let (bytes, parsed) = serve(&entry, "WwW.ExAmple.com", 1, None, 10, 512);
@@ -165,7 +178,14 @@ fn entry_count_is_bounded_by_the_weight_floor() {
     let now = Instant::now();
     for i in 0..1000 {
         let qname = format!("n{i}.example");
-        let msg = response(&format!("{qname}."), RecordType::A, ResponseCode::NoError, vec![a(&format!("{qname}."), 60, [1, 2, 3, 4])], vec![], false);
+        let msg = response(
+            &format!("{qname}."),
+            RecordType::A,
+            ResponseCode::NoError,
+            vec![a(&format!("{qname}."), 60, [1, 2, 3, 4])],
+            vec![],
+            false,
+        );
         put(&cache, &msg, &qname, 1, now);
     }
     assert!(cache.len().0 <= 100, "{} entries", cache.len().0);
@@ -191,7 +211,14 @@ fn flood_of_one_off_names_does_not_evict_the_hot_set() {
     let cache = Cache::new(cap, cap, policy());
     let now = Instant::now();
     let insert = |qname: &str| {
-        let msg = response(&format!("{qname}."), RecordType::A, ResponseCode::NoError, vec![a(&format!("{qname}."), 300, [1, 2, 3, 4])], vec![], false);
+        let msg = response(
+            &format!("{qname}."),
+            RecordType::A,
+            ResponseCode::NoError,
+            vec![a(&format!("{qname}."), 300, [1, 2, 3, 4])],
+            vec![],
+            false,
+        );
         put(&cache, &msg, qname, 1, now);
     };
     let hot: Vec<_> = (0..500).map(|i| testutil::wire_name(&format!("hot{i}.example"))).collect();
@@ -313,7 +340,14 @@ fn an_entry_answers_exactly_its_own_question() {
 
 #[test]
 fn an_entry_stores_its_answer_in_one_allocation_of_about_a_hundred_octets() {
-    let msg = response("h12345.bench.example.", RecordType::A, ResponseCode::NoError, vec![a("h12345.bench.example.", 60, [10, 0, 48, 57])], vec![], false);
+    let msg = response(
+        "h12345.bench.example.",
+        RecordType::A,
+        ResponseCode::NoError,
+        vec![a("h12345.bench.example.", 60, [10, 0, 48, 57])],
+        vec![],
+        false,
+    );
     let entry = entry_for(&msg, "h12345.bench.example", 1, Instant::now());
     // Reference count, fixed part and slice length, one TTL offset, the 54-octet message.
     assert_eq!(entry.wire().len(), 54);
@@ -325,7 +359,8 @@ fn an_entry_stores_its_answer_in_one_allocation_of_about_a_hundred_octets() {
 fn snapshot_keys_come_back_from_the_entries_lower_cased() {
     let now = Instant::now();
     let cache = cache();
-    let msg = response("MiXeD.example.", RecordType::A, ResponseCode::NoError, vec![a("MiXeD.example.", 60, [192, 0, 2, 1])], vec![], false);
+    let msg =
+        response("MiXeD.example.", RecordType::A, ResponseCode::NoError, vec![a("MiXeD.example.", 60, [192, 0, 2, 1])], vec![], false);
     let name = testutil::wire_name("mixed.example");
     let resp = UpstreamResponse::parse(&msg, name.as_name(), 1, 1).unwrap();
     let key = KeyRef::new(name.as_name(), 1, 1, true, false);

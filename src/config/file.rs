@@ -92,7 +92,11 @@ pub struct ServeStaleSection {
 
 impl Default for ServeStaleSection {
     fn default() -> Self {
-        ServeStaleSection { max_age: Duration::from_secs(3600), answer_ttl: Duration::from_secs(30), client_timeout: Duration::from_secs(1) }
+        ServeStaleSection {
+            max_age: Duration::from_secs(3600),
+            answer_ttl: Duration::from_secs(30),
+            client_timeout: Duration::from_secs(1),
+        }
     }
 }
 
@@ -115,8 +119,18 @@ impl Default for PrefetchSection {
 impl Default for CacheSection {
     fn default() -> Self {
         CacheSection {
-            positive: CacheBounds { max_entries: 200_000, max_bytes: 128 << 20, min_ttl: Duration::ZERO, max_ttl: Duration::from_secs(3600) },
-            negative: CacheBounds { max_entries: 100_000, max_bytes: 32 << 20, min_ttl: Duration::ZERO, max_ttl: Duration::from_secs(1800) },
+            positive: CacheBounds {
+                max_entries: 200_000,
+                max_bytes: 128 << 20,
+                min_ttl: Duration::ZERO,
+                max_ttl: Duration::from_secs(3600),
+            },
+            negative: CacheBounds {
+                max_entries: 100_000,
+                max_bytes: 32 << 20,
+                min_ttl: Duration::ZERO,
+                max_ttl: Duration::from_secs(1800),
+            },
             servfail_ttl: Duration::from_secs(5),
             serve_stale: ServeStaleSection::default(),
             prefetch: PrefetchSection::default(),
@@ -509,7 +523,11 @@ impl<'de> Deserialize<'de> for Namespace {
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !name.starts_with('-')
             && !name.ends_with('-');
-        if valid { Ok(Namespace(name)) } else { Err(serde::de::Error::custom(format!("`{name}` is not a namespace name (lower-case letters, digits and `-`, at most 63)"))) }
+        if valid {
+            Ok(Namespace(name))
+        } else {
+            Err(serde::de::Error::custom(format!("`{name}` is not a namespace name (lower-case letters, digits and `-`, at most 63)")))
+        }
     }
 }
 

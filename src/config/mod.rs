@@ -64,7 +64,12 @@ pub fn parse_file(name: &str, text: &str) -> Result<FileConfig, ConfigError> {
         let message = strip_parser_decorations(&inner.to_string());
         ConfigError::Invalid { file: name.into(), line, key, message }
     })?;
-    validate(&config).map_err(|(key, message)| ConfigError::Invalid { file: name.into(), line: locate(text, &key).unwrap_or(1), key, message })?;
+    validate(&config).map_err(|(key, message)| ConfigError::Invalid {
+        file: name.into(),
+        line: locate(text, &key).unwrap_or(1),
+        key,
+        message,
+    })?;
     Ok(config)
 }
 
@@ -182,7 +187,8 @@ fn locate(text: &str, path: &str) -> Option<usize> {
         from = at + 1;
         if let Some(n) = index {
             // The n-th list item after the key.
-            if let Some(&(item, _)) = text.lines().enumerate().skip(from).filter(|(_, l)| l.trim_start().starts_with("- ")).nth(n).as_ref() {
+            if let Some(&(item, _)) = text.lines().enumerate().skip(from).filter(|(_, l)| l.trim_start().starts_with("- ")).nth(n).as_ref()
+            {
                 found = Some(item + 1);
                 from = item;
             }
@@ -197,7 +203,8 @@ impl Settings {
     pub fn build(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigError> {
         let listen = if overrides.listen.is_empty() { file.listen } else { overrides.listen };
         let mut upstreams = if overrides.upstreams.is_empty() { file.upstreams } else { overrides.upstreams };
-        let mut groups: Vec<UpstreamGroup> = file.forward.into_iter().map(|r| UpstreamGroup { zone: r.zone, servers: r.upstreams }).collect();
+        let mut groups: Vec<UpstreamGroup> =
+            file.forward.into_iter().map(|r| UpstreamGroup { zone: r.zone, servers: r.upstreams }).collect();
         groups.extend(overrides.forward.into_iter().map(|(zone, servers)| UpstreamGroup { zone, servers }));
         let has_root = groups.iter().any(|g| g.zone == Zone::root());
         if upstreams.is_empty() && !has_root {
@@ -321,7 +328,8 @@ fn query_log_policy(q: &file::QueryLogSection) -> Result<crate::query::querylog:
 /// The addresses node setup owns: every listen address that is neither loopback nor a
 /// wildcard, with its port.
 fn node_settings(n: &file::NodeSection, listen: &[SocketAddr]) -> crate::node::NodeSettings {
-    let mut addresses: Vec<_> = listen.iter().filter(|a| !a.ip().is_loopback() && !a.ip().is_unspecified()).map(|a| (a.ip(), a.port())).collect();
+    let mut addresses: Vec<_> =
+        listen.iter().filter(|a| !a.ip().is_loopback() && !a.ip().is_unspecified()).map(|a| (a.ip(), a.port())).collect();
     addresses.dedup();
     crate::node::NodeSettings {
         enabled: n.setup,

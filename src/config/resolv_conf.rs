@@ -7,7 +7,8 @@ use std::path::Path;
 
 /// Nameservers listed in `path`, on port 53, in order.
 pub fn nameservers_from(path: &Path) -> Result<Vec<SocketAddr>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e} (configure upstreams or pass --upstream)", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e} (configure upstreams or pass --upstream)", path.display()))?;
     let servers = nameservers(&text);
     if servers.is_empty() {
         return Err(format!("{}: no nameserver line (configure upstreams or pass --upstream)", path.display()));
@@ -65,7 +66,17 @@ pub struct ResolvConf {
 
 impl Default for ResolvConf {
     fn default() -> Self {
-        ResolvConf { nameservers: Vec::new(), search: Vec::new(), ndots: 1, timeout: 5, attempts: 2, single_request: false, single_request_reopen: false, use_vc: false, no_aaaa: false }
+        ResolvConf {
+            nameservers: Vec::new(),
+            search: Vec::new(),
+            ndots: 1,
+            timeout: 5,
+            attempts: 2,
+            single_request: false,
+            single_request_reopen: false,
+            use_vc: false,
+            no_aaaa: false,
+        }
     }
 }
 
@@ -120,7 +131,9 @@ mod tests {
 
     #[test]
     fn reads_options_clamped_to_glibc_limits() {
-        let conf = ResolvConf::parse("search a.example b.example\nnameserver 10.0.0.1\noptions ndots:20 timeout:0 attempts:9 single-request use-vc rotate edns0\n");
+        let conf = ResolvConf::parse(
+            "search a.example b.example\nnameserver 10.0.0.1\noptions ndots:20 timeout:0 attempts:9 single-request use-vc rotate edns0\n",
+        );
         assert_eq!(conf.search, ["a.example", "b.example"]);
         assert_eq!((conf.ndots, conf.timeout, conf.attempts), (15, 1, 5));
         assert!(conf.single_request && conf.use_vc && !conf.single_request_reopen && !conf.no_aaaa);

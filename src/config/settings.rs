@@ -172,7 +172,8 @@ mod tests {
     use crate::config::{Overrides, parse_file};
 
     fn built(yaml: &str) -> (Reloadable, RestartOnly) {
-        let settings = Settings::build(parse_file("f", yaml).unwrap_or_else(|e| panic!("{e}")), Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+        let settings = Settings::build(parse_file("f", yaml).unwrap_or_else(|e| panic!("{e}")), Overrides::default())
+            .unwrap_or_else(|e| panic!("{e}"));
         (settings.reloadable, settings.restart_only)
     }
 

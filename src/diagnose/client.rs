@@ -128,7 +128,12 @@ pub async fn http(method: hyper::Method, url: &str) -> Result<String, HttpError>
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| protocol(&e))?;
         tokio::spawn(connection);
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let request = hyper::Request::builder().method(method).uri(path).header("host", authority.as_str()).body(Full::new(Bytes::new())).map_err(|e| protocol(&e))?;
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", authority.as_str())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| protocol(&e))?;
         let response = sender.send_request(request).await.map_err(|e| protocol(&e))?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await.map_err(|e| protocol(&e))?.to_bytes();

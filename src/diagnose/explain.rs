@@ -33,11 +33,15 @@ impl Decider {
     async fn decide(&self, name: &str, qtype: u16) -> anyhow::Result<Decision> {
         match self {
             Decider::Instance(base) => {
-                let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("name", name).append_pair("type", &TypeName(qtype).to_string()).finish();
+                let query: String = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("name", name)
+                    .append_pair("type", &TypeName(qtype).to_string())
+                    .finish();
                 let body = client::instance(hyper::Method::GET, base, &format!("explain?{query}")).await?;
                 Ok(serde_json::from_str(&body)?)
             }
-            Decider::Settings(settings, naming) => Decision::from_configured(name, qtype, &settings.reloadable.router, naming).ok_or_else(|| anyhow::anyhow!("`{name}` is not a valid domain name")),
+            Decider::Settings(settings, naming) => Decision::from_configured(name, qtype, &settings.reloadable.router, naming)
+                .ok_or_else(|| anyhow::anyhow!("`{name}` is not a valid domain name")),
         }
     }
 }
@@ -97,7 +101,15 @@ pub async fn explain(req: &ExplainRequest) -> anyhow::Result<(Lookup, Explanatio
             };
             results.push(result);
             let (rcode, answers) = result.map_or(("TIMEOUT".to_string(), 0), |(r, n)| (r.as_str().to_string(), n));
-            queries.push(Explained { step: i + 1, name: candidate.clone(), qtype: TypeName(qtype).to_string(), rcode, answers, observed, decision });
+            queries.push(Explained {
+                step: i + 1,
+                name: candidate.clone(),
+                qtype: TypeName(qtype).to_string(),
+                rcode,
+                answers,
+                observed,
+                decision,
+            });
         }
         let outcome = StepOutcome::of(&results);
         if !lookup.continues_after(outcome) {
@@ -123,7 +135,12 @@ async fn observe(server: SocketAddr, name: &str, qtype: u16, lookup: &Lookup, co
 /// The result nodedns's own knowledge gives, else the usual case: search-list names do not
 /// exist, the name itself does.
 fn predict(d: &Decision, last: bool) -> (Rcode, u16) {
-    let parse = |text: &str| [Rcode::NOERROR, Rcode::NXDOMAIN, Rcode::SERVFAIL, Rcode::REFUSED].into_iter().find(|r| r.as_str() == text).unwrap_or(Rcode::SERVFAIL);
+    let parse = |text: &str| {
+        [Rcode::NOERROR, Rcode::NXDOMAIN, Rcode::SERVFAIL, Rcode::REFUSED]
+            .into_iter()
+            .find(|r| r.as_str() == text)
+            .unwrap_or(Rcode::SERVFAIL)
+    };
     if let (Some(rcode), "hit" | "stale") = (&d.cached_rcode, d.cache.as_str()) {
         return (parse(rcode), d.cached_answers.unwrap_or(1));
     }
@@ -145,7 +162,11 @@ fn summarise(req: &ExplainRequest, lookup: &Lookup, queries: Vec<Explained>, end
     let answered_on_node = queries.iter().filter(|q| on_node(&q.decision)).count();
     let with_trailing_dot = lookup.types.len();
     let bare = req.name.trim_end_matches('.');
-    let verdict = format!("{}, {nxdomain} of them NXDOMAIN; with a trailing dot: {}", super::queries(queries.len()), super::queries(with_trailing_dot));
+    let verdict = format!(
+        "{}, {nxdomain} of them NXDOMAIN; with a trailing dot: {}",
+        super::queries(queries.len()),
+        super::queries(with_trailing_dot)
+    );
     let mut fixes = Vec::new();
     if queries.len() > with_trailing_dot {
         fixes.push(format!("write the name fully qualified, with a trailing dot (\"{bare}.\"), in the application's configuration: {with_trailing_dot} queries"));
@@ -165,7 +186,10 @@ fn summarise(req: &ExplainRequest, lookup: &Lookup, queries: Vec<Explained>, end
         fixes.push("single-request makes A and AAAA wait for each other; drop it unless a conntrack race forced it (nodedns's NOTRACK rules remove that race)".into());
     }
     if lookup.types.len() > 1 {
-        fixes.push("an IPv4-only application can ask for A only (AF_INET), or the zone can be listed in kubernetes.filter_aaaa: half the queries".into());
+        fixes.push(
+            "an IPv4-only application can ask for A only (AF_INET), or the zone can be listed in kubernetes.filter_aaaa: half the queries"
+                .into(),
+        );
     }
     let libc = match req.libc {
         Libc::Glibc => "glibc",
@@ -181,7 +205,14 @@ pub fn render(req: &ExplainRequest, lookup: &Lookup, e: &Explanation) -> String 
     let conf = &req.conf;
     let types: Vec<String> = lookup.types.iter().map(|t| TypeName(*t).to_string()).collect();
     let _ = writeln!(out, "{} looking up \"{}\" ({})", e.libc, req.name, types.join(" and "));
-    let _ = writeln!(out, "resolv.conf: search {}; ndots:{} timeout:{} attempts:{}", conf.search.join(" "), conf.ndots, conf.timeout, conf.attempts);
+    let _ = writeln!(
+        out,
+        "resolv.conf: search {}; ndots:{} timeout:{} attempts:{}",
+        conf.search.join(" "),
+        conf.ndots,
+        conf.timeout,
+        conf.attempts
+    );
     let dots = req.name.trim_end_matches('.').matches('.').count();
     let order = if req.name.ends_with('.') {
         "it ends with a dot: only the name itself is asked".to_string()
@@ -209,7 +240,12 @@ pub fn render(req: &ExplainRequest, lookup: &Lookup, e: &Explanation) -> String 
     let width = e.queries.iter().map(|q| q.name.len()).max().unwrap_or(10);
     let _ = writeln!(out, "  #  {:width$}  {:5}  {:13}  nodedns", "query", "type", "result");
     for (i, q) in e.queries.iter().enumerate() {
-        let result = format!("{}{}{}", q.rcode, if q.rcode == "NOERROR" { format!("/{}", q.answers) } else { String::new() }, if q.observed { "" } else { "?" });
+        let result = format!(
+            "{}{}{}",
+            q.rcode,
+            if q.rcode == "NOERROR" { format!("/{}", q.answers) } else { String::new() },
+            if q.observed { "" } else { "?" }
+        );
         let _ = writeln!(out, "{:3}  {:width$}  {:5}  {:13}  {}", i + 1, q.name, q.qtype, result, describe(&q.decision));
     }
     if e.queries.iter().any(|q| !q.observed) {

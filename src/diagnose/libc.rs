@@ -143,7 +143,12 @@ mod tests {
         let walk = Lookup::plan(Libc::Glibc, &pod(), "api.example.com", &[TYPE_A, TYPE_AAAA]);
         assert_eq!(
             walk.candidates,
-            ["api.example.com.default.svc.cluster.local.", "api.example.com.svc.cluster.local.", "api.example.com.cluster.local.", "api.example.com."]
+            [
+                "api.example.com.default.svc.cluster.local.",
+                "api.example.com.svc.cluster.local.",
+                "api.example.com.cluster.local.",
+                "api.example.com."
+            ]
         );
         assert_eq!(walk.sending, Sending::Parallel);
     }

@@ -83,7 +83,11 @@ impl ProbeMetrics {
         let mut r = Registry::default();
         r.register("nodedns_probe_lookups", "Lookups (whole search walks), by name and result.", m.lookups.clone());
         r.register("nodedns_probe_lookup_duration_seconds", "Time of a whole lookup, search walk included.", m.lookup_seconds.clone());
-        r.register("nodedns_probe_queries", "Queries of the walks, by the name queried, type and rcode (TIMEOUT: no answer).", m.queries.clone());
+        r.register(
+            "nodedns_probe_queries",
+            "Queries of the walks, by the name queried, type and rcode (TIMEOUT: no answer).",
+            m.queries.clone(),
+        );
         r.register("nodedns_probe_query_duration_seconds", "Time of each query of the walks.", m.query_seconds.clone());
         (Arc::new(m), r)
     }
@@ -150,7 +154,8 @@ pub async fn run(settings: ProbeSettings) -> anyhow::Result<()> {
     let (metrics, registry) = ProbeMetrics::new();
     let _gate_switch = match settings.metrics {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot serve probe metrics on {addr}: {e}"))?;
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot serve probe metrics on {addr}: {e}"))?;
             let ready = Arc::new(Readiness::default());
             ready.set(true);
             let registry = Arc::new(registry);
@@ -200,7 +205,9 @@ fn record(m: &ProbeMetrics, name: &str, result: &LookupResult) {
             Err(_) => "ERROR".into(),
         };
         m.queries.get_or_create(&StepResultLabels { name: name.into(), query: q.query.clone(), r#type: qtype.clone(), rcode }).inc();
-        m.query_seconds.get_or_create(&StepLabels { name: name.into(), query: q.query.clone(), r#type: qtype }).observe(q.took.as_secs_f64());
+        m.query_seconds
+            .get_or_create(&StepLabels { name: name.into(), query: q.query.clone(), r#type: qtype })
+            .observe(q.took.as_secs_f64());
     }
 }
 
@@ -216,7 +223,12 @@ fn describe(name: &str, r: &LookupResult) -> String {
     });
     let verdict = if r.outcome == StepOutcome::Answer { "slow" } else { "failed" };
     let queries = super::queries(r.queries.len());
-    format!("{time} {verdict} lookup {name}: {:.1} ms, {queries}, ended in {}{}", r.took.as_secs_f64() * 1e3, r.outcome.as_str(), slowest.unwrap_or_default())
+    format!(
+        "{time} {verdict} lookup {name}: {:.1} ms, {queries}, ended in {}{}",
+        r.took.as_secs_f64() * 1e3,
+        r.outcome.as_str(),
+        slowest.unwrap_or_default()
+    )
 }
 
 fn summary(name: &str, results: &[(Duration, bool)]) -> String {

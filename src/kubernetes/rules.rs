@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use super::namespaces::Namespaces;
 use crate::wire::TYPE_AAAA;
-use crate::wire::name::LowerName;
 use crate::wire::header::Rcode;
+use crate::wire::name::LowerName;
 use crate::zones::Zone;
 
 /// Why a query was answered locally; the metric label.

@@ -36,7 +36,13 @@ pub struct SearchPrefetch {
 
 impl SearchPrefetch {
     pub fn new(naming: Arc<Naming>, forwarder: Arc<Forwarder>, metrics: NamingMetrics) -> SearchPrefetch {
-        SearchPrefetch { naming, forwarder, slots: Arc::new(Semaphore::new(MAX_SPECULATIVE)), recent: quick_cache::sync::Cache::new(RECENT_STEPS), metrics }
+        SearchPrefetch {
+            naming,
+            forwarder,
+            slots: Arc::new(Semaphore::new(MAX_SPECULATIVE)),
+            recent: quick_cache::sync::Cache::new(RECENT_STEPS),
+            metrics,
+        }
     }
 
     /// Called with a denied query (`key`'s name lower-cased). If it is the first step of a

@@ -180,7 +180,8 @@ mod tests {
         assert!(soa.authoritative);
         let qname = name::from_text("api.example.com.default.svc.cluster.local.").unwrap();
         let policy = TtlPolicy { negative_max_ttl: 3600, ..TtlPolicy::default() };
-        let entry = soa.denial(&KeyRef::new(qname.as_name(), 1, 1, false, false), Rcode::NXDOMAIN, &policy, Instant::now()).expect("valid message");
+        let entry =
+            soa.denial(&KeyRef::new(qname.as_name(), 1, 1, false, false), Rcode::NXDOMAIN, &policy, Instant::now()).expect("valid message");
         assert_eq!(entry.kind(), crate::cache::Kind::Negative);
         assert_eq!(entry.rcode(), Rcode::NXDOMAIN);
         let parsed = hickory_proto::op::Message::from_vec(entry.wire()).expect("hickory reads it");

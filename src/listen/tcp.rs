@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -18,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::gate::Gate;
-use crate::query::handler::{Handler, Local, Request};
-use crate::wire::Transport;
 use crate::metrics::http::AcceptBackoff;
 use crate::metrics::{DropReason, ListenerMetrics, Metrics};
+use crate::query::handler::{Handler, Local, Request};
 use crate::wire::MAX_MESSAGE;
+use crate::wire::Transport;
 use crate::wire::header::HEADER_LEN;
 
 /// Limits of the TCP listener.
@@ -179,7 +179,8 @@ impl TcpServer {
                 None => return,
             };
             activity.touch();
-            let req = Request { transport: Transport::Tcp, client: peer, started: Instant::now(), metrics: &self.listener_metrics, held: None };
+            let req =
+                Request { transport: Transport::Tcp, client: peer, started: Instant::now(), metrics: &self.listener_metrics, held: None };
             match self.handler.answer_local(&packet, &mut out, &req) {
                 Local::Reply(len) => {
                     if tx.send(out[..len].to_vec()).await.is_err() {

@@ -135,7 +135,12 @@ pub async fn serve(listener: TcpListener, endpoints: Endpoints, stop: Cancellati
         };
         let endpoints = endpoints.clone();
         let service = service_fn(move |req: Request<Incoming>| {
-            let asked = Asked { method: req.method(), path: req.uri().path(), query: req.uri().query().unwrap_or(""), local_client: peer.ip().is_loopback() };
+            let asked = Asked {
+                method: req.method(),
+                path: req.uri().path(),
+                query: req.uri().query().unwrap_or(""),
+                local_client: peer.ip().is_loopback(),
+            };
             let response = route(&asked, &endpoints);
             async move { Ok::<_, Infallible>(response) }
         });
@@ -148,7 +153,11 @@ pub async fn serve(listener: TcpListener, endpoints: Endpoints, stop: Cancellati
 fn route(asked: &Asked<'_>, endpoints: &Endpoints) -> Response<Full<Bytes>> {
     let reply = |status, body: &str, content_type| Reply { status, body: body.to_string(), content_type };
     let r = match asked.path {
-        "/metrics" => Reply { status: StatusCode::OK, body: (endpoints.encode)(), content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8" },
+        "/metrics" => Reply {
+            status: StatusCode::OK,
+            body: (endpoints.encode)(),
+            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        },
         "/health" => reply(StatusCode::OK, "OK\n", "text/plain"),
         "/ready" if endpoints.ready.get() => reply(StatusCode::OK, "OK\n", "text/plain"),
         "/ready" => reply(StatusCode::SERVICE_UNAVAILABLE, "not ready\n", "text/plain"),
@@ -157,9 +166,5 @@ fn route(asked: &Asked<'_>, endpoints: &Endpoints) -> Response<Full<Bytes>> {
             None => reply(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
         },
     };
-    Response::builder()
-        .status(r.status)
-        .header("content-type", r.content_type)
-        .body(Full::new(Bytes::from(r.body)))
-        .unwrap_or_default()
+    Response::builder().status(r.status).header("content-type", r.content_type).body(Full::new(Bytes::from(r.body))).unwrap_or_default()
 }

@@ -343,7 +343,11 @@ impl Metrics {
         let r = &mut m.registry;
         r.register("coredns_dns_requests", "Counter of DNS requests made per zone, protocol and family.", m.requests.clone());
         r.register("coredns_dns_responses", "Counter of response status codes.", m.responses.clone());
-        r.register("coredns_dns_request_duration_seconds", "Histogram of the time (in seconds) each request took per zone.", m.duration.clone());
+        r.register(
+            "coredns_dns_request_duration_seconds",
+            "Histogram of the time (in seconds) each request took per zone.",
+            m.duration.clone(),
+        );
         r.register("coredns_cache_entries", "The number of elements in the cache.", m.cache_entries.clone());
         r.register("coredns_cache_hits", "The count of cache hits.", m.cache_hits.clone());
         r.register("coredns_cache_misses", "The count of cache misses.", m.cache_misses.clone());
@@ -354,39 +358,119 @@ impl Metrics {
         r.register("coredns_forward_request_duration_seconds", "Histogram of the time each request took.", m.forward_duration.clone());
         r.register("coredns_proxy_request_duration_seconds", "Histogram of the time each request took.", m.proxy_duration.clone());
         r.register("nodedns_upstream_errors", "Upstream exchanges that failed, by reason.", m.upstream_errors.clone());
-        r.register("nodedns_upstream_ignored_responses", "Datagrams on an upstream socket that were not the awaited answer (wrong ID or question).", m.upstream_ignored.clone());
+        r.register(
+            "nodedns_upstream_ignored_responses",
+            "Datagrams on an upstream socket that were not the awaited answer (wrong ID or question).",
+            m.upstream_ignored.clone(),
+        );
         r.register("nodedns_upstream_connections", "Open TCP/TLS connections to the upstream.", m.up_connections.clone());
-        r.register("nodedns_upstream_connections_in_use", "Connections to the upstream with at least one query in flight.", m.up_in_use.clone());
+        r.register(
+            "nodedns_upstream_connections_in_use",
+            "Connections to the upstream with at least one query in flight.",
+            m.up_in_use.clone(),
+        );
         r.register("nodedns_upstream_inflight_queries", "Queries in flight on the upstream's connection pool.", m.up_inflight.clone());
-        r.register("nodedns_upstream_queue_depth", "Queries waiting for a slot in the upstream's connection pool.", m.up_queue_depth.clone());
+        r.register(
+            "nodedns_upstream_queue_depth",
+            "Queries waiting for a slot in the upstream's connection pool.",
+            m.up_queue_depth.clone(),
+        );
         r.register("nodedns_upstream_queue_wait_seconds", "Time queries waited for a pool slot.", m.up_queue_wait.clone());
-        r.register("nodedns_upstream_queue_rejected", "Queries refused by a full pool queue or after the maximum wait.", m.up_queue_rejected.clone());
+        r.register(
+            "nodedns_upstream_queue_rejected",
+            "Queries refused by a full pool queue or after the maximum wait.",
+            m.up_queue_rejected.clone(),
+        );
         r.register("nodedns_upstream_connects", "Connection attempts to the upstream.", m.up_connects.clone());
         r.register("nodedns_upstream_connect_failures", "Failed connection attempts to the upstream.", m.up_connect_failures.clone());
-        r.register("nodedns_upstream_healthy", "1 while the upstream is considered healthy, 0 while it is marked down.", m.up_healthy.clone());
+        r.register(
+            "nodedns_upstream_healthy",
+            "1 while the upstream is considered healthy, 0 while it is marked down.",
+            m.up_healthy.clone(),
+        );
         r.register("nodedns_upstream_rtt_seconds", "Round-trip time of answered upstream queries.", m.up_rtt.clone());
-        r.register("nodedns_upstream_retransmits", "Queries sent again because the previous attempt was not answered within the adaptive timeout.", m.up_retransmits.clone());
-        r.register("nodedns_upstream_rate_limited", "Queries not sent to the upstream because of its queries-per-second cap.", m.up_rate_limited.clone());
-        r.register("coredns_proxy_conn_cache_hits", "Counter of connection cache hits per upstream and protocol.", m.conn_cache_hits.clone());
-        r.register("coredns_proxy_conn_cache_misses", "Counter of connection cache misses per upstream and protocol.", m.conn_cache_misses.clone());
-        r.register("nodedns_denied_queries", "Queries not served because of the client allow list or its rate limit, by reason and by what the client got.", m.denied.clone());
-        r.register("nodedns_overloaded_queries", "Misses answered SERVFAIL at once because max_inflight_misses were already being resolved.", m.overloaded.clone());
+        r.register(
+            "nodedns_upstream_retransmits",
+            "Queries sent again because the previous attempt was not answered within the adaptive timeout.",
+            m.up_retransmits.clone(),
+        );
+        r.register(
+            "nodedns_upstream_rate_limited",
+            "Queries not sent to the upstream because of its queries-per-second cap.",
+            m.up_rate_limited.clone(),
+        );
+        r.register(
+            "coredns_proxy_conn_cache_hits",
+            "Counter of connection cache hits per upstream and protocol.",
+            m.conn_cache_hits.clone(),
+        );
+        r.register(
+            "coredns_proxy_conn_cache_misses",
+            "Counter of connection cache misses per upstream and protocol.",
+            m.conn_cache_misses.clone(),
+        );
+        r.register(
+            "nodedns_denied_queries",
+            "Queries not served because of the client allow list or its rate limit, by reason and by what the client got.",
+            m.denied.clone(),
+        );
+        r.register(
+            "nodedns_overloaded_queries",
+            "Misses answered SERVFAIL at once because max_inflight_misses were already being resolved.",
+            m.overloaded.clone(),
+        );
         r.register("nodedns_dropped_queries", "Queries dropped without any answer, by reason.", m.dropped.clone());
-        r.register("nodedns_coalesced_queries", "Cache misses that waited for an identical query already in flight instead of asking upstream.", m.coalesced.clone());
+        r.register(
+            "nodedns_coalesced_queries",
+            "Cache misses that waited for an identical query already in flight instead of asking upstream.",
+            m.coalesced.clone(),
+        );
         r.register("nodedns_inflight_misses", "Distinct questions currently being asked upstream.", m.inflight_misses.clone());
-        r.register("nodedns_deadline_exceeded", "Client queries answered SERVFAIL because the overall deadline passed.", m.deadline_exceeded.clone());
+        r.register(
+            "nodedns_deadline_exceeded",
+            "Client queries answered SERVFAIL because the overall deadline passed.",
+            m.deadline_exceeded.clone(),
+        );
         r.register("nodedns_tcp_clients", "Open client TCP connections.", m.tcp_clients.clone());
         r.register("nodedns_query_log_lines", "Query log lines written.", m.query_log_lines.clone());
-        r.register("nodedns_query_log_dropped", "Query log lines dropped because the writer fell behind (or the output could not be opened).", m.query_log_dropped.clone());
+        r.register(
+            "nodedns_query_log_dropped",
+            "Query log lines dropped because the writer fell behind (or the output could not be opened).",
+            m.query_log_dropped.clone(),
+        );
         r.register("nodedns_local_answers", "Queries answered from the Kubernetes naming rules instead of upstream (repeats within the negative TTL are cache hits), by rule.", m.local_answers.clone());
-        r.register("nodedns_node_repairs", "Node addresses or packet-filter rules found missing (removed by someone else) and put back, by what.", m.node_repairs.clone());
-        r.register("nodedns_node_setup_errors", "Failed attempts to install or check node addresses and packet-filter rules.", m.node_errors.clone());
+        r.register(
+            "nodedns_node_repairs",
+            "Node addresses or packet-filter rules found missing (removed by someone else) and put back, by what.",
+            m.node_repairs.clone(),
+        );
+        r.register(
+            "nodedns_node_setup_errors",
+            "Failed attempts to install or check node addresses and packet-filter rules.",
+            m.node_errors.clone(),
+        );
         m.reload_ok.set(1);
-        r.register("nodedns_config_reloads", "Configuration reloads, by result (failure: rejected, the running configuration stayed).", m.reloads.clone());
-        r.register("nodedns_config_last_reload_successful", "1 if the last configuration reload was applied (or none was tried), 0 if it was rejected.", m.reload_ok.clone());
+        r.register(
+            "nodedns_config_reloads",
+            "Configuration reloads, by result (failure: rejected, the running configuration stayed).",
+            m.reloads.clone(),
+        );
+        r.register(
+            "nodedns_config_last_reload_successful",
+            "1 if the last configuration reload was applied (or none was tried), 0 if it was rejected.",
+            m.reload_ok.clone(),
+        );
         r.register("nodedns_search_walks", "Denied queries recognised as the first step of a pod's search walk.", m.search_walks.clone());
-        r.register("nodedns_speculative_queries", "Later steps of search walks resolved upstream before the pod asked for them.", m.speculative.clone());
-        r.register("nodedns_speculative_skipped", "Later steps of search walks not resolved ahead because the speculation limit was reached.", m.speculative_skipped.clone());
+        r.register(
+            "nodedns_speculative_queries",
+            "Later steps of search walks resolved upstream before the pod asked for them.",
+            m.speculative.clone(),
+        );
+        r.register(
+            "nodedns_speculative_skipped",
+            "Later steps of search walks not resolved ahead because the speculation limit was reached.",
+            m.speculative_skipped.clone(),
+        );
         m
     }
 
@@ -408,15 +492,16 @@ impl Metrics {
         let zone = ".".to_string();
         let view = String::new();
         let requests = std::array::from_fn(|slot| {
-            self.requests.get_or_create(&RequestLabels {
-                server: server.into(),
-                zone: zone.clone(),
-                view: view.clone(),
-                proto: proto.into(),
-                family: if ipv6 { "2" } else { "1" }.into(),
-                r#type: type_label(slot),
-            })
-            .attach(Counter::default())
+            self.requests
+                .get_or_create(&RequestLabels {
+                    server: server.into(),
+                    zone: zone.clone(),
+                    view: view.clone(),
+                    proto: proto.into(),
+                    family: if ipv6 { "2" } else { "1" }.into(),
+                    r#type: type_label(slot),
+                })
+                .attach(Counter::default())
         });
         let duration = std::array::from_fn(|slot| {
             self.duration
@@ -452,7 +537,8 @@ impl Metrics {
                 self.denied.get_or_create_owned(&DeniedLabels { server: server.into(), reason: reason.into(), action: action.into() })
             })
         });
-        let overloaded = self.overloaded.get_or_create_owned(&CacheLabels { server: server.into(), zones: zone.clone(), view: view.clone() });
+        let overloaded =
+            self.overloaded.get_or_create_owned(&CacheLabels { server: server.into(), zones: zone.clone(), view: view.clone() });
         ListenerMetrics { requests, duration, responses, hits, cache_miss, prefetch, served_stale, dropped, denied, overloaded }
     }
 
@@ -703,7 +789,12 @@ mod tests {
     /// The lines of the request duration histogram's series for `qtype`.
     fn duration_lines(metrics: &Metrics, qtype: &str) -> Vec<String> {
         let series = format!("type=\"{qtype}\"");
-        metrics.encode().lines().filter(|l| l.starts_with("coredns_dns_request_duration_seconds") && l.contains(&series)).map(|l| l.to_string()).collect()
+        metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("coredns_dns_request_duration_seconds") && l.contains(&series))
+            .map(|l| l.to_string())
+            .collect()
     }
 
     fn value(lines: &[String], prefix: &str) -> String {
@@ -736,7 +827,8 @@ mod tests {
         let a = duration_lines(&metrics, "A");
         assert_eq!(value(&a, "coredns_dns_request_duration_seconds_count"), "2");
         let buckets: Vec<&String> = a.iter().filter(|l| l.contains("_bucket")).collect();
-        let count_at = |le: &str| buckets.iter().find(|l| l.contains(&format!("le=\"{le}\""))).and_then(|l| l.rsplit(' ').next()).unwrap().to_string();
+        let count_at =
+            |le: &str| buckets.iter().find(|l| l.contains(&format!("le=\"{le}\""))).and_then(|l| l.rsplit(' ').next()).unwrap().to_string();
         assert_eq!((count_at("0.00025"), count_at("0.0005")), ("0".to_string(), "2".to_string()), "both in the bucket of 0.3 ms");
         assert_eq!(value(&duration_lines(&metrics, "AAAA"), "coredns_dns_request_duration_seconds_count"), "1");
     }

@@ -101,7 +101,11 @@ mod tests {
         let (a, b) = (summed.attach(AtomicHistogram::new(bounds)), summed.attach(AtomicHistogram::new(bounds)));
         let single = AtomicHistogram::new(bounds);
         for (i, v) in [0.0005, 0.002, 0.002, 0.05, 3.0].into_iter().enumerate() {
-            if i % 2 == 0 { a.observe(v) } else { b.observe(v) }
+            if i % 2 == 0 {
+                a.observe(v)
+            } else {
+                b.observe(v)
+            }
             single.observe(v);
         }
         assert_eq!(exposition(|r| r.register("h", "x", summed)), exposition(|r| r.register("h", "x", single)));

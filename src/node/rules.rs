@@ -50,7 +50,8 @@ impl Rules {
     pub fn new(backend: Backend, addresses: &[(IpAddr, u16)]) -> Rules {
         let v4: Vec<_> = addresses.iter().filter(|(ip, _)| ip.is_ipv4()).copied().collect();
         let v6: Vec<_> = addresses.iter().filter(|(ip, _)| ip.is_ipv6()).copied().collect();
-        let iptables = [("iptables", v4), ("ip6tables", v6)].into_iter().filter(|(_, a)| !a.is_empty()).map(|(tool, a)| (tool, chains(&a))).collect();
+        let iptables =
+            [("iptables", v4), ("ip6tables", v6)].into_iter().filter(|(_, a)| !a.is_empty()).map(|(tool, a)| (tool, chains(&a))).collect();
         Rules { backend, iptables, nft_ruleset: nft_ruleset(addresses) }
     }
 

@@ -9,14 +9,16 @@ use std::sync::Arc;
 
 use hyper::{Method, StatusCode};
 
+use crate::metrics::http::{Asked, Extra, Reply};
 use crate::query::handler::Handler;
 use crate::query::querylog::Selection;
-use crate::metrics::http::{Asked, Extra, Reply};
 use crate::wire::TypeName;
 
 pub fn routes(handler: Arc<Handler>) -> Extra {
     Arc::new(move |asked: &Asked<'_>| match asked.path {
-        "/explain" if !asked.local_client => Some(error(StatusCode::FORBIDDEN, "explain answers this host only: it shows what is cached".into())),
+        "/explain" if !asked.local_client => {
+            Some(error(StatusCode::FORBIDDEN, "explain answers this host only: it shows what is cached".into()))
+        }
         "/explain" => Some(explain(&handler, asked.query)),
         "/querylog" => Some(query_log(&handler, asked)),
         _ => None,
@@ -72,7 +74,11 @@ fn updated(mut policy: Selection, query: &str) -> Result<Selection, String> {
         match key.as_str() {
             "enabled" => policy.enabled = value.parse().map_err(|_| format!("enabled: `{value}` is not true or false"))?,
             "sample" => {
-                policy.sample = value.parse().ok().filter(|s| (0.0..=1.0).contains(s)).ok_or_else(|| format!("sample: `{value}` is not a fraction between 0 and 1"))?;
+                policy.sample = value
+                    .parse()
+                    .ok()
+                    .filter(|s| (0.0..=1.0).contains(s))
+                    .ok_or_else(|| format!("sample: `{value}` is not a fraction between 0 and 1"))?;
             }
             "slow" => policy.slow = humantime::parse_duration(&value).map_err(|e| format!("slow: `{value}`: {e}"))?,
             other => return Err(format!("unknown parameter `{other}` (enabled, sample, slow)")),

@@ -303,10 +303,14 @@ mod tests {
 
     #[test]
     fn many_sockets_on_long_ipv6_addresses_are_all_handed_over() {
-        let addrs: Vec<SocketAddr> = ["[fd00:1234:5678:9abc:def0:1234:5678:9abc]:53", "[fd00:1234:5678:9abc:def0:1234:5678:9abd]:53", "[fd00:1234:5678:9abc:def0:1234:5678:9abe]:53"]
-            .iter()
-            .map(|a| a.parse().unwrap())
-            .collect();
+        let addrs: Vec<SocketAddr> = [
+            "[fd00:1234:5678:9abc:def0:1234:5678:9abc]:53",
+            "[fd00:1234:5678:9abc:def0:1234:5678:9abd]:53",
+            "[fd00:1234:5678:9abc:def0:1234:5678:9abe]:53",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
         let offered = sockets(&addrs, 64);
         let expected: Vec<(Role, SocketAddr)> = offered.iter().map(|(role, addr, _)| (*role, *addr)).collect();
         let dir = tempfile::tempdir().unwrap();

@@ -21,14 +21,14 @@ use tokio_util::task::TaskTracker;
 use crate::cache::{Cache, snapshot};
 use crate::config::{Reloadable, RestartOnly, Settings};
 use crate::forward::Forwarder;
+use crate::gate::Gate;
 use crate::kubernetes::search::SearchPrefetch;
 use crate::kubernetes::{self, NamespaceSource, Naming, NamingSettings, SoaBook};
-use crate::metrics::Metrics;
-use crate::node;
-use crate::metrics::http::{self, Readiness};
-use crate::gate::Gate;
 use crate::listen::tcp::{self, TcpLimits, TcpServer};
 use crate::listen::udp;
+use crate::metrics::Metrics;
+use crate::metrics::http::{self, Readiness};
+use crate::node;
 use crate::query::handler::{Handler, LocalNaming};
 use crate::query::querylog;
 use handover::Role;
@@ -46,13 +46,16 @@ async fn local_naming(settings: &NamingSettings, forwarder: &Arc<Forwarder>, met
     if naming.settings().enabled {
         soa.learn_all(forwarder);
         if naming.settings().namespaces == NamespaceSource::Watch {
-            let client = kube::Client::try_default()
-                .await
-                .context("kubernetes.namespaces is `watch`, but there is no Kubernetes API to watch (no in-cluster service account, no KUBECONFIG)")?;
+            let client = kube::Client::try_default().await.context(
+                "kubernetes.namespaces is `watch`, but there is no Kubernetes API to watch (no in-cluster service account, no KUBECONFIG)",
+            )?;
             tokio::spawn(naming.namespaces().clone().follow(client));
         }
     }
-    let search = naming.settings().search_prefetch.then(|| SearchPrefetch::new(naming.clone(), forwarder.clone(), kubernetes::Reason::metrics(metrics)));
+    let search = naming
+        .settings()
+        .search_prefetch
+        .then(|| SearchPrefetch::new(naming.clone(), forwarder.clone(), kubernetes::Reason::metrics(metrics)));
     Ok(LocalNaming { naming, soa, search, metrics: kubernetes::Reason::metrics(metrics) })
 }
 
@@ -154,7 +157,9 @@ fn restore_inherited(cache: &Cache, bytes: &[u8]) {
 fn restore_snapshot(cache: &Cache, path: &std::path::Path) {
     let started = std::time::Instant::now();
     match snapshot::load(cache, path) {
-        Ok(r) => tracing::info!(path = %path.display(), loaded = r.loaded, too_old = r.expired, took = ?started.elapsed(), "cache restored from snapshot"),
+        Ok(r) => {
+            tracing::info!(path = %path.display(), loaded = r.loaded, too_old = r.expired, took = ?started.elapsed(), "cache restored from snapshot")
+        }
         Err(snapshot::SnapshotError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             tracing::info!(path = %path.display(), "no cache snapshot: cold start");
         }
@@ -166,7 +171,9 @@ fn save_snapshot(cache: &Cache, path: &std::path::Path) {
     let started = std::time::Instant::now();
     let (positive, negative) = cache.len();
     match snapshot::save(cache, path) {
-        Ok(bytes) => tracing::info!(path = %path.display(), entries = positive + negative, bytes, took = ?started.elapsed(), "cache snapshot written"),
+        Ok(bytes) => {
+            tracing::info!(path = %path.display(), entries = positive + negative, bytes, took = ?started.elapsed(), "cache snapshot written")
+        }
         Err(e) => tracing::warn!(path = %path.display(), error = %e, "cache snapshot not written: the next start is cold"),
     }
 }
@@ -178,7 +185,9 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
     let metrics = Arc::new(Metrics::new());
     let cache = Arc::new(Cache::new(restart_only.cache.positive, restart_only.cache.negative, restart_only.cache.ttl.clone()));
     let mut inheritance = match restart_only.handover_socket.clone() {
-        Some(path) => tokio::task::spawn_blocking(move || handover::inherit(&path)).await?.context("taking over from the running nodedns")?,
+        Some(path) => {
+            tokio::task::spawn_blocking(move || handover::inherit(&path)).await?.context("taking over from the running nodedns")?
+        }
         None => None,
     };
     match (&inheritance, &restart_only.cache.snapshot) {
@@ -192,7 +201,12 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
     let upstreams = reload::upstreams(router, upstream, Vec::new(), &metrics)?;
     let forwarder = Forwarder::new(upstreams, cache.clone(), **forward, metrics.clone());
     let naming = local_naming(&restart_only.naming, &forwarder, &metrics).await?;
-    let (query_log, query_log_writer) = querylog::QueryLog::new(*query_log, restart_only.query_log_output.clone(), metrics.query_log_lines.clone(), metrics.query_log_dropped.clone());
+    let (query_log, query_log_writer) = querylog::QueryLog::new(
+        *query_log,
+        restart_only.query_log_output.clone(),
+        metrics.query_log_lines.clone(),
+        metrics.query_log_dropped.clone(),
+    );
     tokio::spawn(query_log_writer);
     let handler = Arc::new(Handler::new(cache.clone(), forwarder.clone(), reload::admission_for(admission), naming, *handler, query_log));
     let tasks = TaskTracker::new();
@@ -223,7 +237,8 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
             gate: gate.clone(),
             cpu: restart_only.pin_udp_workers.then(|| i % restart_only.udp_workers.max(1)),
         };
-        udp_workers.push(udp::spawn(format!("nodedns-udp-{i}"), socket, worker).with_context(|| format!("cannot start a UDP worker for {addr}"))?);
+        udp_workers
+            .push(udp::spawn(format!("nodedns-udp-{i}"), socket, worker).with_context(|| format!("cannot start a UDP worker for {addr}"))?);
     }
     for addr in &restart_only.listen {
         tracing::info!(%addr, workers = restart_only.udp_workers, "serving DNS over UDP");
@@ -281,14 +296,26 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
     let offered = match &restart_only.handover_socket {
         Some(path) => {
             let ready = ready.clone();
-            let offer = handover::Offer { sockets: for_successor, cache: cache.clone(), gate: gate_switch, on_pause: Box::new(move |paused| ready.set(!paused)) };
+            let offer = handover::Offer {
+                sockets: for_successor,
+                cache: cache.clone(),
+                gate: gate_switch,
+                on_pause: Box::new(move |paused| ready.set(!paused)),
+            };
             Some(handover::offer(path, offer)?)
         }
         None => None,
     };
 
     if let Some(source) = source {
-        let reloader = reload::Reloader { source, reloadable, restart_only: restart_only.clone(), handler: handler.clone(), forwarder: forwarder.clone(), metrics: metrics.clone() };
+        let reloader = reload::Reloader {
+            source,
+            reloadable,
+            restart_only: restart_only.clone(),
+            handler: handler.clone(),
+            forwarder: forwarder.clone(),
+            metrics: metrics.clone(),
+        };
         tokio::spawn(reloader.run(stop.clone()));
     }
     let node_keeper = node.as_ref().map(|node| tokio::spawn(keep_node_setup(node.clone(), metrics.clone(), stop.clone())));

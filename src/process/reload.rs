@@ -131,10 +131,16 @@ impl Reloader {
 
 /// The running upstreams for `router`, one per distinct spec: those of `running` with the
 /// same spec are kept (with their connections, RTT and health), the others started.
-pub fn upstreams(router: &Router, settings: &UpstreamSettings, mut running: Vec<Arc<Upstream>>, metrics: &Metrics) -> Result<Router<Arc<Upstream>>, UpstreamStartError> {
+pub fn upstreams(
+    router: &Router,
+    settings: &UpstreamSettings,
+    mut running: Vec<Arc<Upstream>>,
+    metrics: &Metrics,
+) -> Result<Router<Arc<Upstream>>, UpstreamStartError> {
     for spec in router.groups().iter().flat_map(|g| g.servers.iter()) {
         if !running.iter().any(|u| u.spec() == spec) {
-            let upstream = Upstream::new(spec, settings, metrics).map_err(|reason| UpstreamStartError { spec: spec.to_string(), reason })?;
+            let upstream =
+                Upstream::new(spec, settings, metrics).map_err(|reason| UpstreamStartError { spec: spec.to_string(), reason })?;
             running.push(upstream);
         }
     }

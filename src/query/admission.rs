@@ -114,7 +114,8 @@ fn take_token(table: &QuickCache<IpAddr, Arc<TokenBucket>>, limit: &ClientLimit,
     // Found or created in one step: with a lookup then an insert, two first packets of a
     // client on two workers could each make a full bucket, and the client get two bursts.
     // The cache holds the other callers for this key until the bucket is in.
-    let Ok(bucket) = table.get_or_insert_with(&client, || Ok::<_, std::convert::Infallible>(Arc::new(TokenBucket::new(limit.qps, limit.burst, now))));
+    let Ok(bucket) =
+        table.get_or_insert_with(&client, || Ok::<_, std::convert::Infallible>(Arc::new(TokenBucket::new(limit.qps, limit.burst, now))));
     bucket.try_take(now)
 }
 

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{Cache, KeyRef};
 use crate::kubernetes::Naming;
-use crate::wire::name::{self, LowerName};
 use crate::wire::Header;
+use crate::wire::name::{self, LowerName};
 use crate::zones::Router;
 
 /// The decision for one question, in the order the query path takes it.
@@ -40,7 +40,14 @@ impl Decision {
     /// The decision of a running instance for `wire`; `soa_known`
     /// tells whether a naming rule's zone has its SOA learned (without it, nothing is
     /// answered locally).
-    pub fn live(wire: LowerName<'_>, qtype: u16, cache: &Cache, naming: &Naming, soa_known: impl Fn(usize) -> bool, route: Option<(String, Vec<String>)>) -> Decision {
+    pub fn live(
+        wire: LowerName<'_>,
+        qtype: u16,
+        cache: &Cache,
+        naming: &Naming,
+        soa_known: impl Fn(usize) -> bool,
+        route: Option<(String, Vec<String>)>,
+    ) -> Decision {
         let key = KeyRef::new(wire, qtype, 1, false, false);
         let now = Instant::now();
         let mut decision = Decision::without_cache(wire, qtype, naming, soa_known, route);
@@ -71,7 +78,13 @@ impl Decision {
         Some(Decision { cache: "unknown".into(), ..Decision::without_cache(wire.as_name(), qtype, naming, |_| true, route) })
     }
 
-    fn without_cache(wire: LowerName<'_>, qtype: u16, naming: &Naming, soa_known: impl Fn(usize) -> bool, route: Option<(String, Vec<String>)>) -> Decision {
+    fn without_cache(
+        wire: LowerName<'_>,
+        qtype: u16,
+        naming: &Naming,
+        soa_known: impl Fn(usize) -> bool,
+        route: Option<(String, Vec<String>)>,
+    ) -> Decision {
         let (zone, upstreams) = route.unzip();
         let mut decision = Decision { zone, upstreams: upstreams.unwrap_or_default(), ..Decision::default() };
         match naming.classify(wire, qtype, 1) {
@@ -81,7 +94,10 @@ impl Decision {
             }
             Some(answer) => {
                 let zone = &naming.zones()[answer.zone];
-                decision.note = Some(format!("rule {} applies, but the SOA of {zone} is not learned from the upstream yet: forwarded", answer.reason.as_str()));
+                decision.note = Some(format!(
+                    "rule {} applies, but the SOA of {zone} is not learned from the upstream yet: forwarded",
+                    answer.reason.as_str()
+                ));
             }
             None => {}
         }

@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::{Action, Admission, DenyReason, Verdict};
 use super::querylog::{CacheUse, QueryLog, Record};
-use crate::cache::{Cache, Entry, KeyHash, Kind, KeyRef};
+use crate::cache::{Cache, Entry, KeyHash, KeyRef, Kind};
 use crate::forward::{ForwardError, Forwarder};
 use crate::kubernetes::search::SearchPrefetch;
 use crate::kubernetes::{self, Naming, SoaBook};
@@ -144,9 +144,25 @@ impl How<'static> {
 }
 
 impl Handler {
-    pub fn new(cache: Arc<Cache>, forwarder: Arc<Forwarder>, admission: Admission, naming: LocalNaming, settings: HandlerSettings, log: Arc<QueryLog>) -> Self {
+    pub fn new(
+        cache: Arc<Cache>,
+        forwarder: Arc<Forwarder>,
+        admission: Admission,
+        naming: LocalNaming,
+        settings: HandlerSettings,
+        log: Arc<QueryLog>,
+    ) -> Self {
         let misses = Arc::new(Semaphore::new(settings.max_inflight_misses));
-        Handler { cache, forwarder, admission: ArcSwap::from_pointee(admission), naming, misses, udp_payload: AtomicU16::new(settings.udp_payload), settings: ArcSwap::from_pointee(settings), log }
+        Handler {
+            cache,
+            forwarder,
+            admission: ArcSwap::from_pointee(admission),
+            naming,
+            misses,
+            udp_payload: AtomicU16::new(settings.udp_payload),
+            settings: ArcSwap::from_pointee(settings),
+            log,
+        }
     }
 
     pub fn query_log(&self) -> &QueryLog {
@@ -157,7 +173,14 @@ impl Handler {
     pub fn explain(&self, name: &str, qtype: u16) -> Option<super::explain::Decision> {
         let wire = name::from_text(name)?;
         let soa_known = |zone| self.naming.soa.knows(zone);
-        Some(super::explain::Decision::live(wire.as_name(), qtype, &self.cache, &self.naming.naming, soa_known, self.forwarder.route_of(wire.as_name())))
+        Some(super::explain::Decision::live(
+            wire.as_name(),
+            qtype,
+            &self.cache,
+            &self.naming.naming,
+            soa_known,
+            self.forwarder.route_of(wire.as_name()),
+        ))
     }
 
     #[inline]
@@ -346,10 +369,16 @@ impl Handler {
             // gets no longer than the deadline either.
             None => tokio::time::timeout_at((req.started + self.settings().deadline).into(), resolving).await,
             // At the deadline at the latest: a stale answer beats SERVFAIL.
-            Some(stale) => match tokio::time::timeout_at((req.started + self.settings().stale_after.min(self.settings().deadline)).into(), resolving).await {
-                Ok(outcome) => Ok(outcome),
-                Err(_slow) => return Some(self.write_entry(&stale.stale_copy(self.cache.policy(), Instant::now()), None, &query, limit, req)),
-            },
+            Some(stale) => {
+                match tokio::time::timeout_at((req.started + self.settings().stale_after.min(self.settings().deadline)).into(), resolving)
+                    .await
+                {
+                    Ok(outcome) => Ok(outcome),
+                    Err(_slow) => {
+                        return Some(self.write_entry(&stale.stale_copy(self.cache.policy(), Instant::now()), None, &query, limit, req));
+                    }
+                }
+            }
         };
         match outcome {
             Ok(Ok(answer)) => Some(self.write_entry(&answer.entry, answer.upstream.as_ref().map(|u| u.label()), &query, limit, req)),
@@ -432,7 +461,17 @@ impl Handler {
         let latency = req.count_answer(0, rcode, Source::Local);
         if self.log.is_on() {
             let latency = latency.unwrap_or_else(|| req.started.elapsed());
-            let record = Record { client: req.client, transport: req.transport, qname: &[0], qtype: 0, rcode, latency, cache: CacheUse::NotConsulted, upstream: None, reason: Some(error.as_str()) };
+            let record = Record {
+                client: req.client,
+                transport: req.transport,
+                qname: &[0],
+                qtype: 0,
+                rcode,
+                latency,
+                cache: CacheUse::NotConsulted,
+                upstream: None,
+                reason: Some(error.as_str()),
+            };
             self.log.offer(&record);
         }
         Local::Reply(len)
@@ -491,9 +530,15 @@ mod tests {
         // The query arrived 800 ms before its task got to run (a busy runtime, a TCP
         // connection at its in-flight cap): 200 ms of its 1 s deadline are left.
         let arrived = Instant::now() - Duration::from_millis(800);
-        let req = Request { transport: Transport::Tcp, client: "127.0.0.1:5353".parse().unwrap(), started: arrived, metrics: &listener, held: None };
+        let req = Request {
+            transport: Transport::Tcp,
+            client: "127.0.0.1:5353".parse().unwrap(),
+            started: arrived,
+            metrics: &listener,
+            held: None,
+        };
         let answer = handler.answer_miss(&query, &req).await.expect("an answer");
-        assert_eq!(answer[3] & 0xf, Rcode::SERVFAIL.0 as u8);
+        assert_eq!(answer[3] & 0xf, Rcode::SERVFAIL.0);
         let waited = arrived.elapsed();
         assert!(waited < Duration::from_millis(1300), "SERVFAIL {waited:?} after arrival, deadline 1 s");
     }
@@ -502,7 +547,8 @@ mod tests {
     fn a_reload_changes_the_payload_every_answer_advertises() {
         let hits = Hits::new(1);
         let mut query = [0u8; 64];
-        let len = compose::query(&mut query, 7, &name::from_text(&bench_name(0)).unwrap(), crate::wire::TYPE_A, 1, false, Some((4096, false)));
+        let len =
+            compose::query(&mut query, 7, &name::from_text(&bench_name(0)).unwrap(), crate::wire::TYPE_A, 1, false, Some((4096, false)));
         let client: SocketAddr = "127.0.0.1:5353".parse().unwrap();
         let answer = |out: &mut [u8]| {
             let req = Request { transport: Transport::Udp, client, started: Instant::now(), metrics: &hits.listener, held: None };

@@ -41,7 +41,10 @@ impl Default for Selection {
 
 impl Selection {
     fn logs(&self, latency: Duration) -> bool {
-        self.enabled && ((!self.slow.is_zero() && latency >= self.slow) || self.sample >= 1.0 || (self.sample > 0.0 && rand::random::<f64>() < self.sample))
+        self.enabled
+            && ((!self.slow.is_zero() && latency >= self.slow)
+                || self.sample >= 1.0
+                || (self.sample > 0.0 && rand::random::<f64>() < self.sample))
     }
 }
 
@@ -167,9 +170,19 @@ pub struct QueryLog {
 impl QueryLog {
     /// The log and the writer task that must be spawned for lines to go anywhere. The
     /// counters are the metrics of lines written and lines dropped.
-    pub fn new(policy: Selection, output: Output, written: Counter, dropped: Counter) -> (Arc<QueryLog>, impl Future<Output = ()> + Send + 'static) {
+    pub fn new(
+        policy: Selection,
+        output: Output,
+        written: Counter,
+        dropped: Counter,
+    ) -> (Arc<QueryLog>, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let log = Arc::new(QueryLog { enabled: AtomicBool::new(policy.enabled), policy: ArcSwap::from_pointee(policy), lines: tx, dropped: dropped.clone() });
+        let log = Arc::new(QueryLog {
+            enabled: AtomicBool::new(policy.enabled),
+            policy: ArcSwap::from_pointee(policy),
+            lines: tx,
+            dropped: dropped.clone(),
+        });
         (log, write_lines(rx, output, written, dropped))
     }
 

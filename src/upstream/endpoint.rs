@@ -13,9 +13,9 @@ use super::pool::{Connector, Pool, PoolSettings};
 use super::spec::{Protocol, UpstreamSpec};
 use super::{Exchange, FRESH_FLOWS, QueryOptions, UpstreamError, udp};
 use crate::cache::{CacheKey, KeyRef};
-use crate::wire::name::LowerName;
-use crate::ratelimit::TokenBucket;
 use crate::metrics::{Metrics, UpstreamMetrics};
+use crate::ratelimit::TokenBucket;
+use crate::wire::name::LowerName;
 
 /// Settings shared by every upstream.
 #[derive(Clone, Debug)]
@@ -181,7 +181,10 @@ impl Upstream {
                 if this.health.is_up() && probe_ends(&this.probing, || this.health.is_up()) {
                     return;
                 }
-                if tokio::time::timeout(this.rtt.timeout().max(Duration::from_millis(500)), this.exchange_once(&probe)).await.is_ok_and(|r| r.is_ok()) {
+                if tokio::time::timeout(this.rtt.timeout().max(Duration::from_millis(500)), this.exchange_once(&probe))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+                {
                     this.health.success();
                     this.metrics.healthy.set(1);
                     tracing::info!(upstream = %this.label, "upstream answered its probe: back up");

@@ -379,7 +379,13 @@ impl Conn {
         let (tx, rx) = mpsc::channel(settings.max_inflight_per_connection);
         let limit = settings.max_queries_per_connection;
         let max_queries = if limit == 0 { 0 } else { limit - rand::random_range(0..=limit / 4) };
-        let conn = Arc::new(Conn { tx, pending: Mutex::new(HashMap::new()), queries: AtomicU64::new(0), max_queries, closed: AtomicBool::new(false) });
+        let conn = Arc::new(Conn {
+            tx,
+            pending: Mutex::new(HashMap::new()),
+            queries: AtomicU64::new(0),
+            max_queries,
+            closed: AtomicBool::new(false),
+        });
         metrics.connections.inc();
         let task = conn.clone();
         tokio::spawn(async move {
@@ -444,7 +450,13 @@ impl Conn {
     /// Owns the socket: writes queries, dispatches answers by ID, and closes the connection
     /// when idle for `idle_timeout`, when drained past its query limit, or on any error.
     /// Queries unanswered for `idle_timeout` are given up (the server dropped them).
-    async fn run(self: Arc<Self>, stream: Box<dyn Stream>, mut rx: mpsc::Receiver<Vec<u8>>, settings: PoolSettings, metrics: UpstreamMetrics) -> Ended {
+    async fn run(
+        self: Arc<Self>,
+        stream: Box<dyn Stream>,
+        mut rx: mpsc::Receiver<Vec<u8>>,
+        settings: PoolSettings,
+        metrics: UpstreamMetrics,
+    ) -> Ended {
         let mut answers = 0;
         let mut by_server = false;
         let (reader, mut writer) = tokio::io::split(stream);

@@ -49,7 +49,8 @@ impl FromStr for UpstreamSpec {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
         let t = text.trim();
-        let bad = || format!("`{text}` is not an upstream (expected ADDR:PORT, udp://ADDR:PORT, tcp://ADDR:PORT or tls://ADDR:PORT#server-name)");
+        let bad =
+            || format!("`{text}` is not an upstream (expected ADDR:PORT, udp://ADDR:PORT, tcp://ADDR:PORT or tls://ADDR:PORT#server-name)");
         let (scheme, rest) = match t.split_once("://") {
             Some((s, r)) => (s, r),
             None => ("", t),
@@ -59,7 +60,9 @@ impl FromStr for UpstreamSpec {
             "udp" => UpstreamSpec { addr: parse_addr(rest, 53).ok_or_else(bad)?, protocol: Protocol::Udp },
             "tcp" => UpstreamSpec { addr: parse_addr(rest, 53).ok_or_else(bad)?, protocol: Protocol::Tcp },
             "tls" => {
-                let (addr, name) = rest.split_once('#').ok_or_else(|| format!("`{text}`: tls:// needs the server's name after `#`, e.g. tls://1.1.1.1:853#cloudflare-dns.com"))?;
+                let (addr, name) = rest.split_once('#').ok_or_else(|| {
+                    format!("`{text}`: tls:// needs the server's name after `#`, e.g. tls://1.1.1.1:853#cloudflare-dns.com")
+                })?;
                 if name.is_empty() || name.contains(char::is_whitespace) {
                     return Err(bad());
                 }

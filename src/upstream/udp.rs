@@ -23,11 +23,7 @@ pub(super) async fn exchange(server: SocketAddr, key: &CacheKey, opts: QueryOpti
 }
 
 async fn exchange_once(server: SocketAddr, key: &CacheKey, opts: QueryOptions) -> Result<Exchange, UpstreamError> {
-    let local: SocketAddr = if server.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
+    let local: SocketAddr = if server.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
     let socket = UdpSocket::bind(local).await?;
     // Connected: the kernel delivers only datagrams from the server's address and port.
     socket.connect(server).await?;

@@ -28,14 +28,8 @@ pub fn opt(out: &mut [u8], udp_payload: u16, dnssec_ok: bool, extended_rcode: u8
 /// Composes a recursive query for one question, as sent to an upstream; returns its length.
 /// `edns` is (our UDP payload, DO bit).
 pub fn query(out: &mut [u8], id: u16, name: &[u8], qtype: u16, qclass: u16, cd: bool, edns: Option<(u16, bool)>) -> usize {
-    let header = Header {
-        id,
-        flags: Flags(Flags::RD).with(Flags::CD, cd),
-        qdcount: 1,
-        ancount: 0,
-        nscount: 0,
-        arcount: u16::from(edns.is_some()),
-    };
+    let header =
+        Header { id, flags: Flags(Flags::RD).with(Flags::CD, cd), qdcount: 1, ancount: 0, nscount: 0, arcount: u16::from(edns.is_some()) };
     header.compose(out);
     let mut pos = HEADER_LEN;
     out[pos..pos + name.len()].copy_from_slice(name);

@@ -103,7 +103,11 @@ impl std::str::FromStr for TypeName {
         if let Some(&(code, _)) = TYPE_NAMES.iter().find(|(_, name)| *name == upper) {
             return Ok(TypeName(code));
         }
-        upper.strip_prefix("TYPE").and_then(|n| n.parse().ok()).map(TypeName).ok_or_else(|| format!("`{text}` is not a record type (A, AAAA, SRV, ... or TYPEnnn)"))
+        upper
+            .strip_prefix("TYPE")
+            .and_then(|n| n.parse().ok())
+            .map(TypeName)
+            .ok_or_else(|| format!("`{text}` is not a record type (A, AAAA, SRV, ... or TYPEnnn)"))
     }
 }
 
@@ -121,6 +125,11 @@ pub(crate) fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// RFC 1035 section 4.2.2 framing: each message preceded by its two-octet length.
+pub fn frame_codec() -> tokio_util::codec::LengthDelimitedCodec {
+    tokio_util::codec::LengthDelimitedCodec::builder().length_field_length(2).max_frame_length(MAX_MESSAGE).new_codec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::TypeName;
@@ -133,9 +142,4 @@ mod tests {
         assert_eq!("aaaa".parse::<TypeName>(), Ok(TypeName(28)));
         assert!("AAAAA".parse::<TypeName>().is_err());
     }
-}
-
-/// RFC 1035 section 4.2.2 framing: each message preceded by its two-octet length.
-pub fn frame_codec() -> tokio_util::codec::LengthDelimitedCodec {
-    tokio_util::codec::LengthDelimitedCodec::builder().length_field_length(2).max_frame_length(MAX_MESSAGE).new_codec()
 }

@@ -107,11 +107,7 @@ pub enum NameError {
 /// Questions are never compressed in practice (the only earlier octets are the header), so a
 /// pointer there is a malformed query.
 #[inline]
-pub fn read_lowercased<'b>(
-    msg: &[u8],
-    start: usize,
-    lower: &'b mut [u8; MAX_NAME],
-) -> Result<(usize, LowerName<'b>), NameError> {
+pub fn read_lowercased<'b>(msg: &[u8], start: usize, lower: &'b mut [u8; MAX_NAME]) -> Result<(usize, LowerName<'b>), NameError> {
     let mut pos = start;
     loop {
         let len = *msg.get(pos).ok_or(NameError::Truncated)? as usize;
@@ -171,11 +167,7 @@ pub fn skip(msg: &[u8], start: usize) -> Result<usize, NameError> {
 /// Reads a possibly compressed name at `start` into `out` lower-cased, following pointers
 /// (each must point strictly backwards, which rules out loops). Returns the offset after the
 /// name at `start` and the expanded name, in `out`.
-pub fn expand_lowercased<'b>(
-    msg: &[u8],
-    start: usize,
-    out: &'b mut [u8; MAX_NAME],
-) -> Result<(usize, LowerName<'b>), NameError> {
+pub fn expand_lowercased<'b>(msg: &[u8], start: usize, out: &'b mut [u8; MAX_NAME]) -> Result<(usize, LowerName<'b>), NameError> {
     let mut pos = start;
     let mut len_out = 0;
     let mut after: Option<usize> = None;

@@ -84,14 +84,7 @@ impl<'a> Query<'a> {
         if let Some(edns) = edns.filter(|e| e.version != 0) {
             return Err(QueryError::BadVersion { header, question: &msg[HEADER_LEN..question_end], edns });
         }
-        let query = Query {
-            header,
-            qname: &msg[HEADER_LEN..name_end],
-            qtype,
-            qclass,
-            question: &msg[HEADER_LEN..question_end],
-            edns,
-        };
+        let query = Query { header, qname: &msg[HEADER_LEN..name_end], qtype, qclass, question: &msg[HEADER_LEN..question_end], edns };
         Ok((query, lower_name))
     }
 
@@ -116,11 +109,7 @@ fn parse_additional(msg: &[u8], mut pos: usize, count: u16) -> Option<Option<Edn
             if edns.is_some() || msg[owner] != 0 {
                 return None;
             }
-            edns = Some(Edns {
-                udp_payload: class,
-                version: (ttl >> 16) as u8,
-                dnssec_ok: ttl & 0x8000 != 0,
-            });
+            edns = Some(Edns { udp_payload: class, version: (ttl >> 16) as u8, dnssec_ok: ttl & 0x8000 != 0 });
         }
     }
     Some(edns)

@@ -56,8 +56,7 @@ impl UpstreamResponse {
             return Err(ResponseError::QuestionCount);
         }
         let mut lower = [0u8; MAX_NAME];
-        let (name_end, asked) =
-            name::read_lowercased(msg, HEADER_LEN, &mut lower).map_err(|_| ResponseError::Malformed)?;
+        let (name_end, asked) = name::read_lowercased(msg, HEADER_LEN, &mut lower).map_err(|_| ResponseError::Malformed)?;
         let question_type = read_u16(msg, name_end).ok_or(ResponseError::Malformed)?;
         let question_class = read_u16(msg, name_end + 2).ok_or(ResponseError::Malformed)?;
         if asked != qname || question_type != qtype || question_class != qclass {
@@ -121,11 +120,7 @@ impl RecordWalk<'_> {
         self.min_ttl = Some(self.min_ttl.map_or(ttl, |m| m.min(ttl)));
     }
 
-    fn section(
-        &mut self,
-        count: u16,
-        mut inspect: impl FnMut(&RecordAt) -> Result<(), ResponseError>,
-    ) -> Result<(), ResponseError> {
+    fn section(&mut self, count: u16, mut inspect: impl FnMut(&RecordAt) -> Result<(), ResponseError>) -> Result<(), ResponseError> {
         for _ in 0..count {
             let rec = self.next()?;
             if rec.rtype == TYPE_OPT {

@@ -253,7 +253,11 @@ impl Netns {
             .expect("start nodedns");
         let proc = Proc { child, name: "nodedns" };
         let metrics = loopback(9253);
-        self.within(|| wait_until(Duration::from_secs(15), "nodedns ready in the namespace", || http_get(metrics, "/ready").is_some_and(|(code, _)| code == 200)));
+        self.within(|| {
+            wait_until(Duration::from_secs(15), "nodedns ready in the namespace", || {
+                http_get(metrics, "/ready").is_some_and(|(code, _)| code == 200)
+            })
+        });
         proc
     }
 
@@ -272,7 +276,8 @@ impl Netns {
             for (i, b) in backends.iter().enumerate() {
                 // kube-proxy's chain: rule i catches 1/(n-i) of what the earlier ones left.
                 let left = backends.len() - i;
-                let pick = if left > 1 { format!("-m statistic --mode random --probability {:.5}", 1.0 / left as f64) } else { String::new() };
+                let pick =
+                    if left > 1 { format!("-m statistic --mode random --probability {:.5}", 1.0 / left as f64) } else { String::new() };
                 self.sh(&format!("iptables -t nat -A OUTPUT -d {ip} -p {proto} --dport {port} {pick} -j DNAT --to-destination {b}:{port}"));
             }
         }
@@ -374,10 +379,7 @@ impl Nodedns {
     /// The value of the metric sample whose line starts with `prefix` (name plus labels).
     pub fn metric(&self, prefix: &str) -> f64 {
         let (_, body) = http_get(self.metrics, "/metrics").expect("metrics endpoint");
-        body.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
     }
 
     pub fn metrics_text(&self) -> String {
@@ -532,7 +534,11 @@ impl FakeUpstream {
                         use hickory_proto::rr::rdata::A;
                         use hickory_proto::rr::{Name, RData, Record};
                         let mut resp = Message::from_vec(&fake_answer(&query)).unwrap();
-                        resp.additionals.push(Record::from_rdata(Name::from_ascii("victim.example.").unwrap(), 86400, RData::A(A::new(6, 6, 6, 6))));
+                        resp.additionals.push(Record::from_rdata(
+                            Name::from_ascii("victim.example.").unwrap(),
+                            86400,
+                            RData::A(A::new(6, 6, 6, 6)),
+                        ));
                         let _ = sock.send_to(&resp.to_vec().unwrap(), peer);
                     }
                     Behaviour::AnswerAfter(delay) => {
@@ -648,7 +654,13 @@ pub fn dnsperf_in(netns: Option<&str>, server: SocketAddr, names: &[String], arg
         .find(|l| l.trim_start().starts_with("Average Latency"))
         .and_then(|l| l.split("max ").nth(1)?.trim_end_matches(')').trim().parse::<f64>().ok())
         .map_or(Duration::ZERO, Duration::from_secs_f64);
-    PerfResult { completed: field("Queries completed") as u64, lost: field("Queries lost") as u64, qps: field("Queries per second"), noerror, max_latency }
+    PerfResult {
+        completed: field("Queries completed") as u64,
+        lost: field("Queries lost") as u64,
+        qps: field("Queries per second"),
+        noerror,
+        max_latency,
+    }
 }
 
 /// TCP connections a server on `port` holds open. `ss` reads sockets one by one, not as an

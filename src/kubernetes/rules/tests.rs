@@ -11,7 +11,10 @@ fn gke() -> Naming {
         enabled: true,
         cluster_domains: vec!["cluster.local".parse().unwrap()],
         namespaces: NamespaceSource::Fixed(vec!["default".into(), "kube-system".into(), "prod".into()]),
-        search_suffixes: ["us-central1-a.c.proj.internal", "c.proj.internal", "google.internal"].iter().map(|s| s.parse().unwrap()).collect(),
+        search_suffixes: ["us-central1-a.c.proj.internal", "c.proj.internal", "google.internal"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect(),
         filter_aaaa: vec![],
         search_prefetch: true,
     })

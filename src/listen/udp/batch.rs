@@ -42,6 +42,7 @@ impl Batch {
         let mut b = Batch {
             queries: vec![0u8; BATCH * SLOT].into_boxed_slice(),
             answers: vec![0u8; BATCH * SLOT].into_boxed_slice(),
+            // SAFETY: all-zero is a valid `sockaddr_in6` (family 0, address and port zero).
             peers: Box::new(unsafe { std::mem::zeroed() }),
             recv_iov: Box::new(iov()),
             recv_hdr: Box::new(zeroed()),
@@ -71,7 +72,8 @@ impl Batch {
         }
         // SAFETY: every header points at an iovec and an address slot owned by `self`,
         // with their true lengths.
-        let n = unsafe { libc::recvmmsg(fd, self.recv_hdr.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+        let n =
+            unsafe { libc::recvmmsg(fd, self.recv_hdr.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }

@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::gate::Gate;
+use crate::metrics::{HeldLatencies, ListenerMetrics};
 use crate::query::handler::{Handler, Local, Request};
 use crate::wire::Transport;
-use crate::metrics::{HeldLatencies, ListenerMetrics};
 use crate::wire::name::MAX_NAME;
 use batch::{BATCH, Batch};
 
@@ -132,7 +132,14 @@ struct Scratch {
 
 /// Answers the `count` datagrams of the last receive: hits and local answers into their
 /// slots, listed in `scratch.replies` (how many is returned); misses go to the async side.
-fn answer_batch(w: &Worker, socket: &Arc<std::net::UdpSocket>, batch: &mut Batch, count: usize, scratch: &mut Scratch, started: Instant) -> usize {
+fn answer_batch(
+    w: &Worker,
+    socket: &Arc<std::net::UdpSocket>,
+    batch: &mut Batch,
+    count: usize,
+    scratch: &mut Scratch,
+    started: Instant,
+) -> usize {
     let (received, mut answers) = batch.split();
     // Every query is read, and its cache slot then its entry loaded, before any is
     // answered: the batch waits for memory about once per step instead of twice per
@@ -169,7 +176,14 @@ fn answer_batch(w: &Worker, socket: &Arc<std::net::UdpSocket>, batch: &mut Batch
 }
 
 /// Resolves a miss on the async side and sends its answer from the worker's socket.
-fn spawn_miss(w: &Worker, socket: Arc<std::net::UdpSocket>, packet: Vec<u8>, peer: SocketAddr, started: Instant, slot: OwnedSemaphorePermit) {
+fn spawn_miss(
+    w: &Worker,
+    socket: Arc<std::net::UdpSocket>,
+    packet: Vec<u8>,
+    peer: SocketAddr,
+    started: Instant,
+    slot: OwnedSemaphorePermit,
+) {
     let (handler, metrics) = (w.handler.clone(), w.metrics.clone());
     w.tasks.spawn(async move {
         let req = Request { transport: Transport::Udp, client: peer, started, metrics: &metrics, held: None };
