@@ -46,15 +46,17 @@ impl Node {
         let ns = Netns::create(purpose, POD_RESOLV_CONF);
         let dir = tempfile::tempdir().unwrap();
         let zones = [("test.example", test_zone("test.example")), ("cluster.local", team_a_services())];
-        let named = Named::spawn_on(dir.path(), LIVE_POD, 53, &zones, Some(&ns.name));
+        // The pods' addresses first, so that `named` binds its own at start.
         ns.service(SERVICE_IP, &[LIVE_POD, DEAD_POD], 53);
         if silent {
             ns.silence(DEAD_POD);
         }
+        let named = Named::spawn_on(dir.path(), LIVE_POD, 53, &zones, Some(&ns.name));
         let live = std::net::SocketAddr::new(LIVE_POD.parse().unwrap(), 53);
         ns.within(|| {
-            wait_until(Duration::from_secs(15), "named answers in the namespace", || {
+            wait_until(Duration::from_secs(15), "named answers in the namespace, over UDP and TCP", || {
                 query_udp(live, "www.test.example.", hickory_proto::rr::RecordType::A, 1, Duration::from_millis(200)).is_some()
+                    && std::net::TcpStream::connect_timeout(&live, Duration::from_millis(200)).is_ok()
             })
         });
         let config = format!("upstreams: [\"{scheme}{SERVICE_IP}:53\"]\nkubernetes:\n  local_answers: false\n");

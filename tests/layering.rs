@@ -33,11 +33,44 @@ fn product_code(text: &str) -> &str {
     text.find("#[cfg(test)]\nmod ").map_or(text, |at| &text[..at])
 }
 
-/// The top-level modules `code` names as `crate::MODULE`.
+/// The top-level modules `code` names as `crate::MODULE` or in `crate::{A, B::c}`.
 fn crate_paths(code: &str) -> Vec<String> {
-    code.match_indices("crate::")
-        .map(|(at, _)| code[at + 7..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect())
-        .collect()
+    let module = |text: &str| -> String { text.trim_start().chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect() };
+    let mut out = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + 7..];
+        match rest.strip_prefix('{') {
+            // Top-level entries of the group: split at commas outside nested braces.
+            Some(group) => {
+                let mut depth = 0;
+                let mut start = 0;
+                for (i, c) in group.char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => {
+                            out.push(module(&group[start..i]));
+                            break;
+                        }
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            out.push(module(&group[start..i]));
+                            start = i + 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            None => out.push(module(rest)),
+        }
+    }
+    out.retain(|m| !m.is_empty());
+    out
+}
+
+#[test]
+fn grouped_imports_name_each_module() {
+    assert_eq!(crate_paths("use crate::{cache::Cache, wire::{self, Rcode}};"), ["cache", "wire"]);
+    assert_eq!(crate_paths("crate::metrics::Metrics::new()"), ["metrics"]);
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
