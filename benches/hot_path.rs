@@ -14,7 +14,7 @@ use nodedns::harness::{Hits, bench_name, cache_for, client_query, store_a};
 use nodedns::query::handler::Request;
 use nodedns::wire::Transport;
 use nodedns::wire::name::{self, LowerName, MAX_NAME};
-use nodedns::wire::{MAX_MESSAGE, Query, TYPE_A};
+use nodedns::wire::{MAX_MESSAGE, Query, RecordType};
 
 /// The allocator the nodedns binary uses (`src/main.rs`): where entries land in memory is
 /// part of what a lookup costs.
@@ -45,7 +45,7 @@ fn lookup_spread(c: &mut Criterion, cache: &Cache, names: usize, now: Instant) {
         b.iter(|| {
             i = (i + 7919) % names;
             let len = bench_name_wire(i, &mut wire);
-            let key = KeyRef::new(LowerName::written_lower(&wire[..len]), TYPE_A, 1, false, false);
+            let key = KeyRef::new(LowerName::written_lower(&wire[..len]), RecordType::A, 1, false, false);
             hit(cache, black_box(&key), cache.hash(&key), now)
         })
     });
@@ -67,7 +67,7 @@ fn lookup_spread_prefetched(c: &mut Criterion, cache: &Cache, names: usize, now:
                 for k in 0..BATCH {
                     i = (i + 7919) % names;
                     len[k] = bench_name_wire(i, &mut wire[k]);
-                    let h = cache.hash(&KeyRef::new(LowerName::written_lower(&wire[k][..len[k]]), TYPE_A, 1, false, false));
+                    let h = cache.hash(&KeyRef::new(LowerName::written_lower(&wire[k][..len[k]]), RecordType::A, 1, false, false));
                     cache.prefetch_slots(h);
                     hash[k] = Some(h);
                 }
@@ -75,7 +75,7 @@ fn lookup_spread_prefetched(c: &mut Criterion, cache: &Cache, names: usize, now:
                     cache.prefetch_entry(h);
                 }
                 for (k, h) in hash.into_iter().flatten().enumerate() {
-                    let key = KeyRef::new(LowerName::written_lower(&wire[k][..len[k]]), TYPE_A, 1, false, false);
+                    let key = KeyRef::new(LowerName::written_lower(&wire[k][..len[k]]), RecordType::A, 1, false, false);
                     black_box(hit(cache, black_box(&key), h, now));
                 }
             }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::resolv_conf::ResolvConf;
 use crate::config::{self, FileConfig, LogFormat, Overrides, Settings, file::parse_addr};
 use crate::upstream::UpstreamSpec;
-use crate::wire::TypeName;
+use crate::wire::RecordType;
 use crate::zones::Zone;
 
 #[derive(Parser, Debug)]
@@ -65,7 +65,7 @@ struct ExplainArgs {
     resolver: crate::diagnose::libc::Libc,
     /// The type the application asks for. Default: A and AAAA (getaddrinfo, AF_UNSPEC).
     #[arg(long = "type")]
-    qtype: Option<TypeName>,
+    qtype: Option<RecordType>,
     /// A running nodedns's HTTP endpoint, asked what it would do with each query (cache
     /// state included), e.g. http://127.0.0.1:9253. Without it, --config is evaluated here.
     #[arg(long)]
@@ -100,7 +100,7 @@ struct ProbeArgs {
     resolver: crate::diagnose::libc::Libc,
     /// The type asked for. Default: A and AAAA.
     #[arg(long = "type")]
-    qtype: Option<TypeName>,
+    qtype: Option<RecordType>,
     /// Lookups at least this slow are printed as they happen (failures always are).
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     slow: std::time::Duration,
@@ -195,10 +195,10 @@ fn block_on(task: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?.block_on(task)
 }
 
-fn asked_types(qtype: Option<TypeName>) -> Vec<u16> {
+fn asked_types(qtype: Option<RecordType>) -> Vec<RecordType> {
     match qtype {
-        Some(t) => vec![t.0],
-        None => vec![crate::wire::TYPE_A, crate::wire::TYPE_AAAA],
+        Some(t) => vec![t],
+        None => vec![crate::wire::RecordType::A, crate::wire::RecordType::AAAA],
     }
 }
 

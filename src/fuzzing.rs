@@ -42,6 +42,7 @@ pub fn upstream_response(data: &[u8]) {
     let mut lower = [0u8; MAX_NAME];
     let Ok((end, qname)) = name::read_lowercased(data, 12, &mut lower) else { return };
     let (Some(qtype), Some(qclass)) = (crate::wire::read_u16(data, end), crate::wire::read_u16(data, end + 2)) else { return };
+    let qtype = crate::wire::RecordType(qtype);
     let Ok(parsed) = UpstreamResponse::parse(data, qname, qtype, qclass) else { return };
     let key = KeyRef::new(qname, qtype, qclass, false, false);
     let entry = Entry::from_response(&key, data, &parsed, &policy(), Instant::now());

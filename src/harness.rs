@@ -12,7 +12,7 @@ use crate::query::admission::{Action, Admission};
 use crate::query::handler::{Handler, HandlerSettings, LocalNaming};
 use crate::query::querylog::QueryLog;
 use crate::upstream::{PoolSettings, QueryOptions, Upstream, UpstreamSettings, UpstreamSpec};
-use crate::wire::{TYPE_A, UpstreamResponse, compose, name};
+use crate::wire::{RecordType, UpstreamResponse, compose, name};
 use crate::zones::Router;
 use crate::zones::UpstreamGroup;
 
@@ -76,7 +76,7 @@ pub fn bench_name(i: usize) -> String {
 /// An upstream's answer to `name IN A`: one A record, TTL 3600, the name compressed.
 pub fn a_response(id: u16, name_wire: &[u8], ip: [u8; 4]) -> Vec<u8> {
     let mut msg = vec![0u8; 12 + name_wire.len() + 4 + 16];
-    let len = compose::query(&mut msg, id, name_wire, TYPE_A, 1, false, None);
+    let len = compose::query(&mut msg, id, name_wire, RecordType::A, 1, false, None);
     msg.truncate(len);
     msg[2] |= 0x80; // QR
     msg[3] |= 0x80; // RA
@@ -92,8 +92,8 @@ pub fn a_response(id: u16, name_wire: &[u8], ip: [u8; 4]) -> Vec<u8> {
 pub fn store_a(cache: &Cache, i: usize, now: Instant) {
     let wire = name::from_text(&bench_name(i)).expect("valid name");
     let response = a_response(i as u16, &wire, [10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
-    let parsed = UpstreamResponse::parse(&response, wire.as_name(), TYPE_A, 1).expect("a valid response");
-    let key = KeyRef::new(wire.as_name(), TYPE_A, 1, false, false);
+    let parsed = UpstreamResponse::parse(&response, wire.as_name(), RecordType::A, 1).expect("a valid response");
+    let key = KeyRef::new(wire.as_name(), RecordType::A, 1, false, false);
     cache.insert(&key, Entry::from_response(&key, &response, &parsed, cache.policy(), now));
 }
 
@@ -142,7 +142,7 @@ const LISTENER: &str = "dns://127.0.0.1:53";
 pub fn client_query(id: u16, name_text: &str) -> Vec<u8> {
     let wire = name::from_text(name_text).expect("valid name");
     let mut msg = vec![0u8; 12 + wire.len() + 4 + 11];
-    let len = compose::query(&mut msg, id, &wire, TYPE_A, 1, false, Some((1232, false)));
+    let len = compose::query(&mut msg, id, &wire, RecordType::A, 1, false, Some((1232, false)));
     msg.truncate(len);
     msg
 }

@@ -61,7 +61,7 @@ pub fn query(qname: &str, qtype: u16, edns: Option<(u16, bool)>) -> Vec<u8> {
         w.push(0);
         w
     };
-    let len = crate::wire::compose::query(&mut out, 0x9999, &wire, qtype, 1, false, edns);
+    let len = crate::wire::compose::query(&mut out, 0x9999, &wire, crate::wire::RecordType(qtype), 1, false, edns);
     out.truncate(len);
     out[2] &= !1; // clear RD; callers set what they test
     out

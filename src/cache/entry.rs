@@ -11,7 +11,7 @@ use triomphe::ThinArc;
 use crate::wire::compose::{self, OPT_LEN};
 use crate::wire::header::{Flags, HEADER_LEN, Header};
 use crate::wire::name::{self, MAX_NAME};
-use crate::wire::{Query, Rcode, UpstreamResponse, read_u16};
+use crate::wire::{Query, Rcode, RecordType, UpstreamResponse, read_u16};
 
 use super::{CacheKey, KeyRef, TtlPolicy};
 
@@ -217,7 +217,7 @@ impl Entry {
         let wire = self.wire();
         let mut lower = [0u8; MAX_NAME];
         let (end, lowered) = name::read_lowercased(wire, HEADER_LEN, &mut lower).ok()?;
-        let (qtype, qclass) = (read_u16(wire, end)?, read_u16(wire, end + 2)?);
+        let (qtype, qclass) = (RecordType(read_u16(wire, end)?), read_u16(wire, end + 2)?);
         Some(KeyRef::with_bits(lowered, qtype, qclass, self.meta().flags & KEY_BITS).to_owned())
     }
 

@@ -9,6 +9,7 @@
 
 use std::hash::{Hash, Hasher};
 
+use crate::wire::RecordType;
 use crate::wire::name::{LowerName, LowerNameBuf};
 
 const DO_BIT: u8 = 1;
@@ -18,7 +19,7 @@ const CD_BIT: u8 = 2;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheKey {
     name: LowerNameBuf,
-    qtype: u16,
+    qtype: RecordType,
     qclass: u16,
     bits: u8,
 }
@@ -27,19 +28,19 @@ pub struct CacheKey {
 #[derive(Clone, Copy, Debug)]
 pub struct KeyRef<'a> {
     name: LowerName<'a>,
-    qtype: u16,
+    qtype: RecordType,
     qclass: u16,
     bits: u8,
 }
 
 impl<'a> KeyRef<'a> {
     #[inline]
-    pub fn new(name: LowerName<'a>, qtype: u16, qclass: u16, dnssec_ok: bool, checking_disabled: bool) -> Self {
+    pub fn new(name: LowerName<'a>, qtype: RecordType, qclass: u16, dnssec_ok: bool, checking_disabled: bool) -> Self {
         let bits = if dnssec_ok { DO_BIT } else { 0 } | if checking_disabled { CD_BIT } else { 0 };
         KeyRef { name, qtype, qclass, bits }
     }
 
-    pub(super) fn with_bits(name: LowerName<'a>, qtype: u16, qclass: u16, bits: u8) -> Self {
+    pub(super) fn with_bits(name: LowerName<'a>, qtype: RecordType, qclass: u16, bits: u8) -> Self {
         KeyRef { name, qtype, qclass, bits }
     }
 
@@ -60,7 +61,7 @@ impl<'a> KeyRef<'a> {
         self.name
     }
 
-    pub fn qtype(&self) -> u16 {
+    pub fn qtype(&self) -> RecordType {
         self.qtype
     }
 
@@ -85,7 +86,7 @@ impl CacheKey {
     pub fn name(&self) -> LowerName<'_> {
         self.name.as_name()
     }
-    pub fn qtype(&self) -> u16 {
+    pub fn qtype(&self) -> RecordType {
         self.qtype
     }
     pub fn qclass(&self) -> u16 {
@@ -99,9 +100,9 @@ impl CacheKey {
     }
 }
 
-fn hash_parts<H: Hasher>(state: &mut H, name: &[u8], qtype: u16, qclass: u16, bits: u8) {
+fn hash_parts<H: Hasher>(state: &mut H, name: &[u8], qtype: RecordType, qclass: u16, bits: u8) {
     state.write(name);
-    state.write_u16(qtype);
+    state.write_u16(qtype.0);
     state.write_u16(qclass);
     state.write_u8(bits);
 }
@@ -126,7 +127,7 @@ mod tests {
     #[test]
     fn borrowed_and_owned_keys_hash_alike() {
         let name = crate::wire::name::from_text("example.com").unwrap();
-        let borrowed = KeyRef::new(name.as_name(), 1, 1, true, false);
+        let borrowed = KeyRef::new(name.as_name(), crate::wire::RecordType(1), 1, true, false);
         let owned = borrowed.to_owned();
         let s = std::hash::RandomState::new();
         assert_eq!(s.hash_one(borrowed), s.hash_one(&owned));
@@ -137,13 +138,13 @@ mod tests {
     fn keys_differ_by_every_part() {
         let a = crate::wire::name::from_text("a.example").unwrap();
         let b = crate::wire::name::from_text("b.example").unwrap();
-        let base = KeyRef::new(a.as_name(), 1, 1, false, false).to_owned();
+        let base = KeyRef::new(a.as_name(), crate::wire::RecordType(1), 1, false, false).to_owned();
         for other in [
-            KeyRef::new(b.as_name(), 1, 1, false, false),
-            KeyRef::new(a.as_name(), 28, 1, false, false),
-            KeyRef::new(a.as_name(), 1, 3, false, false),
-            KeyRef::new(a.as_name(), 1, 1, true, false),
-            KeyRef::new(a.as_name(), 1, 1, false, true),
+            KeyRef::new(b.as_name(), crate::wire::RecordType(1), 1, false, false),
+            KeyRef::new(a.as_name(), crate::wire::RecordType(28), 1, false, false),
+            KeyRef::new(a.as_name(), crate::wire::RecordType(1), 3, false, false),
+            KeyRef::new(a.as_name(), crate::wire::RecordType(1), 1, true, false),
+            KeyRef::new(a.as_name(), crate::wire::RecordType(1), 1, false, true),
         ] {
             assert_ne!(other.to_owned(), base);
         }

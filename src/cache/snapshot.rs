@@ -18,8 +18,8 @@ use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Cache, CacheKey, Entry, KeyRef, Kind};
-use crate::wire::UpstreamResponse;
 use crate::wire::name;
+use crate::wire::{RecordType, UpstreamResponse};
 
 const MAGIC: &[u8; 8] = b"NDNSSNAP";
 const VERSION: u32 = 1;
@@ -145,7 +145,7 @@ impl<'a> Reader<'a> {
     fn entry(&mut self, cache: &Cache, now: Instant, elapsed: u64) -> Option<Option<(KeyRef<'a>, Entry)>> {
         let name_len = usize::from(*self.take(1)?.first()?);
         let name = name::lower(self.take(name_len)?)?;
-        let (qtype, qclass) = (self.u16()?, self.u16()?);
+        let (qtype, qclass) = (RecordType(self.u16()?), self.u16()?);
         let flags = self.take(2)?;
         let (bits, stale) = (flags[0], flags[1] != 0);
         let age = u32::from_be_bytes(self.take(4)?.try_into().ok()?);

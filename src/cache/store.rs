@@ -527,7 +527,7 @@ mod tests {
     use super::*;
     use crate::cache::{KeyRef, TtlPolicy};
     use crate::harness::a_response;
-    use crate::wire::{TYPE_A, UpstreamResponse, name};
+    use crate::wire::{RecordType, UpstreamResponse, name};
 
     fn key_name(i: usize) -> crate::wire::name::LowerNameBuf {
         name::from_text(&format!("n{i}.example.")).expect("valid name")
@@ -537,12 +537,18 @@ mod tests {
     fn entry(i: usize) -> Entry {
         let wire = key_name(i);
         let msg = a_response(0, &wire, [10, 0, 0, i as u8]);
-        let resp = UpstreamResponse::parse(&msg, wire.as_name(), TYPE_A, 1).expect("a valid response");
-        Entry::from_response(&KeyRef::new(wire.as_name(), TYPE_A, 1, false, false), &msg, &resp, &TtlPolicy::default(), Instant::now())
+        let resp = UpstreamResponse::parse(&msg, wire.as_name(), RecordType::A, 1).expect("a valid response");
+        Entry::from_response(
+            &KeyRef::new(wire.as_name(), RecordType::A, 1, false, false),
+            &msg,
+            &resp,
+            &TtlPolicy::default(),
+            Instant::now(),
+        )
     }
 
     fn answers(found: Option<Entry>, i: usize) -> bool {
-        found.is_some_and(|e| e.answers(&KeyRef::new(key_name(i).as_name(), TYPE_A, 1, false, false)))
+        found.is_some_and(|e| e.answers(&KeyRef::new(key_name(i).as_name(), RecordType::A, 1, false, false)))
     }
 
     /// Hashes spread over all 64 bits, as the keyed hash's are.

@@ -14,15 +14,15 @@ fn policy() -> TtlPolicy {
 
 fn entry_for(msg: &[u8], qname: &str, qtype: u16, now: Instant) -> Entry {
     let name = testutil::wire_name(qname);
-    let resp = UpstreamResponse::parse(msg, name.as_name(), qtype, 1).unwrap();
-    Entry::from_response(&KeyRef::new(name.as_name(), qtype, 1, false, false), msg, &resp, &policy(), now)
+    let resp = UpstreamResponse::parse(msg, name.as_name(), crate::wire::RecordType(qtype), 1).unwrap();
+    Entry::from_response(&KeyRef::new(name.as_name(), crate::wire::RecordType(qtype), 1, false, false), msg, &resp, &policy(), now)
 }
 
 /// Stores `msg` as the answer to `qname IN qtype` (no DO or CD) and returns the key.
 fn put(cache: &Cache, msg: &[u8], qname: &str, qtype: u16, now: Instant) -> CacheKey {
     let name = testutil::wire_name(qname);
-    let resp = UpstreamResponse::parse(msg, name.as_name(), qtype, 1).unwrap();
-    let key = KeyRef::new(name.as_name(), qtype, 1, false, false);
+    let resp = UpstreamResponse::parse(msg, name.as_name(), crate::wire::RecordType(qtype), 1).unwrap();
+    let key = KeyRef::new(name.as_name(), crate::wire::RecordType(qtype), 1, false, false);
     cache.insert(&key, Entry::from_response(&key, msg, &resp, cache.policy(), now));
     key.to_owned()
 }
@@ -164,10 +164,12 @@ fn lookup_finds_fresh_entries_only_and_under_the_exact_key() {
     let now = Instant::now();
     let msg = response("a.example.", RecordType::A, ResponseCode::NoError, vec![a("a.example.", 10, [1, 2, 3, 4])], vec![], false);
     let name = put(&cache, &msg, "a.example", 1, now).name().to_owned();
-    assert!(cache.lookup(&KeyRef::new(name.as_name(), 1, 1, false, false), now).is_some());
-    assert!(cache.lookup(&KeyRef::new(name.as_name(), 1, 1, true, false), now).is_none());
-    assert!(cache.lookup(&KeyRef::new(name.as_name(), 28, 1, false, false), now).is_none());
-    assert!(cache.lookup(&KeyRef::new(name.as_name(), 1, 1, false, false), now + Duration::from_secs(10)).is_none());
+    assert!(cache.lookup(&KeyRef::new(name.as_name(), crate::wire::RecordType(1), 1, false, false), now).is_some());
+    assert!(cache.lookup(&KeyRef::new(name.as_name(), crate::wire::RecordType(1), 1, true, false), now).is_none());
+    assert!(cache.lookup(&KeyRef::new(name.as_name(), crate::wire::RecordType(28), 1, false, false), now).is_none());
+    assert!(
+        cache.lookup(&KeyRef::new(name.as_name(), crate::wire::RecordType(1), 1, false, false), now + Duration::from_secs(10)).is_none()
+    );
     assert_eq!(cache.len(), (1, 0));
 }
 
@@ -225,7 +227,9 @@ fn flood_of_one_off_names_does_not_evict_the_hot_set() {
     for i in 0..500 {
         insert(&format!("hot{i}.example"));
     }
-    let hits = |cache: &Cache| hot.iter().filter(|n| cache.lookup(&KeyRef::new(n.as_name(), 1, 1, false, false), now).is_some()).count();
+    let hits = |cache: &Cache| {
+        hot.iter().filter(|n| cache.lookup(&KeyRef::new(n.as_name(), crate::wire::RecordType(1), 1, false, false), now).is_some()).count()
+    };
     assert_eq!(hits(&cache), 500);
     // 50,000 unique names, 25 times the capacity, while the hot set is asked for once per
     // 2,000 new names: more than an LRU has room for between two touches of a hot name.
@@ -322,7 +326,7 @@ fn an_entry_answers_exactly_its_own_question() {
     let msg = response("a.example.", RecordType::A, ResponseCode::NoError, vec![a("a.example.", 60, [192, 0, 2, 1])], vec![], false);
     let entry = entry_for(&msg, "a.example", 1, now);
     let name = |n: &str| testutil::wire_name(n);
-    assert!(entry.answers(&KeyRef::new(name("a.example").as_name(), 1, 1, false, false)));
+    assert!(entry.answers(&KeyRef::new(name("a.example").as_name(), crate::wire::RecordType::A, 1, false, false)));
     for (other, qtype, qclass, dnssec_ok, checking_disabled) in [
         ("b.example", 1, 1, false, false),
         ("a.example.com", 1, 1, false, false),
@@ -333,7 +337,7 @@ fn an_entry_answers_exactly_its_own_question() {
         ("a.example", 1, 1, false, true),
     ] {
         let other_name = name(other);
-        let key = KeyRef::new(other_name.as_name(), qtype, qclass, dnssec_ok, checking_disabled);
+        let key = KeyRef::new(other_name.as_name(), crate::wire::RecordType(qtype), qclass, dnssec_ok, checking_disabled);
         assert!(!entry.answers(&key), "{other} {qtype} {qclass} {dnssec_ok} {checking_disabled}");
     }
 }
@@ -362,8 +366,8 @@ fn snapshot_keys_come_back_from_the_entries_lower_cased() {
     let msg =
         response("MiXeD.example.", RecordType::A, ResponseCode::NoError, vec![a("MiXeD.example.", 60, [192, 0, 2, 1])], vec![], false);
     let name = testutil::wire_name("mixed.example");
-    let resp = UpstreamResponse::parse(&msg, name.as_name(), 1, 1).unwrap();
-    let key = KeyRef::new(name.as_name(), 1, 1, true, false);
+    let resp = UpstreamResponse::parse(&msg, name.as_name(), crate::wire::RecordType(1), 1).unwrap();
+    let key = KeyRef::new(name.as_name(), crate::wire::RecordType(1), 1, true, false);
     cache.insert(&key, Entry::from_response(&key, &msg, &resp, cache.policy(), now));
     let (entry, _) = cache.lookup(&key, now).expect("stored under the lower-cased key");
     assert_eq!(entry.key(), Some(key.to_owned()));

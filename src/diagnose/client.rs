@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::wire::header::{Flags, Header};
-use crate::wire::{Rcode, compose, name};
+use crate::wire::{Rcode, RecordType, compose, name};
 
 /// The answer to one question: its rcode and how many answer records came back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +34,14 @@ pub enum AskError {
 
 /// Asks `server` for `name`/`qtype` the way a libc stub does: UDP, `attempts` tries of
 /// `timeout` each, TCP when the answer is truncated (or at once with `tcp`).
-pub async fn ask(server: SocketAddr, name: &str, qtype: u16, tcp: bool, timeout: Duration, attempts: u32) -> Result<Answered, AskError> {
+pub async fn ask(
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    tcp: bool,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Answered, AskError> {
     let wire = name::from_text(name).ok_or_else(|| AskError::BadName(name.to_string()))?;
     let started = Instant::now();
     let id: u16 = rand::random();

@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::config::resolv_conf::ResolvConf;
 use crate::kubernetes::Naming;
 use crate::query::explain::Decision;
-use crate::wire::{Rcode, TypeName};
+use crate::wire::{Rcode, RecordType};
 
 /// Where decisions come from.
 pub enum Decider {
@@ -30,12 +30,12 @@ pub enum Decider {
 }
 
 impl Decider {
-    async fn decide(&self, name: &str, qtype: u16) -> anyhow::Result<Decision> {
+    async fn decide(&self, name: &str, qtype: RecordType) -> anyhow::Result<Decision> {
         match self {
             Decider::Instance(base) => {
                 let query: String = form_urlencoded::Serializer::new(String::new())
                     .append_pair("name", name)
-                    .append_pair("type", &TypeName(qtype).to_string())
+                    .append_pair("type", &qtype.to_string())
                     .finish();
                 let body = client::instance(hyper::Method::GET, base, &format!("explain?{query}")).await?;
                 Ok(serde_json::from_str(&body)?)
@@ -81,7 +81,7 @@ pub struct ExplainRequest {
     pub name: String,
     pub libc: Libc,
     pub conf: ResolvConf,
-    pub types: Vec<u16>,
+    pub types: Vec<RecordType>,
     pub decider: Decider,
     pub server: Option<SocketAddr>,
 }
@@ -101,15 +101,7 @@ pub async fn explain(req: &ExplainRequest) -> anyhow::Result<(Lookup, Explanatio
             };
             results.push(result);
             let (rcode, answers) = result.map_or(("TIMEOUT".to_string(), 0), |(r, n)| (r.as_str().to_string(), n));
-            queries.push(Explained {
-                step: i + 1,
-                name: candidate.clone(),
-                qtype: TypeName(qtype).to_string(),
-                rcode,
-                answers,
-                observed,
-                decision,
-            });
+            queries.push(Explained { step: i + 1, name: candidate.clone(), qtype: qtype.to_string(), rcode, answers, observed, decision });
         }
         let outcome = StepOutcome::of(&results);
         if !lookup.continues_after(outcome) {
@@ -124,7 +116,13 @@ pub async fn explain(req: &ExplainRequest) -> anyhow::Result<(Lookup, Explanatio
     Ok((lookup, explanation))
 }
 
-async fn observe(server: SocketAddr, name: &str, qtype: u16, lookup: &Lookup, conf: &ResolvConf) -> anyhow::Result<Option<(Rcode, u16)>> {
+async fn observe(
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    lookup: &Lookup,
+    conf: &ResolvConf,
+) -> anyhow::Result<Option<(Rcode, u16)>> {
     match client::ask(server, name, qtype, lookup.tcp, Duration::from_secs(conf.timeout.into()), conf.attempts).await {
         Ok(a) => Ok(Some((a.rcode, a.answers))),
         Err(AskError::Timeout(_)) => Ok(None),
@@ -203,7 +201,7 @@ pub fn render(req: &ExplainRequest, lookup: &Lookup, e: &Explanation) -> String 
     use std::fmt::Write;
     let mut out = String::new();
     let conf = &req.conf;
-    let types: Vec<String> = lookup.types.iter().map(|t| TypeName(*t).to_string()).collect();
+    let types: Vec<String> = lookup.types.iter().map(|t| t.to_string()).collect();
     let _ = writeln!(out, "{} looking up \"{}\" ({})", e.libc, req.name, types.join(" and "));
     let _ = writeln!(
         out,

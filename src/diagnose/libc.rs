@@ -4,7 +4,7 @@
 //! glibc in `tests/diagnostics.rs`.
 
 use crate::config::resolv_conf::ResolvConf;
-use crate::wire::{Rcode, TYPE_A, TYPE_AAAA};
+use crate::wire::{Rcode, RecordType};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Libc {
@@ -76,7 +76,7 @@ pub struct Lookup {
     pub libc: Libc,
     /// The fully qualified names tried, in order, each ending with a dot.
     pub candidates: Vec<String>,
-    pub types: Vec<u16>,
+    pub types: Vec<RecordType>,
     pub sending: Sending,
     pub tcp: bool,
 }
@@ -84,10 +84,10 @@ pub struct Lookup {
 impl Lookup {
     /// The walk for `name` under `conf`. `types`: what the application asks for (A and AAAA
     /// for `getaddrinfo` with `AF_UNSPEC`); `no-aaaa` drops AAAA for glibc.
-    pub fn plan(libc: Libc, conf: &ResolvConf, name: &str, types: &[u16]) -> Lookup {
+    pub fn plan(libc: Libc, conf: &ResolvConf, name: &str, types: &[RecordType]) -> Lookup {
         let mut types = types.to_vec();
-        if libc == Libc::Glibc && conf.no_aaaa && types.contains(&TYPE_A) {
-            types.retain(|&t| t != TYPE_AAAA);
+        if libc == Libc::Glibc && conf.no_aaaa && types.contains(&RecordType::A) {
+            types.retain(|&t| t != RecordType::AAAA);
         }
         let sending = match libc {
             Libc::Musl => Sending::Parallel,
@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn few_dots_walk_the_search_list_before_the_name_itself() {
-        let walk = Lookup::plan(Libc::Glibc, &pod(), "api.example.com", &[TYPE_A, TYPE_AAAA]);
+        let walk = Lookup::plan(Libc::Glibc, &pod(), "api.example.com", &[RecordType::A, RecordType::AAAA]);
         assert_eq!(
             walk.candidates,
             [
@@ -156,23 +156,23 @@ mod tests {
     #[test]
     fn enough_dots_try_the_name_first_and_musl_only_the_name() {
         let conf = ResolvConf { ndots: 2, ..pod() };
-        let glibc = Lookup::plan(Libc::Glibc, &conf, "api.example.com", &[TYPE_A]);
+        let glibc = Lookup::plan(Libc::Glibc, &conf, "api.example.com", &[RecordType::A]);
         assert_eq!(glibc.candidates.len(), 4);
         assert_eq!(glibc.candidates[0], "api.example.com.");
-        assert_eq!(Lookup::plan(Libc::Musl, &conf, "api.example.com", &[TYPE_A]).candidates, ["api.example.com."]);
+        assert_eq!(Lookup::plan(Libc::Musl, &conf, "api.example.com", &[RecordType::A]).candidates, ["api.example.com."]);
     }
 
     #[test]
     fn a_trailing_dot_means_one_name() {
-        assert_eq!(Lookup::plan(Libc::Glibc, &pod(), "api.example.com.", &[TYPE_A]).candidates, ["api.example.com."]);
+        assert_eq!(Lookup::plan(Libc::Glibc, &pod(), "api.example.com.", &[RecordType::A]).candidates, ["api.example.com."]);
     }
 
     #[test]
     fn options_change_how_queries_leave() {
         let conf = ResolvConf { single_request: true, use_vc: true, no_aaaa: true, ..pod() };
-        let walk = Lookup::plan(Libc::Glibc, &conf, "web", &[TYPE_A, TYPE_AAAA]);
-        assert_eq!((walk.sending, walk.tcp, walk.types.as_slice()), (Sending::Sequential, true, &[TYPE_A][..]));
-        let musl = Lookup::plan(Libc::Musl, &conf, "web", &[TYPE_A, TYPE_AAAA]);
+        let walk = Lookup::plan(Libc::Glibc, &conf, "web", &[RecordType::A, RecordType::AAAA]);
+        assert_eq!((walk.sending, walk.tcp, walk.types.as_slice()), (Sending::Sequential, true, &[RecordType::A][..]));
+        let musl = Lookup::plan(Libc::Musl, &conf, "web", &[RecordType::A, RecordType::AAAA]);
         assert_eq!((musl.sending, musl.tcp, musl.types.len()), (Sending::Parallel, false, 2));
     }
 
@@ -189,8 +189,8 @@ mod tests {
 
     #[test]
     fn glibc_searches_past_nodata_and_musl_stops() {
-        let glibc = Lookup::plan(Libc::Glibc, &pod(), "web", &[TYPE_A]);
-        let musl = Lookup::plan(Libc::Musl, &pod(), "web", &[TYPE_A]);
+        let glibc = Lookup::plan(Libc::Glibc, &pod(), "web", &[RecordType::A]);
+        let musl = Lookup::plan(Libc::Musl, &pod(), "web", &[RecordType::A]);
         assert!(glibc.continues_after(StepOutcome::NoData) && glibc.continues_after(StepOutcome::ServFail));
         assert!(!glibc.continues_after(StepOutcome::OtherError) && !glibc.continues_after(StepOutcome::Answer));
         assert!(!musl.continues_after(StepOutcome::NoData) && !musl.continues_after(StepOutcome::ServFail));

@@ -17,7 +17,7 @@ use super::client::{self, AskError};
 use super::libc::{Libc, Lookup, Sending, StepOutcome};
 use crate::config::resolv_conf::ResolvConf;
 use crate::metrics::http::{self, Endpoints, Readiness};
-use crate::wire::{Rcode, TypeName};
+use crate::wire::{Rcode, RecordType};
 
 pub struct ProbeSettings {
     pub names: Vec<String>,
@@ -25,7 +25,7 @@ pub struct ProbeSettings {
     pub server: SocketAddr,
     pub libc: Libc,
     pub conf: ResolvConf,
-    pub types: Vec<u16>,
+    pub types: Vec<RecordType>,
     /// Lookups at least this slow are printed.
     pub slow: Duration,
     /// Rounds before exiting; `None`: until stopped.
@@ -96,7 +96,7 @@ impl ProbeMetrics {
 /// One query of a lookup.
 pub struct QueryResult {
     pub query: String,
-    pub qtype: u16,
+    pub qtype: RecordType,
     pub result: Result<client::Answered, String>,
     pub took: Duration,
 }
@@ -109,13 +109,13 @@ pub struct LookupResult {
 }
 
 /// Looks `name` up once, as `libc` would with `conf`, against `server`.
-pub async fn look_up(server: SocketAddr, libc: Libc, conf: &ResolvConf, name: &str, types: &[u16]) -> LookupResult {
+pub async fn look_up(server: SocketAddr, libc: Libc, conf: &ResolvConf, name: &str, types: &[RecordType]) -> LookupResult {
     let lookup = Lookup::plan(libc, conf, name, types);
     let started = Instant::now();
     let mut queries = Vec::new();
     let mut outcome = StepOutcome::NxDomain;
     for candidate in &lookup.candidates {
-        let ask = |qtype: u16| {
+        let ask = |qtype: RecordType| {
             let candidate = candidate.clone();
             let timeout = Duration::from_secs(conf.timeout.into());
             let (tcp, attempts) = (lookup.tcp, conf.attempts);
@@ -198,7 +198,7 @@ fn record(m: &ProbeMetrics, name: &str, result: &LookupResult) {
     m.lookups.get_or_create(&ResultLabels { name: name.into(), result: result.outcome.as_str().into() }).inc();
     m.lookup_seconds.get_or_create(&LookupLabels { name: name.into() }).observe(result.took.as_secs_f64());
     for q in &result.queries {
-        let qtype = TypeName(q.qtype).to_string();
+        let qtype = q.qtype.to_string();
         let rcode = match &q.result {
             Ok(a) => a.rcode.as_str().to_string(),
             Err(e) if e == "TIMEOUT" => "TIMEOUT".into(),
@@ -219,7 +219,7 @@ fn describe(name: &str, r: &LookupResult) -> String {
             Ok(a) => a.rcode.as_str().to_string(),
             Err(e) => e.clone(),
         };
-        format!("; slowest: {} {} {:.1} ms ({result})", q.query, TypeName(q.qtype), q.took.as_secs_f64() * 1e3)
+        format!("; slowest: {} {} {:.1} ms ({result})", q.query, q.qtype, q.took.as_secs_f64() * 1e3)
     });
     let verdict = if r.outcome == StepOutcome::Answer { "slow" } else { "failed" };
     let queries = super::queries(r.queries.len());

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use super::namespaces::Namespaces;
-use crate::wire::TYPE_AAAA;
+use crate::wire::RecordType;
 use crate::wire::header::Rcode;
 use crate::wire::name::LowerName;
 use crate::zones::Zone;
@@ -149,7 +149,7 @@ impl Naming {
     }
 
     /// Decides a question. `None`: ask upstream.
-    pub fn classify(&self, name: LowerName<'_>, qtype: u16, qclass: u16) -> Option<LocalAnswer> {
+    pub fn classify(&self, name: LowerName<'_>, qtype: RecordType, qclass: u16) -> Option<LocalAnswer> {
         if !self.settings.enabled || qclass != 1 {
             return None;
         }
@@ -168,7 +168,7 @@ impl Naming {
         {
             return nx(zone, Reason::SearchSuffix);
         }
-        if qtype == TYPE_AAAA {
+        if qtype == RecordType::AAAA {
             let filters = suffixes + self.settings.search_suffixes.len();
             if let Some((zone, _)) = self.longest(name, filters, self.zones.len()) {
                 return Some(LocalAnswer { rcode: Rcode::NOERROR, zone, reason: Reason::AaaaFilter });

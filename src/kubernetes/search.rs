@@ -19,6 +19,7 @@ use super::Naming;
 use crate::cache::KeyRef;
 use crate::forward::Forwarder;
 use crate::metrics::NamingMetrics;
+use crate::wire::RecordType;
 use crate::wire::name::{self, LowerName, LowerNameBuf};
 
 /// Speculative fetches in flight at once, across all clients.
@@ -30,7 +31,7 @@ pub struct SearchPrefetch {
     naming: Arc<Naming>,
     forwarder: Arc<Forwarder>,
     slots: Arc<Semaphore>,
-    recent: quick_cache::sync::Cache<(LowerNameBuf, u16), ()>,
+    recent: quick_cache::sync::Cache<(LowerNameBuf, RecordType), ()>,
     metrics: NamingMetrics,
 }
 

@@ -13,7 +13,7 @@ use crate::cache::{Entry, KeyRef, TtlPolicy};
 use crate::forward::Forwarder;
 use crate::wire::header::{Flags, HEADER_LEN, Header, Rcode};
 use crate::wire::name::{self, MAX_NAME};
-use crate::wire::{TYPE_SOA, UpstreamResponse, record};
+use crate::wire::{RecordType, UpstreamResponse, record};
 use crate::zones::Zone;
 
 /// One SOA record, uncompressed wire form, and whether its source answered authoritatively.
@@ -80,7 +80,7 @@ impl SoaBook {
     }
 
     async fn fetch(&self, zone: usize, forwarder: &Arc<Forwarder>) {
-        let key = KeyRef::new(self.zones[zone].wire(), TYPE_SOA, 1, false, false).to_owned();
+        let key = KeyRef::new(self.zones[zone].wire(), RecordType::SOA, 1, false, false).to_owned();
         let learned = match forwarder.resolve(key).await {
             Ok(answer) => Soa::from_message(answer.entry.wire()),
             Err(_) => None,
@@ -105,7 +105,7 @@ impl Soa {
         let mut pos = name::skip(msg, HEADER_LEN).ok()? + 4;
         for _ in 0..u32::from(header.ancount) + u32::from(header.nscount) {
             let rec = record::read(msg, pos)?;
-            if rec.rtype == TYPE_SOA {
+            if rec.rtype == RecordType::SOA {
                 return Soa::expand(msg, rec.owner, rec.ttl, rec.rdata_start, rec.end, header.flags.has(Flags::AA));
             }
             pos = rec.end;
@@ -118,7 +118,7 @@ impl Soa {
         let mut record = Vec::with_capacity(2 * MAX_NAME + 40);
         let (_, owner) = name::expand_lowercased(msg, owner_at, &mut buf).ok()?;
         record.extend_from_slice(owner.as_bytes());
-        record.extend_from_slice(&TYPE_SOA.to_be_bytes());
+        record.extend_from_slice(&RecordType::SOA.to_be_bytes());
         record.extend_from_slice(&1u16.to_be_bytes());
         record.extend_from_slice(&ttl.to_be_bytes());
         let rdlen_at = record.len();
@@ -180,8 +180,9 @@ mod tests {
         assert!(soa.authoritative);
         let qname = name::from_text("api.example.com.default.svc.cluster.local.").unwrap();
         let policy = TtlPolicy { negative_max_ttl: 3600, ..TtlPolicy::default() };
-        let entry =
-            soa.denial(&KeyRef::new(qname.as_name(), 1, 1, false, false), Rcode::NXDOMAIN, &policy, Instant::now()).expect("valid message");
+        let entry = soa
+            .denial(&KeyRef::new(qname.as_name(), crate::wire::RecordType(1), 1, false, false), Rcode::NXDOMAIN, &policy, Instant::now())
+            .expect("valid message");
         assert_eq!(entry.kind(), crate::cache::Kind::Negative);
         assert_eq!(entry.rcode(), Rcode::NXDOMAIN);
         let parsed = hickory_proto::op::Message::from_vec(entry.wire()).expect("hickory reads it");

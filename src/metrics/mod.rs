@@ -147,7 +147,7 @@ const OTHER_TYPE: usize = TYPES.len() - 1;
 
 /// The `type` label of slot `index` of [`TYPES`].
 fn type_label(index: usize) -> String {
-    if index == OTHER_TYPE { "other".into() } else { crate::wire::TypeName(TYPES[index]).to_string() }
+    if index == OTHER_TYPE { "other".into() } else { crate::wire::RecordType(TYPES[index]).to_string() }
 }
 /// Response codes with their own label: 0 to 10 by value, then BADVERS (16, the one
 /// extended code nodedns sends itself); the last slot is every other code.
@@ -166,8 +166,8 @@ pub enum Source {
 const SOURCES: [&str; 3] = ["cache", "forward", ""];
 
 #[inline]
-fn type_index(qtype: u16) -> usize {
-    TYPES.iter().position(|&t| t == qtype && t != 0).unwrap_or(OTHER_TYPE)
+fn type_index(qtype: crate::wire::RecordType) -> usize {
+    TYPES.iter().position(|&t| t == qtype.0 && t != 0).unwrap_or(OTHER_TYPE)
 }
 
 #[inline]
@@ -684,7 +684,7 @@ pub struct HeldLatencies {
 
 impl HeldLatencies {
     #[inline]
-    pub fn hold(&self, qtype: u16) {
+    pub fn hold(&self, qtype: crate::wire::RecordType) {
         let count = &self.by_type[type_index(qtype)];
         count.store(count.load(Relaxed) + 1, Relaxed);
         self.any.store(true, Relaxed);
@@ -729,13 +729,13 @@ impl ListenerMetrics {
     /// Counts an answered query: its request and response code. Its latency is
     /// [`ListenerMetrics::latency`], or held ([`HeldLatencies`]).
     #[inline]
-    pub fn answered(&self, qtype: u16, rcode: Rcode, source: Source) {
+    pub fn answered(&self, qtype: crate::wire::RecordType, rcode: Rcode, source: Source) {
         self.requests[type_index(qtype)].inc();
         self.responses[source as usize][rcode_index(rcode)].inc();
     }
 
     #[inline]
-    pub fn latency(&self, qtype: u16, seconds: f64) {
+    pub fn latency(&self, qtype: crate::wire::RecordType, seconds: f64) {
         self.duration[type_index(qtype)].observe(seconds);
     }
 
@@ -815,9 +815,9 @@ mod tests {
         let listener = metrics.listener("dns://:53", "udp", false);
         let held = HeldLatencies::default();
         assert!(!held.any());
-        held.hold(1);
-        held.hold(1);
-        held.hold(28);
+        held.hold(crate::wire::RecordType(1));
+        held.hold(crate::wire::RecordType(1));
+        held.hold(crate::wire::RecordType(28));
         assert!(held.any());
         assert_eq!(value(&duration_lines(&metrics, "A"), "coredns_dns_request_duration_seconds_count"), "0", "held, not yet observed");
 

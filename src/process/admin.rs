@@ -12,7 +12,7 @@ use hyper::{Method, StatusCode};
 use crate::metrics::http::{Asked, Extra, Reply};
 use crate::query::handler::Handler;
 use crate::query::querylog::Selection;
-use crate::wire::TypeName;
+use crate::wire::RecordType;
 
 pub fn routes(handler: Arc<Handler>) -> Extra {
     Arc::new(move |asked: &Asked<'_>| match asked.path {
@@ -40,12 +40,12 @@ fn explain(handler: &Handler, query: &str) -> Reply {
     let Some(name) = params.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str()) else {
         return error(StatusCode::BAD_REQUEST, "explain needs ?name=NAME[&type=TYPE]".into());
     };
-    let qtype = match params.iter().find(|(k, _)| k == "type").map(|(_, v)| v.parse::<TypeName>()) {
-        None => TypeName(crate::wire::TYPE_A),
+    let qtype = match params.iter().find(|(k, _)| k == "type").map(|(_, v)| v.parse::<RecordType>()) {
+        None => RecordType::A,
         Some(Ok(t)) => t,
         Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match handler.explain(name, qtype.0) {
+    match handler.explain(name, qtype) {
         Some(decision) => json(StatusCode::OK, &decision),
         None => error(StatusCode::BAD_REQUEST, format!("`{name}` is not a valid domain name")),
     }

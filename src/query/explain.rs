@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{Cache, KeyRef};
 use crate::kubernetes::Naming;
-use crate::wire::Header;
 use crate::wire::name::{self, LowerName};
+use crate::wire::{Header, RecordType};
 use crate::zones::Router;
 
 /// The decision for one question, in the order the query path takes it.
@@ -42,7 +42,7 @@ impl Decision {
     /// answered locally).
     pub fn live(
         wire: LowerName<'_>,
-        qtype: u16,
+        qtype: RecordType,
         cache: &Cache,
         naming: &Naming,
         soa_known: impl Fn(usize) -> bool,
@@ -71,7 +71,7 @@ impl Decision {
 
     /// The decision a configuration's routing table and naming rules lead to, cache
     /// unknown; namespaces only as listed in the configuration.
-    pub fn from_configured(name: &str, qtype: u16, router: &Router, naming: &Naming) -> Option<Decision> {
+    pub fn from_configured(name: &str, qtype: RecordType, router: &Router, naming: &Naming) -> Option<Decision> {
         let wire = name::from_text(name)?;
         let route = router.route(wire.as_name()).map(|g| (g.zone.to_string(), g.servers.iter().map(ToString::to_string).collect()));
         // Evaluated here, no SOA has been learned; the rules are reported as they would apply.
@@ -80,7 +80,7 @@ impl Decision {
 
     fn without_cache(
         wire: LowerName<'_>,
-        qtype: u16,
+        qtype: RecordType,
         naming: &Naming,
         soa_known: impl Fn(usize) -> bool,
         route: Option<(String, Vec<String>)>,

@@ -22,7 +22,7 @@ use crate::kubernetes::{self, Naming, SoaBook};
 use crate::metrics::{HeldLatencies, ListenerMetrics, NamingMetrics, Source};
 use crate::wire::compose::{self, MAX_COMPOSED};
 use crate::wire::name::{self, MAX_NAME};
-use crate::wire::{Flags, MAX_MESSAGE, Query, QueryError, Rcode, TYPE_AXFR, TYPE_IXFR, Transport};
+use crate::wire::{Flags, MAX_MESSAGE, Query, QueryError, Rcode, RecordType, Transport};
 
 /// What the hot path decided.
 #[derive(Debug)]
@@ -76,7 +76,7 @@ impl Request<'_> {
     /// Counts the answer in the metrics. Returns its latency if it was measured now,
     /// `None` if it is held for the batch.
     #[inline]
-    fn count_answer(&self, qtype: u16, rcode: Rcode, source: Source) -> Option<Duration> {
+    fn count_answer(&self, qtype: RecordType, rcode: Rcode, source: Source) -> Option<Duration> {
         self.metrics.answered(qtype, rcode, source);
         if let Some(held) = self.held {
             held.hold(qtype);
@@ -170,7 +170,7 @@ impl Handler {
     }
 
     /// What this instance would do with `name` (presentation form) and `qtype` now.
-    pub fn explain(&self, name: &str, qtype: u16) -> Option<super::explain::Decision> {
+    pub fn explain(&self, name: &str, qtype: RecordType) -> Option<super::explain::Decision> {
         let wire = name::from_text(name)?;
         let soa_known = |zone| self.naming.soa.knows(zone);
         Some(super::explain::Decision::live(
@@ -269,7 +269,7 @@ impl Handler {
         if let Verdict::Deny(action, reason) = verdict {
             return self.deny(query, action, reason, out, req);
         }
-        if query.qtype == TYPE_AXFR || query.qtype == TYPE_IXFR {
+        if query.qtype == RecordType::AXFR || query.qtype == RecordType::IXFR {
             // A cache has no zones to transfer.
             let len = compose::error_response(out, &query.header, Some(query.question), Rcode::REFUSED, query.edns, self.udp_payload());
             self.finish(query, Rcode::REFUSED, How::local(CacheUse::NotConsulted, "zone_transfer"), req);
@@ -458,14 +458,15 @@ impl Handler {
             }
         };
         // Counted under the whole code: BADVERS's low four bits alone would read NOERROR.
-        let latency = req.count_answer(0, rcode, Source::Local);
+        // No question was read: the type is counted as `other`.
+        let latency = req.count_answer(RecordType(0), rcode, Source::Local);
         if self.log.is_on() {
             let latency = latency.unwrap_or_else(|| req.started.elapsed());
             let record = Record {
                 client: req.client,
                 transport: req.transport,
                 qname: &[0],
-                qtype: 0,
+                qtype: RecordType(0),
                 rcode,
                 latency,
                 cache: CacheUse::NotConsulted,
@@ -547,8 +548,15 @@ mod tests {
     fn a_reload_changes_the_payload_every_answer_advertises() {
         let hits = Hits::new(1);
         let mut query = [0u8; 64];
-        let len =
-            compose::query(&mut query, 7, &name::from_text(&bench_name(0)).unwrap(), crate::wire::TYPE_A, 1, false, Some((4096, false)));
+        let len = compose::query(
+            &mut query,
+            7,
+            &name::from_text(&bench_name(0)).unwrap(),
+            crate::wire::RecordType::A,
+            1,
+            false,
+            Some((4096, false)),
+        );
         let client: SocketAddr = "127.0.0.1:5353".parse().unwrap();
         let answer = |out: &mut [u8]| {
             let req = Request { transport: Transport::Udp, client, started: Instant::now(), metrics: &hits.listener, held: None };

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
-use crate::wire::{Rcode, Transport, TypeName, name};
+use crate::wire::{Rcode, RecordType, Transport, name};
 
 /// Lines waiting for the writer; past this, lines are dropped and counted.
 const QUEUE: usize = 8192;
@@ -116,7 +116,7 @@ pub struct Record<'a> {
     pub transport: Transport,
     /// The question's name in wire form.
     pub qname: &'a [u8],
-    pub qtype: u16,
+    pub qtype: RecordType,
     pub rcode: Rcode,
     pub latency: Duration,
     pub cache: CacheUse,
@@ -149,7 +149,7 @@ impl Line {
             client: r.client.to_string(),
             proto: r.transport.as_str().into(),
             name: name::to_text(r.qname),
-            qtype: TypeName(r.qtype).to_string(),
+            qtype: r.qtype.to_string(),
             rcode: r.rcode.as_str().into(),
             latency_us: r.latency.as_micros() as u64,
             cache: r.cache.as_str().into(),

@@ -174,7 +174,7 @@ impl Upstream {
         let weak = Arc::downgrade(self);
         let interval = self.probe_interval;
         tokio::spawn(async move {
-            let probe = KeyRef::new(LowerName::ROOT, 2, 1, false, false).to_owned();
+            let probe = KeyRef::new(LowerName::ROOT, crate::wire::RecordType::NS, 1, false, false).to_owned();
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(this) = weak.upgrade() else { return };

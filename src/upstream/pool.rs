@@ -585,7 +585,7 @@ mod tests {
     const OPTS: QueryOptions = QueryOptions { udp_payload: 1232, randomize_case: false };
 
     fn key() -> CacheKey {
-        KeyRef::new(crate::wire::name::from_text("example.com.").unwrap().as_name(), 1, 1, false, false).to_owned()
+        KeyRef::new(crate::wire::name::from_text("example.com.").unwrap().as_name(), crate::wire::RecordType::A, 1, false, false).to_owned()
     }
 
     fn ms(n: u64) -> Duration {

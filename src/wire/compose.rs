@@ -2,7 +2,7 @@
 //! upstreams, and the OPT record it attaches. Callers provide the buffer; sizes are bounded
 //! (a header, one question of at most 255 + 4 octets, one OPT record).
 
-use super::TYPE_OPT;
+use super::RecordType;
 use super::header::{Flags, HEADER_LEN, Header, Rcode};
 use super::query::Edns;
 
@@ -15,7 +15,7 @@ pub const MAX_COMPOSED: usize = HEADER_LEN + 255 + 4 + OPT_LEN;
 #[inline]
 pub fn opt(out: &mut [u8], udp_payload: u16, dnssec_ok: bool, extended_rcode: u8) -> usize {
     out[0] = 0;
-    out[1..3].copy_from_slice(&TYPE_OPT.to_be_bytes());
+    out[1..3].copy_from_slice(&RecordType::OPT.to_be_bytes());
     out[3..5].copy_from_slice(&udp_payload.to_be_bytes());
     out[5] = extended_rcode;
     out[6] = 0; // version
@@ -27,7 +27,7 @@ pub fn opt(out: &mut [u8], udp_payload: u16, dnssec_ok: bool, extended_rcode: u8
 
 /// Composes a recursive query for one question, as sent to an upstream; returns its length.
 /// `edns` is (our UDP payload, DO bit).
-pub fn query(out: &mut [u8], id: u16, name: &[u8], qtype: u16, qclass: u16, cd: bool, edns: Option<(u16, bool)>) -> usize {
+pub fn query(out: &mut [u8], id: u16, name: &[u8], qtype: RecordType, qclass: u16, cd: bool, edns: Option<(u16, bool)>) -> usize {
     let header =
         Header { id, flags: Flags(Flags::RD).with(Flags::CD, cd), qdcount: 1, ancount: 0, nscount: 0, arcount: u16::from(edns.is_some()) };
     header.compose(out);

@@ -41,17 +41,6 @@ impl Transport {
 pub use query::{Edns, Query, QueryError};
 pub use response::{ResponseError, UpstreamResponse};
 
-/// Record type of an IPv4 address.
-pub const TYPE_A: u16 = 1;
-/// Record type of the EDNS(0) pseudo-record (RFC 6891).
-pub const TYPE_OPT: u16 = 41;
-/// Record type of a start-of-authority record, which carries the negative TTL (RFC 2308).
-pub const TYPE_SOA: u16 = 6;
-/// Record type of an IPv6 address.
-pub const TYPE_AAAA: u16 = 28;
-/// Zone transfer types, which a cache will not forward.
-pub const TYPE_AXFR: u16 = 252;
-pub const TYPE_IXFR: u16 = 251;
 /// The largest DNS message, the limit of a TCP frame.
 pub const MAX_MESSAGE: usize = 65535;
 /// The largest EDNS payload size nodedns uses over UDP (RFC 6891 suggests 4096 as a
@@ -82,11 +71,35 @@ const TYPE_NAMES: [(u16, &str); 20] = [
     (255, "ANY"),
 ];
 
-/// A record type written for people: `AAAA`, or `TYPE65534`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TypeName(pub u16);
+/// A record (or query) type: its code on the wire, written for people as its mnemonic
+/// (`AAAA`) or, for a type without one, `TYPE65534` (RFC 3597). Every code is a valid type:
+/// a cache passes through what it does not interpret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordType(pub u16);
 
-impl std::fmt::Display for TypeName {
+impl RecordType {
+    /// An IPv4 address.
+    pub const A: RecordType = RecordType(1);
+    pub const NS: RecordType = RecordType(2);
+    /// A start of authority, which carries the negative TTL (RFC 2308).
+    pub const SOA: RecordType = RecordType(6);
+    /// An IPv6 address.
+    pub const AAAA: RecordType = RecordType(28);
+    pub const SRV: RecordType = RecordType(33);
+    /// The EDNS(0) pseudo-record (RFC 6891).
+    pub const OPT: RecordType = RecordType(41);
+    /// Zone transfers, which a cache will not forward.
+    pub const IXFR: RecordType = RecordType(251);
+    pub const AXFR: RecordType = RecordType(252);
+
+    /// Its two octets on the wire.
+    #[inline]
+    pub fn to_be_bytes(self) -> [u8; 2] {
+        self.0.to_be_bytes()
+    }
+}
+
+impl std::fmt::Display for RecordType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match TYPE_NAMES.iter().find(|(code, _)| *code == self.0) {
             Some((_, name)) => f.write_str(name),
@@ -95,18 +108,18 @@ impl std::fmt::Display for TypeName {
     }
 }
 
-impl std::str::FromStr for TypeName {
+impl std::str::FromStr for RecordType {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
         let upper = text.to_ascii_uppercase();
         if let Some(&(code, _)) = TYPE_NAMES.iter().find(|(_, name)| *name == upper) {
-            return Ok(TypeName(code));
+            return Ok(RecordType(code));
         }
         upper
             .strip_prefix("TYPE")
             .and_then(|n| n.parse().ok())
-            .map(TypeName)
+            .map(RecordType)
             .ok_or_else(|| format!("`{text}` is not a record type (A, AAAA, SRV, ... or TYPEnnn)"))
     }
 }
@@ -132,14 +145,14 @@ pub fn frame_codec() -> tokio_util::codec::LengthDelimitedCodec {
 
 #[cfg(test)]
 mod tests {
-    use super::TypeName;
+    use super::RecordType;
 
     #[test]
     fn type_names_round_trip_and_unknown_types_use_the_generic_form() {
         for text in ["A", "AAAA", "SRV", "HTTPS", "TYPE65534"] {
-            assert_eq!(text.parse::<TypeName>().unwrap().to_string(), text);
+            assert_eq!(text.parse::<RecordType>().unwrap().to_string(), text);
         }
-        assert_eq!("aaaa".parse::<TypeName>(), Ok(TypeName(28)));
-        assert!("AAAAA".parse::<TypeName>().is_err());
+        assert_eq!("aaaa".parse::<RecordType>(), Ok(RecordType(28)));
+        assert!("AAAAA".parse::<RecordType>().is_err());
     }
 }

@@ -3,7 +3,7 @@
 use super::header::{Flags, HEADER_LEN, Header, Opcode};
 use super::name::{self, LowerName, MAX_NAME};
 use super::record::{self, RecordAt};
-use super::{TYPE_OPT, read_u16};
+use super::{RecordType, read_u16};
 
 /// What the client said about itself in its OPT record (RFC 6891 section 6.1.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub struct Query<'a> {
     pub header: Header,
     /// The question name in wire form, in the client's own case.
     pub qname: &'a [u8],
-    pub qtype: u16,
+    pub qtype: RecordType,
     pub qclass: u16,
     /// The octets of the question section (name, type, class), to echo in error responses.
     pub question: &'a [u8],
@@ -77,7 +77,7 @@ impl<'a> Query<'a> {
         }
         let malformed = || QueryError::Malformed(header);
         let (name_end, lower_name) = name::read_lowercased(msg, HEADER_LEN, lower).map_err(|_| malformed())?;
-        let qtype = read_u16(msg, name_end).ok_or_else(malformed)?;
+        let qtype = RecordType(read_u16(msg, name_end).ok_or_else(malformed)?);
         let qclass = read_u16(msg, name_end + 2).ok_or_else(malformed)?;
         let question_end = name_end + 4;
         let edns = parse_additional(msg, question_end, header.arcount).ok_or_else(malformed)?;
@@ -105,7 +105,7 @@ fn parse_additional(msg: &[u8], mut pos: usize, count: u16) -> Option<Option<Edn
     for _ in 0..count {
         let RecordAt { owner, rtype, class, ttl, end, .. } = record::read(msg, pos)?;
         pos = end;
-        if rtype == TYPE_OPT {
+        if rtype == RecordType::OPT {
             if edns.is_some() || msg[owner] != 0 {
                 return None;
             }
@@ -123,7 +123,7 @@ mod tests {
     fn query_bytes(name: &str, qtype: u16, edns: Option<(u16, bool)>) -> Vec<u8> {
         let wire = name::from_text(name).unwrap();
         let mut out = vec![0u8; 512];
-        let len = compose::query(&mut out, 0x1234, &wire, qtype, 1, false, edns);
+        let len = compose::query(&mut out, 0x1234, &wire, RecordType(qtype), 1, false, edns);
         out.truncate(len);
         out
     }
@@ -136,7 +136,7 @@ mod tests {
         assert_eq!(q.header.id, 0x1234);
         assert_eq!(q.qname, &msg[12..29]);
         assert_eq!(name.as_bytes(), b"\x03www\x07example\x03com\x00");
-        assert_eq!((q.qtype, q.qclass), (28, 1));
+        assert_eq!((q.qtype, q.qclass), (RecordType::AAAA, 1));
         assert_eq!(q.edns, Some(Edns { udp_payload: 4096, version: 0, dnssec_ok: true }));
         assert_eq!(q.udp_limit(1232), 1232);
     }

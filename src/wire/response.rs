@@ -7,7 +7,7 @@
 use super::header::{Flags, HEADER_LEN, Header, Rcode};
 use super::name::{self, LowerName, MAX_NAME};
 use super::record::{self, RecordAt};
-use super::{TYPE_OPT, TYPE_SOA, read_u16, read_u32};
+use super::{RecordType, read_u16, read_u32};
 
 /// Why an upstream response was rejected. None of these is ever cached or passed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +47,7 @@ pub struct UpstreamResponse {
 
 impl UpstreamResponse {
     /// Parses `msg` as the response to the question (`qname`, `qtype`, `qclass`).
-    pub fn parse(msg: &[u8], qname: LowerName<'_>, qtype: u16, qclass: u16) -> Result<Self, ResponseError> {
+    pub fn parse(msg: &[u8], qname: LowerName<'_>, qtype: RecordType, qclass: u16) -> Result<Self, ResponseError> {
         let header = Header::parse(msg).ok_or(ResponseError::NotAResponse)?;
         if !header.flags.has(Flags::QR) {
             return Err(ResponseError::NotAResponse);
@@ -57,7 +57,7 @@ impl UpstreamResponse {
         }
         let mut lower = [0u8; MAX_NAME];
         let (name_end, asked) = name::read_lowercased(msg, HEADER_LEN, &mut lower).map_err(|_| ResponseError::Malformed)?;
-        let question_type = read_u16(msg, name_end).ok_or(ResponseError::Malformed)?;
+        let question_type = RecordType(read_u16(msg, name_end).ok_or(ResponseError::Malformed)?);
         let question_class = read_u16(msg, name_end + 2).ok_or(ResponseError::Malformed)?;
         if asked != qname || question_type != qtype || question_class != qclass {
             return Err(ResponseError::WrongQuestion);
@@ -72,7 +72,7 @@ impl UpstreamResponse {
         walk.section(header.ancount, |_| Ok(()))?;
         let mut soa_negative_ttl = None;
         walk.section(header.nscount, |rec| {
-            if rec.rtype == TYPE_SOA && soa_negative_ttl.is_none() {
+            if rec.rtype == RecordType::SOA && soa_negative_ttl.is_none() {
                 soa_negative_ttl = Some(rec.ttl.min(soa_minimum(msg, rec.rdata_start, rec.end)?));
             }
             Ok(())
@@ -123,7 +123,7 @@ impl RecordWalk<'_> {
     fn section(&mut self, count: u16, mut inspect: impl FnMut(&RecordAt) -> Result<(), ResponseError>) -> Result<(), ResponseError> {
         for _ in 0..count {
             let rec = self.next()?;
-            if rec.rtype == TYPE_OPT {
+            if rec.rtype == RecordType::OPT {
                 return Err(ResponseError::Malformed);
             }
             inspect(&rec)?;
@@ -139,7 +139,7 @@ impl RecordWalk<'_> {
         let mut kept = 0;
         for _ in 0..count {
             let rec = self.next()?;
-            if rec.rtype == TYPE_OPT {
+            if rec.rtype == RecordType::OPT {
                 if opt.is_some() {
                     return Err(ResponseError::DuplicateOpt);
                 }

@@ -14,8 +14,8 @@ fn cache(policy: TtlPolicy) -> Cache {
 
 fn put(cache: &Cache, msg: &[u8], qname: &str, qtype: u16, now: Instant) {
     let wire = testutil::wire_name(qname);
-    let resp = UpstreamResponse::parse(msg, wire.as_name(), qtype, 1).unwrap();
-    let key = KeyRef::new(wire.as_name(), qtype, 1, false, false);
+    let resp = UpstreamResponse::parse(msg, wire.as_name(), crate::wire::RecordType(qtype), 1).unwrap();
+    let key = KeyRef::new(wire.as_name(), crate::wire::RecordType(qtype), 1, false, false);
     cache.insert(&key, Entry::from_response(&key, msg, &resp, cache.policy(), now));
 }
 
@@ -26,7 +26,7 @@ fn put_a(cache: &Cache, qname: &str, ttl: u32, now: Instant) {
 /// The TTL a client would see for `qname` now, if the cache answers it fresh.
 fn served_ttl(cache: &Cache, qname: &str, qtype: u16, now: Instant) -> Option<u32> {
     let wire = testutil::wire_name(qname);
-    let (entry, age) = cache.lookup(&KeyRef::new(wire.as_name(), qtype, 1, false, false), now)?;
+    let (entry, age) = cache.lookup(&KeyRef::new(wire.as_name(), crate::wire::RecordType(qtype), 1, false, false), now)?;
     let q = testutil::query(qname, qtype, None);
     let mut lower = [0u8; crate::wire::name::MAX_NAME];
     let (query, _) = crate::wire::Query::parse(&q, &mut lower).unwrap();
@@ -68,7 +68,7 @@ fn expired_entries_come_back_only_as_stale_candidates_within_the_maximum_age() {
     assert_eq!(restored.loaded, 2);
     assert_eq!(served_ttl(&new, "short.example.", 1, later), None, "expired: not a hit");
     let key = testutil::wire_name("short.example.");
-    assert!(new.stale(&KeyRef::new(key.as_name(), 1, 1, false, false), later).is_some(), "but servable stale");
+    assert!(new.stale(&KeyRef::new(key.as_name(), crate::wire::RecordType(1), 1, false, false), later).is_some(), "but servable stale");
 
     let too_late = cache(policy);
     let restored = decode_into(&too_late, &bytes, later, wall + Duration::from_secs(200)).unwrap();

@@ -1,10 +1,11 @@
 use super::*;
+use crate::wire::RecordType;
 use crate::wire::name::from_text;
 
-const A: u16 = 1;
-const SRV: u16 = 33;
-const TXT: u16 = 16;
-const PTR: u16 = 12;
+const A: RecordType = RecordType::A;
+const SRV: RecordType = RecordType::SRV;
+const TXT: RecordType = RecordType(16);
+const PTR: RecordType = RecordType(12);
 
 fn gke() -> Naming {
     Naming::new(NamingSettings {
@@ -20,7 +21,7 @@ fn gke() -> Naming {
     })
 }
 
-fn verdict(naming: &Naming, name: &str, qtype: u16) -> Option<(Rcode, Reason)> {
+fn verdict(naming: &Naming, name: &str, qtype: RecordType) -> Option<(Rcode, Reason)> {
     naming.classify(from_text(name).unwrap().as_name(), qtype, 1).map(|a| (a.rcode, a.reason))
 }
 
@@ -62,7 +63,7 @@ fn every_specified_name_is_left_to_the_upstream() {
     ];
     for (name, qtype) in specified {
         assert_eq!(verdict(&n, &name.to_ascii_lowercase(), qtype), None, "{name} must go upstream");
-        assert_eq!(verdict(&n, &name.to_ascii_lowercase(), 28), None, "{name} AAAA must go upstream");
+        assert_eq!(verdict(&n, &name.to_ascii_lowercase(), RecordType::AAAA), None, "{name} AAAA must go upstream");
     }
 }
 
@@ -81,7 +82,7 @@ fn a_gke_search_walk_for_an_external_name_leaves_one_name_for_the_upstream() {
         ("api.example.com.", None),
     ];
     for (name, reason) in walk {
-        for qtype in [A, 28] {
+        for qtype in [A, RecordType::AAAA] {
             assert_eq!(verdict(&n, name, qtype), reason.map(|r| (Rcode::NXDOMAIN, r)), "{name}");
         }
     }
@@ -129,11 +130,11 @@ fn the_aaaa_filter_gives_nodata_for_aaaa_only() {
     let mut settings = gke().settings().clone();
     settings.filter_aaaa = vec!["cluster.local".parse().unwrap()];
     let n = Naming::new(settings);
-    assert_eq!(verdict(&n, "api.prod.svc.cluster.local.", 28), Some((Rcode::NOERROR, Reason::AaaaFilter)));
+    assert_eq!(verdict(&n, "api.prod.svc.cluster.local.", RecordType::AAAA), Some((Rcode::NOERROR, Reason::AaaaFilter)));
     assert_eq!(verdict(&n, "api.prod.svc.cluster.local.", A), None);
     // A name that cannot exist is NXDOMAIN whatever the type.
-    assert_eq!(verdict(&n, "www.cluster.local.", 28), Some((Rcode::NXDOMAIN, Reason::NotInSpecification)));
-    assert_eq!(verdict(&n, "api.example.com.", 28), None);
+    assert_eq!(verdict(&n, "www.cluster.local.", RecordType::AAAA), Some((Rcode::NXDOMAIN, Reason::NotInSpecification)));
+    assert_eq!(verdict(&n, "api.example.com.", RecordType::AAAA), None);
 }
 
 #[test]
