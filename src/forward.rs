@@ -8,6 +8,7 @@
 //! name costs the upstream one query. Does not parse client queries or touch client sockets.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use tokio::time;
 
 use crate::cache::{Cache, CacheKey, Entry, Kind};
 use crate::metrics::Metrics;
-use crate::upstream::{self, Upstream, UpstreamError};
+use crate::upstream::{Exchange, Upstream, UpstreamError};
 use crate::wire::Rcode;
 use crate::wire::name::LowerName;
 use crate::zones::Router;
@@ -66,14 +67,14 @@ pub enum ForwardError {
 /// What a miss produced, and the upstream that answered it (none when the answer came
 /// from the cache after all: another fetch's, or a stale one kept on failure).
 #[derive(Clone)]
-pub struct Answer {
+pub struct Answer<U = Arc<Upstream>> {
     pub entry: Entry,
-    pub upstream: Option<Arc<Upstream>>,
+    pub upstream: Option<U>,
 }
 
-type Outcome = Result<Answer, ForwardError>;
+type Outcome<U = Arc<Upstream>> = Result<Answer<U>, ForwardError>;
 /// One exchange: the upstream asked (its place in the fetch's order) and what came of it.
-type Attempt = (usize, Arc<Upstream>, Result<upstream::Exchange, UpstreamError>);
+type Attempt<U> = (usize, U, Result<Exchange, UpstreamError>);
 type Pending = Shared<BoxFuture<'static, Outcome>>;
 
 /// Upstream answers that mean "ask someone else" rather than "this is the answer".
@@ -184,83 +185,15 @@ impl Forwarder {
     /// times, not a client's five-second retry. Upstreams over their rate cap are skipped;
     /// an attempt that fails outright moves on at once. An upstream that answers REFUSED,
     /// NOTIMP or FORMERR is not asked again for this question, and when no one is left the
-    /// last such answer goes to the clients. Those decisions are [`Plan`]'s; this runs the
-    /// attempts it asks for and tells it what came of them.
+    /// last such answer goes to the clients. Those decisions are [`Plan`]'s; [`Fetch`] runs
+    /// the attempts it asks for and tells it what came of them.
     async fn fetch(self: Arc<Self>, key: CacheKey) -> Outcome {
         let key = Arc::new(key);
         let _inflight = InflightGuard::new(&self, key.clone());
         let settings = **self.settings.load();
         let group = self.router.load().route(key.name()).ok_or(ForwardError::NoRoute)?.clone();
         let order = self.order(&group.servers, settings.policy);
-        let mut plan: Plan<_, Answer> = Plan::new(order, settings.max_attempts, time::Instant::now() + settings.deadline);
-        let mut attempts: FuturesUnordered<BoxFuture<'static, Attempt>> = FuturesUnordered::new();
-        let mut step = plan.start(time::Instant::now());
-        loop {
-            let retransmit_at = match step {
-                Step::Ask { upstream, timeout, retransmit_at } => {
-                    attempts.push(ask(plan.upstream(upstream).clone(), upstream, key.clone(), timeout));
-                    retransmit_at
-                }
-                Step::Wait { retransmit_at } => retransmit_at,
-                Step::Return(answer) => return Ok(Answer { entry: self.store(&key, answer.entry), upstream: answer.upstream }),
-                Step::GiveUp { refusal, error } => return self.give_up(&key, refusal, error),
-            };
-            // The plan waits only while an attempt is in flight, so one branch is enabled.
-            step = tokio::select! {
-                Some(attempt) = attempts.next() => self.settle(&mut plan, &key, attempt),
-                () = time::sleep_until(retransmit_at.unwrap_or_else(time::Instant::now)), if retransmit_at.is_some() => {
-                    if let Some(previous) = plan.last_asked() {
-                        previous.metrics().retransmits.inc();
-                    }
-                    plan.on(Event::TimerFired, time::Instant::now())
-                }
-            };
-        }
-    }
-
-    /// Tells the plan what one attempt brought back.
-    fn settle(&self, plan: &mut Plan<Arc<Upstream>, Answer>, key: &CacheKey, (i, upstream, result): Attempt) -> Step<Answer> {
-        match result {
-            Ok(ex) => {
-                let rcode = ex.response.rcode();
-                let entry = Entry::from_response(&key.borrowed(), &ex.msg, &ex.response, self.cache.policy(), Instant::now());
-                let answer = Answer { entry, upstream: Some(upstream.clone()) };
-                let step = plan.on(Event::Answered { upstream: i, rcode, answer }, time::Instant::now());
-                if !matches!(step, Step::Return(_)) {
-                    tracing::debug!(upstream = %upstream.label(), rcode = rcode.as_str(), "trying the next upstream");
-                }
-                step
-            }
-            Err(error) => {
-                tracing::debug!(upstream = %upstream.label(), error = %error, "upstream attempt failed");
-                plan.on(Event::Failed(error), time::Instant::now())
-            }
-        }
-    }
-
-    /// What the clients get when no attempt brought a usable answer: an entry the cache may
-    /// keep (fresh, or servable stale) before the last refusal, and that before the error.
-    fn give_up(&self, key: &CacheKey, refusal: Option<Answer>, error: UpstreamError) -> Outcome {
-        match self.cache.keep_on_failure(&key.borrowed(), Instant::now()) {
-            Some(kept) => Ok(Answer { entry: kept, upstream: None }),
-            None => match refusal {
-                Some(answer) => Ok(Answer { entry: self.store(key, answer.entry), upstream: answer.upstream }),
-                None => Err(ForwardError::Upstream(error)),
-            },
-        }
-    }
-
-    /// Stores the upstream's answer and returns what the clients get: a SERVFAIL neither
-    /// replaces an answer still fresh (a failed refresh) nor hides one that may be served
-    /// stale.
-    fn store(&self, key: &CacheKey, entry: Entry) -> Entry {
-        if entry.kind() == Kind::Failure
-            && let Some(kept) = self.cache.keep_on_failure(&key.borrowed(), Instant::now())
-        {
-            return kept;
-        }
-        self.cache.insert(&key.borrowed(), entry.clone());
-        entry
+        Fetch { cache: &self.cache, key: &key }.run(order, settings).await
     }
 
     /// The group's upstreams in the order the policy gives, healthy ones first (all of them
@@ -282,13 +215,99 @@ impl Forwarder {
     }
 }
 
-/// One exchange with `upstream`, reporting its place in the fetch's order with the result.
-fn ask(upstream: Arc<Upstream>, i: usize, key: Arc<CacheKey>, timeout: Duration) -> BoxFuture<'static, Attempt> {
-    async move {
-        let result = upstream.exchange(&key, timeout).await;
-        (i, upstream, result)
+/// One fetch for `key` carried out: the attempts and timers its [`Plan`] asks for, and what
+/// the cache keeps of the result. Generic over the upstream so that tests can drive it with
+/// upstreams that answer in virtual time; the miss path runs it with `Arc<Upstream>`.
+struct Fetch<'a> {
+    cache: &'a Cache,
+    key: &'a CacheKey,
+}
+
+impl Fetch<'_> {
+    async fn run<U: Exchanger>(&self, order: Vec<U>, settings: ForwardSettings) -> Outcome<U> {
+        let mut plan: Plan<U, Answer<U>> = Plan::new(order, settings.max_attempts, time::Instant::now() + settings.deadline);
+        let mut attempts = FuturesUnordered::new();
+        let mut step = plan.start(time::Instant::now());
+        loop {
+            let retransmit_at = match step {
+                Step::Ask { upstream, timeout, retransmit_at } => {
+                    attempts.push(ask(plan.upstream(upstream).clone(), upstream, self.key, timeout));
+                    retransmit_at
+                }
+                Step::Wait { retransmit_at } => retransmit_at,
+                Step::Return(answer) => return Ok(Answer { entry: self.store(answer.entry), upstream: answer.upstream }),
+                Step::GiveUp { refusal, error } => return self.give_up(refusal, error),
+            };
+            // The plan waits only while an attempt is in flight, so one branch is enabled.
+            step = tokio::select! {
+                Some(attempt) = attempts.next() => self.settle(&mut plan, attempt),
+                () = time::sleep_until(retransmit_at.unwrap_or_else(time::Instant::now)), if retransmit_at.is_some() => {
+                    retransmit(&mut plan)
+                }
+            };
+        }
     }
-    .boxed()
+
+    /// Tells the plan what one attempt brought back.
+    fn settle<U: Exchanger>(&self, plan: &mut Plan<U, Answer<U>>, (i, upstream, result): Attempt<U>) -> Step<Answer<U>> {
+        match result {
+            Ok(ex) => {
+                let rcode = ex.response.rcode();
+                let entry = Entry::from_response(&self.key.borrowed(), &ex.msg, &ex.response, self.cache.policy(), Instant::now());
+                let answer = Answer { entry, upstream: Some(upstream.clone()) };
+                let step = plan.on(Event::Answered { upstream: i, rcode, answer }, time::Instant::now());
+                if !matches!(step, Step::Return(_)) {
+                    tracing::debug!(upstream = %upstream.label(), rcode = rcode.as_str(), "trying the next upstream");
+                }
+                step
+            }
+            Err(error) => {
+                tracing::debug!(upstream = %upstream.label(), error = %error, "upstream attempt failed");
+                plan.on(Event::Failed(error), time::Instant::now())
+            }
+        }
+    }
+
+    /// What the clients get when no attempt brought a usable answer: an entry the cache may
+    /// keep (fresh, or servable stale) before the last refusal, and that before the error.
+    fn give_up<U>(&self, refusal: Option<Answer<U>>, error: UpstreamError) -> Outcome<U> {
+        match self.cache.keep_on_failure(&self.key.borrowed(), Instant::now()) {
+            Some(kept) => Ok(Answer { entry: kept, upstream: None }),
+            None => match refusal {
+                Some(answer) => Ok(Answer { entry: self.store(answer.entry), upstream: answer.upstream }),
+                None => Err(ForwardError::Upstream(error)),
+            },
+        }
+    }
+
+    /// Stores the upstream's answer and returns what the clients get: a SERVFAIL neither
+    /// replaces an answer still fresh (a failed refresh) nor hides one that may be served
+    /// stale.
+    fn store(&self, entry: Entry) -> Entry {
+        let key = self.key.borrowed();
+        if entry.kind() == Kind::Failure
+            && let Some(kept) = self.cache.keep_on_failure(&key, Instant::now())
+        {
+            return kept;
+        }
+        self.cache.insert(&key, entry.clone());
+        entry
+    }
+}
+
+/// The retransmission timer ran out: counted against the upstream that did not answer in
+/// time, whichever the plan asks next.
+fn retransmit<U: Exchanger>(plan: &mut Plan<U, Answer<U>>) -> Step<Answer<U>> {
+    if let Some(previous) = plan.last_asked() {
+        previous.count_retransmit();
+    }
+    plan.on(Event::TimerFired, time::Instant::now())
+}
+
+/// One exchange with `upstream`, reporting its place in the fetch's order with the result.
+async fn ask<U: Exchanger>(upstream: U, i: usize, key: &CacheKey, timeout: Duration) -> Attempt<U> {
+    let result = upstream.exchange(key, timeout).await;
+    (i, upstream, result)
 }
 
 /// What a [`Plan`] needs to know of an upstream.
@@ -306,6 +325,32 @@ impl Candidate for Arc<Upstream> {
 
     fn retransmit_timeout(&self) -> Duration {
         Upstream::retransmit_timeout(self)
+    }
+}
+
+/// What a [`Fetch`] needs of an upstream besides what its [`Plan`] does. A trait rather than
+/// `Upstream` itself so that tests can stand in upstreams that answer in virtual time; the
+/// miss path is compiled for `Arc<Upstream>` alone, with no dynamic dispatch.
+trait Exchanger: Candidate + Clone {
+    /// How logs name it.
+    fn label(&self) -> &str;
+    /// Counts a query sent again because this upstream did not answer within its timeout.
+    fn count_retransmit(&self);
+    /// One exchange, ending in [`UpstreamError::Timeout`] if `timeout` passes first.
+    fn exchange(&self, key: &CacheKey, timeout: Duration) -> impl Future<Output = Result<Exchange, UpstreamError>> + Send;
+}
+
+impl Exchanger for Arc<Upstream> {
+    fn label(&self) -> &str {
+        Upstream::label(self)
+    }
+
+    fn count_retransmit(&self) {
+        self.metrics().retransmits.inc();
+    }
+
+    fn exchange(&self, key: &CacheKey, timeout: Duration) -> impl Future<Output = Result<Exchange, UpstreamError>> + Send {
+        Upstream::exchange(self, key, timeout)
     }
 }
 
@@ -737,5 +782,260 @@ mod tests {
     fn an_empty_group_gives_up_at_once() {
         let (mut plan, t0) = plan(Vec::new(), 8);
         assert_eq!(plan.start(t0), give_up(None, UpstreamError::Timeout));
+    }
+}
+
+#[cfg(test)]
+mod fetch_tests {
+    //! [`Fetch`] driven under paused time by in-memory upstreams that follow a script: each
+    //! test's virtual clock shows when every query went out and when the fetch ended.
+
+    use std::sync::atomic::AtomicUsize;
+
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::RecordType;
+
+    use super::*;
+    use crate::cache::{Capacity, KeyRef, TtlPolicy};
+    use crate::testutil::{self, a};
+    use crate::wire::name::MAX_NAME;
+    use crate::wire::{Query, Transport, UpstreamResponse};
+
+    const TIMEOUT: Duration = Duration::from_millis(100);
+    const DEADLINE: Duration = Duration::from_secs(2);
+    const NAME: &str = "a.example.";
+    /// A client's `a.example. IN A`, written out so that the key is built as the hot path
+    /// builds it.
+    const CLIENT_QUERY: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x07example\x00\x00\x01\x00\x01";
+
+    /// What a scripted upstream does with one query.
+    #[derive(Clone, Copy, Debug)]
+    enum Reply {
+        /// Answers with this rcode (NOERROR with an address) after this long.
+        After(Duration, ResponseCode),
+        /// Never answers: the query or its answer was lost.
+        Never,
+        /// Fails at once.
+        Fails(UpstreamError),
+    }
+
+    /// An upstream that gives its replies in turn (the last one for every later query) and
+    /// remembers when it was asked.
+    struct Scripted {
+        label: &'static str,
+        replies: Vec<Reply>,
+        created: time::Instant,
+        asked_at: Mutex<Vec<Duration>>,
+        retransmits: AtomicUsize,
+    }
+
+    type Fake = Arc<Scripted>;
+
+    fn scripted(label: &'static str, replies: &[Reply]) -> Fake {
+        Arc::new(Scripted {
+            label,
+            replies: replies.to_vec(),
+            created: time::Instant::now(),
+            asked_at: Mutex::new(Vec::new()),
+            retransmits: AtomicUsize::new(0),
+        })
+    }
+
+    impl Scripted {
+        /// The virtual time of each query, from the fake's making (the test's start).
+        fn asked_at(&self) -> Vec<Duration> {
+            self.asked_at.lock().unwrap().clone()
+        }
+
+        fn retransmits(&self) -> usize {
+            self.retransmits.load(Ordering::Relaxed)
+        }
+
+        fn next_reply(&self) -> Reply {
+            let mut asked = self.asked_at.lock().unwrap();
+            asked.push(self.created.elapsed());
+            self.replies[(asked.len() - 1).min(self.replies.len() - 1)]
+        }
+    }
+
+    impl Candidate for Fake {
+        fn admit(&self) -> bool {
+            true
+        }
+
+        fn retransmit_timeout(&self) -> Duration {
+            TIMEOUT
+        }
+    }
+
+    impl Exchanger for Fake {
+        fn label(&self) -> &str {
+            self.label
+        }
+
+        fn count_retransmit(&self) {
+            self.retransmits.fetch_add(1, Ordering::Relaxed);
+        }
+
+        async fn exchange(&self, key: &CacheKey, timeout: Duration) -> Result<Exchange, UpstreamError> {
+            let reply = self.next_reply();
+            time::timeout(timeout, play(reply, key)).await.unwrap_or(Err(UpstreamError::Timeout))
+        }
+    }
+
+    async fn play(reply: Reply, key: &CacheKey) -> Result<Exchange, UpstreamError> {
+        match reply {
+            Reply::After(delay, rcode) => {
+                time::sleep(delay).await;
+                Ok(exchange_for(key, rcode))
+            }
+            Reply::Never => std::future::pending().await,
+            Reply::Fails(error) => Err(error),
+        }
+    }
+
+    fn exchange_for(key: &CacheKey, rcode: ResponseCode) -> Exchange {
+        let answers = if rcode == ResponseCode::NoError { vec![a(NAME, 300, [192, 0, 2, 1])] } else { Vec::new() };
+        let msg = testutil::response(NAME, RecordType::A, rcode, answers, Vec::new(), false);
+        let response = UpstreamResponse::parse(&msg, key.name(), key.qtype(), key.qclass()).unwrap();
+        Exchange { msg, response, transport: Transport::Udp, ignored: 0 }
+    }
+
+    fn key() -> CacheKey {
+        let mut lower = [0u8; MAX_NAME];
+        let (query, name) = Query::parse(CLIENT_QUERY, &mut lower).unwrap();
+        KeyRef::for_query(&query, name).to_owned()
+    }
+
+    /// Serves stale answers up to an hour past expiry.
+    fn cache() -> Cache {
+        let capacity = Capacity { max_entries: 100, max_bytes: 1 << 20 };
+        Cache::new(capacity, capacity, TtlPolicy { stale_max_age: 3600, ..TtlPolicy::default() })
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn noerror_after(delay: Duration) -> Reply {
+        Reply::After(delay, ResponseCode::NoError)
+    }
+
+    /// Runs one fetch over `order` (sequential, [`DEADLINE`]) and returns its outcome and the
+    /// virtual time it took.
+    async fn fetch(cache: &Cache, order: &[Fake], max_attempts: usize) -> (Outcome<Fake>, Duration) {
+        let settings = ForwardSettings { deadline: DEADLINE, policy: Policy::Sequential, max_attempts };
+        let started = time::Instant::now();
+        let outcome = Fetch { cache, key: &key() }.run(order.to_vec(), settings).await;
+        (outcome, started.elapsed())
+    }
+
+    /// Puts an answer for the test's key into `cache` as if stored `ago` before now, with
+    /// `ttl` on its record.
+    fn cached(cache: &Cache, ttl: u32, ago: Duration) {
+        let key = key();
+        let msg = testutil::response(NAME, RecordType::A, ResponseCode::NoError, vec![a(NAME, ttl, [192, 0, 2, 9])], Vec::new(), false);
+        let response = UpstreamResponse::parse(&msg, key.name(), key.qtype(), key.qclass()).unwrap();
+        let stored = Instant::now().checked_sub(ago).expect("the clock reaches back that far");
+        cache.insert(&key.borrowed(), Entry::from_response(&key.borrowed(), &msg, &response, cache.policy(), stored));
+    }
+
+    fn cached_rcode(cache: &Cache) -> Option<Rcode> {
+        cache.lookup(&key().borrowed(), Instant::now()).map(|(entry, _)| entry.rcode())
+    }
+
+    fn answered_by(outcome: &Outcome<Fake>) -> Option<&'static str> {
+        outcome.as_ref().ok()?.upstream.as_ref().map(|u| u.label)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_answer_is_asked_for_again_after_the_retransmit_timeout_and_the_second_answer_returned() {
+        let upstream = scripted("only", &[Reply::Never, noerror_after(ms(10))]);
+        let (outcome, took) = fetch(&cache(), std::slice::from_ref(&upstream), 3).await;
+        assert_eq!(answered_by(&outcome), Some("only"));
+        assert_eq!(upstream.asked_at(), [ms(0), TIMEOUT], "sent again when the timeout passed");
+        assert_eq!(upstream.retransmits(), 1);
+        assert_eq!(took, TIMEOUT + ms(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_first_upstream_is_raced_by_the_second_whose_earlier_answer_wins() {
+        let (slow, second) = (scripted("slow", &[noerror_after(ms(500))]), scripted("second", &[noerror_after(ms(20))]));
+        let (outcome, took) = fetch(&cache(), &[slow.clone(), second.clone()], 4).await;
+        assert_eq!(answered_by(&outcome), Some("second"));
+        assert_eq!((slow.asked_at(), second.asked_at()), (vec![ms(0)], vec![TIMEOUT]));
+        assert_eq!(slow.retransmits(), 1, "the retransmission is the slow one's");
+        assert_eq!(took, TIMEOUT + ms(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_answer_from_the_first_upstream_still_wins_over_the_second_asked() {
+        let (late, second) = (scripted("late", &[noerror_after(ms(150))]), scripted("second", &[noerror_after(ms(200))]));
+        let (outcome, took) = fetch(&cache(), &[late, second.clone()], 4).await;
+        assert_eq!(answered_by(&outcome), Some("late"));
+        assert_eq!(second.asked_at(), [TIMEOUT]);
+        assert_eq!(took, ms(150));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_sends_the_question_to_the_next_upstream_at_once_and_its_answer_is_returned() {
+        let refusing = scripted("refusing", &[Reply::After(ms(5), ResponseCode::Refused)]);
+        let next = scripted("next", &[noerror_after(ms(5))]);
+        let cache = cache();
+        let (outcome, took) = fetch(&cache, &[refusing.clone(), next.clone()], 4).await;
+        assert_eq!(answered_by(&outcome), Some("next"));
+        assert_eq!(outcome.unwrap().entry.rcode(), Rcode::NOERROR);
+        assert_eq!(next.asked_at(), [ms(5)], "no waiting for the timer");
+        assert_eq!(refusing.asked_at().len(), 1);
+        assert_eq!(took, ms(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_every_attempt_fails_the_fetch_ends_with_the_last_error_after_max_attempts() {
+        let refused = UpstreamError::Io(std::io::ErrorKind::ConnectionRefused);
+        let first = scripted("first", &[Reply::Fails(UpstreamError::Connect), Reply::Fails(refused)]);
+        let second = scripted("second", &[Reply::Fails(UpstreamError::Closed)]);
+        let (outcome, took) = fetch(&cache(), &[first.clone(), second.clone()], 3).await;
+        assert_eq!(outcome.err(), Some(ForwardError::Upstream(refused)));
+        assert_eq!((first.asked_at().len(), second.asked_at().len()), (2, 1), "three attempts in all");
+        assert_eq!(took, Duration::ZERO, "failures move on at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_every_upstream_is_silent_the_fetch_times_out_exactly_at_the_deadline() {
+        let silent = [scripted("first", &[Reply::Never]), scripted("second", &[Reply::Never])];
+        let (outcome, took) = fetch(&cache(), &silent, 100).await;
+        assert_eq!(outcome.err(), Some(ForwardError::Upstream(UpstreamError::Timeout)));
+        assert_eq!(took, DEADLINE);
+        let asked: Vec<Duration> = silent.iter().flat_map(|u| u.asked_at()).collect();
+        assert!(asked.len() > 2 && asked.iter().all(|&at| at < DEADLINE), "retransmitted, never at the deadline: {asked:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_is_stored_so_that_the_next_lookup_hits() {
+        let cache = cache();
+        let (outcome, _) = fetch(&cache, &[scripted("only", &[noerror_after(ms(10))])], 3).await;
+        let (hit, _) = cache.lookup(&key().borrowed(), Instant::now()).expect("a hit");
+        assert_eq!(hit.wire(), outcome.unwrap().entry.wire());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_servfail_does_not_replace_a_fresh_entry_and_the_clients_get_the_fresh_one() {
+        let cache = cache();
+        cached(&cache, 300, Duration::ZERO);
+        let (outcome, _) = fetch(&cache, &[scripted("failing", &[Reply::After(ms(10), ResponseCode::ServFail)])], 3).await;
+        assert_eq!(outcome.unwrap().entry.rcode(), Rcode::NOERROR);
+        assert_eq!(cached_rcode(&cache), Some(Rcode::NOERROR));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_entry_is_kept_and_served_when_every_attempt_fails() {
+        let cache = cache();
+        cached(&cache, 1, Duration::from_secs(3));
+        assert_eq!(cached_rcode(&cache), None, "expired");
+        let (outcome, _) = fetch(&cache, &[scripted("down", &[Reply::Fails(UpstreamError::Connect)])], 3).await;
+        let answer = outcome.unwrap();
+        assert!(answer.entry.is_stale() && answer.upstream.is_none(), "the cache's stale copy");
+        assert_eq!(cached_rcode(&cache), Some(Rcode::NOERROR), "stored again, a hit for a while");
     }
 }
