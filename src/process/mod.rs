@@ -181,23 +181,43 @@ fn save_snapshot(cache: &Cache, path: &std::path::Path) {
 /// Runs until `stop` is cancelled, then stops accepting, lets in-flight queries finish for
 /// at most the configured grace period, and returns.
 pub async fn run(settings: Settings, source: Option<reload::Source>, stop: CancellationToken) -> anyhow::Result<()> {
+    // First, because the predecessor's cache is what ours starts from.
+    let inheritance = take_over(&settings.restart_only).await?;
+    let built = build(&settings, inheritance.as_ref()).await?;
+    let bound = bind(&settings.restart_only, inheritance)?;
+    let running = spawn(built, bound, settings, source, stop.clone())?;
+    stop.cancelled().await;
+    running.drain().await;
+    Ok(())
+}
+
+/// With `server.handover_socket` set, the listening sockets and cache of the nodedns running
+/// there, if one is.
+async fn take_over(settings: &RestartOnly) -> anyhow::Result<Option<handover::Inheritance>> {
+    let Some(path) = settings.handover_socket.clone() else { return Ok(None) };
+    tokio::task::spawn_blocking(move || handover::inherit(&path)).await?.context("taking over from the running nodedns")
+}
+
+/// What the settings build before any socket exists: the parts every listener shares.
+struct Built {
+    metrics: Arc<Metrics>,
+    cache: Arc<Cache>,
+    forwarder: Arc<Forwarder>,
+    handler: Arc<Handler>,
+}
+
+async fn build(settings: &Settings, inherited: Option<&handover::Inheritance>) -> anyhow::Result<Built> {
     let Settings { reloadable, restart_only } = settings;
     let metrics = Arc::new(Metrics::new());
     let cache = Arc::new(Cache::new(restart_only.cache.positive, restart_only.cache.negative, restart_only.cache.ttl.clone()));
-    let mut inheritance = match restart_only.handover_socket.clone() {
-        Some(path) => {
-            tokio::task::spawn_blocking(move || handover::inherit(&path)).await?.context("taking over from the running nodedns")?
-        }
-        None => None,
-    };
-    match (&inheritance, &restart_only.cache.snapshot) {
+    match (inherited, &restart_only.cache.snapshot) {
         (Some(inherited), _) => restore_inherited(&cache, &inherited.snapshot),
         (None, Some(path)) => restore_snapshot(&cache, path),
         (None, None) => {}
     }
     // No `..`: each reloadable setting is given to its running part here, as a reload does
     // in `Reloader::apply`.
-    let Reloadable { router, upstream, forward, handler, admission, query_log } = &reloadable;
+    let Reloadable { router, upstream, forward, handler, admission, query_log } = reloadable;
     let upstreams = reload::upstreams(router, upstream, Vec::new(), &metrics)?;
     let forwarder = Forwarder::new(upstreams, cache.clone(), **forward, metrics.clone());
     let naming = local_naming(&restart_only.naming, &forwarder, &metrics).await?;
@@ -209,142 +229,227 @@ pub async fn run(settings: Settings, source: Option<reload::Source>, stop: Cance
     );
     tokio::spawn(query_log_writer);
     let handler = Arc::new(Handler::new(cache.clone(), forwarder.clone(), reload::admission_for(admission), naming, *handler, query_log));
-    let tasks = TaskTracker::new();
-    let listeners = TaskTracker::new();
+    Ok(Built { metrics, cache, forwarder, handler })
+}
 
+/// Every socket, bound or taken over, before anything serves on any of them.
+struct Bound {
+    sockets: Sockets,
+    /// Copies of `sockets` for a successor; empty without `server.handover_socket`.
+    for_successor: Vec<(Role, SocketAddr, std::os::fd::OwnedFd)>,
+    /// Told once this process serves, so the predecessor stops reading.
+    inheritance: Option<handover::Inheritance>,
+    node: Option<Arc<node::NodeSetup>>,
+}
+
+/// Binding everything before serving anything makes a bad address fail start-up whole.
+fn bind(settings: &RestartOnly, mut inheritance: Option<handover::Inheritance>) -> anyhow::Result<Bound> {
     // The addresses must exist before anything binds to them.
-    let node = match restart_only.node.enabled {
-        true => Some(Arc::new(node::NodeSetup::prepare(restart_only.node.clone()).context("node setup: the listen addresses")?)),
+    let node = match settings.node.enabled {
+        true => Some(Arc::new(node::NodeSetup::prepare(settings.node.clone()).context("node setup: the listen addresses")?)),
         false => None,
     };
-    // Bind (or take over) everything before serving anything, so a bad address fails
-    // start-up whole.
-    let sockets = Sockets::open(&restart_only, inheritance.as_mut())?;
-    let for_successor = match restart_only.handover_socket {
+    let sockets = Sockets::open(settings, inheritance.as_mut())?;
+    let for_successor = match settings.handover_socket {
         Some(_) => sockets.duplicates().context("duplicating the listening sockets for a successor")?,
         None => Vec::new(),
     };
+    Ok(Bound { sockets, for_successor, inheritance, node })
+}
+
+/// What serves until the stop, and what the drain winds down.
+struct Running {
+    built: Built,
+    restart_only: RestartOnly,
+    listening: Listening,
+    ready: Arc<Readiness>,
+    metrics_stop: CancellationToken,
+    node: Option<(Arc<node::NodeSetup>, tokio::task::JoinHandle<()>)>,
+    offered: Option<handover::OfferedAt>,
+    /// Kept open while this process runs: its closing tells the predecessor to serve again.
+    _predecessor: Option<std::os::unix::net::UnixStream>,
+}
+
+/// Serves on the bound sockets: the listeners, the metrics endpoint, then the handover both
+/// ways, the reload watcher and the node's upkeep.
+fn spawn(
+    built: Built,
+    bound: Bound,
+    settings: Settings,
+    source: Option<reload::Source>,
+    stop: CancellationToken,
+) -> anyhow::Result<Running> {
+    let Settings { reloadable, restart_only } = settings;
+    let Bound { sockets, for_successor, inheritance, node } = bound;
     let (gate_switch, gate) = Gate::new();
-
-    let mut udp_workers = Vec::new();
-    for (i, (addr, socket)) in sockets.udp.into_iter().enumerate() {
-        let worker = udp::Worker {
-            handler: handler.clone(),
-            metrics: metrics.listener(&server_label(addr), "udp", addr.is_ipv6()),
-            runtime: tokio::runtime::Handle::current(),
-            tasks: tasks.clone(),
-            stop: stop.clone(),
-            gate: gate.clone(),
-            cpu: restart_only.pin_udp_workers.then(|| i % restart_only.udp_workers.max(1)),
-        };
-        udp_workers
-            .push(udp::spawn(format!("nodedns-udp-{i}"), socket, worker).with_context(|| format!("cannot start a UDP worker for {addr}"))?);
-    }
-    for addr in &restart_only.listen {
-        tracing::info!(%addr, workers = restart_only.udp_workers, "serving DNS over UDP");
-    }
-    // The listeners' tracker waits for the worker threads too.
-    for thread in udp_workers {
-        listeners.spawn(async move {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        });
-    }
-    let limits = TcpLimits {
-        idle_timeout: restart_only.tcp_idle_timeout,
-        max_clients: restart_only.max_tcp_clients,
-        max_per_client: restart_only.max_tcp_per_client,
-        max_inflight_per_connection: restart_only.max_tcp_inflight,
-    };
-    for (addr, listener) in sockets.tcp {
-        let server = Arc::new(TcpServer {
-            handler: handler.clone(),
-            metrics: metrics.clone(),
-            listener_metrics: metrics.listener(&server_label(addr), "tcp", addr.is_ipv6()),
-            limits,
-            tasks: tasks.clone(),
-            stop: stop.clone(),
-            per_client: Default::default(),
-            gate: gate.clone(),
-        });
-        listeners.spawn(server.serve(listener));
-        tracing::info!(%addr, "serving DNS over TCP");
-    }
-
+    let listening = Listening { tasks: TaskTracker::new(), listeners: TaskTracker::new(), stop: stop.clone(), gate };
+    listening.spawn_udp_workers(&built, sockets.udp, &restart_only)?;
+    listening.spawn_tcp_servers(&built, sockets.tcp, &restart_only);
     let ready = Arc::new(Readiness::default());
     let metrics_stop = CancellationToken::new();
     if let Some((_, listener)) = sockets.http {
-        let label = restart_only.listen.first().map(|a| server_label(*a)).unwrap_or_default();
-        let (c, m) = (cache.clone(), metrics.clone());
-        let encode = Arc::new(move || {
-            let (positive, negative) = c.len();
-            m.set_cache_entries(&label, positive, negative);
-            m.encode()
-        });
-        let endpoints = http::Endpoints { encode, ready: ready.clone(), extra: Some(admin::routes(handler.clone())) };
-        tokio::spawn(http::serve(listener, endpoints, metrics_stop.clone(), gate.clone()));
+        let endpoints = metrics_endpoints(&built, &restart_only, ready.clone());
+        tokio::spawn(http::serve(listener, endpoints, metrics_stop.clone(), listening.gate.clone()));
     }
-    for group in reloadable.router.groups() {
-        let servers: Vec<String> = group.servers.iter().map(ToString::to_string).collect();
-        tracing::info!(zone = %group.zone, upstreams = %servers.join(","), "forwarding");
-    }
+    log_forwarding(&reloadable);
     ready.set(true);
-    // Kept open while this process runs: its closing tells the predecessor to serve again.
-    let _predecessor = match inheritance {
-        Some(inherited) => Some(inherited.serving().context("telling the predecessor to stop reading")?),
-        None => None,
-    };
+    let predecessor = inheritance.map(handover::Inheritance::serving).transpose().context("telling the predecessor to stop reading")?;
     let offered = match &restart_only.handover_socket {
-        Some(path) => {
-            let ready = ready.clone();
-            let offer = handover::Offer {
-                sockets: for_successor,
-                cache: cache.clone(),
-                gate: gate_switch,
-                on_pause: Box::new(move |paused| ready.set(!paused)),
-            };
-            Some(handover::offer(path, offer)?)
-        }
+        Some(path) => Some(offer_to_successors(path, for_successor, &built, gate_switch, ready.clone())?),
         None => None,
     };
-
     if let Some(source) = source {
         let reloader = reload::Reloader {
             source,
             reloadable,
             restart_only: restart_only.clone(),
-            handler: handler.clone(),
-            forwarder: forwarder.clone(),
-            metrics: metrics.clone(),
+            handler: built.handler.clone(),
+            forwarder: built.forwarder.clone(),
+            metrics: built.metrics.clone(),
         };
         tokio::spawn(reloader.run(stop.clone()));
     }
-    let node_keeper = node.as_ref().map(|node| tokio::spawn(keep_node_setup(node.clone(), metrics.clone(), stop.clone())));
+    let node = node.map(|node| {
+        let keeper = tokio::spawn(keep_node_setup(node.clone(), built.metrics.clone(), stop.clone()));
+        (node, keeper)
+    });
+    Ok(Running { built, restart_only, listening, ready, metrics_stop, node, offered, _predecessor: predecessor })
+}
 
-    stop.cancelled().await;
-    if let Some(offered) = &offered {
-        offered.withdraw();
+/// What the listeners run under.
+struct Listening {
+    /// Connections and misses: the drain waits for them, within the grace period.
+    tasks: TaskTracker,
+    /// The listeners themselves (UDP worker threads, TCP accept loops): the drain waits for
+    /// every one to stop.
+    listeners: TaskTracker,
+    stop: CancellationToken,
+    gate: Gate,
+}
+
+impl Listening {
+    fn spawn_udp_workers(
+        &self,
+        built: &Built,
+        sockets: Vec<(SocketAddr, std::net::UdpSocket)>,
+        settings: &RestartOnly,
+    ) -> anyhow::Result<()> {
+        let mut threads = Vec::new();
+        for (i, (addr, socket)) in sockets.into_iter().enumerate() {
+            let worker = udp::Worker {
+                handler: built.handler.clone(),
+                metrics: built.metrics.listener(&server_label(addr), "udp", addr.is_ipv6()),
+                runtime: tokio::runtime::Handle::current(),
+                tasks: self.tasks.clone(),
+                stop: self.stop.clone(),
+                gate: self.gate.clone(),
+                cpu: settings.pin_udp_workers.then(|| i % settings.udp_workers.max(1)),
+            };
+            threads.push(
+                udp::spawn(format!("nodedns-udp-{i}"), socket, worker).with_context(|| format!("cannot start a UDP worker for {addr}"))?,
+            );
+        }
+        for addr in &settings.listen {
+            tracing::info!(%addr, workers = settings.udp_workers, "serving DNS over UDP");
+        }
+        // The listeners' tracker waits for the worker threads too.
+        for thread in threads {
+            self.listeners.spawn(async move {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            });
+        }
+        Ok(())
     }
-    let handed_over = !gate.is_open();
-    ready.set(false);
-    listeners.close();
-    listeners.wait().await;
-    tasks.close();
-    let drained = tokio::time::timeout(restart_only.shutdown_grace, tasks.wait()).await.is_ok();
-    if drained {
-        tracing::info!("stopped: all in-flight queries answered");
-    } else {
-        tracing::warn!(grace = ?restart_only.shutdown_grace, unfinished = tasks.len(), "stopped with queries still in flight");
+
+    fn spawn_tcp_servers(&self, built: &Built, sockets: Vec<(SocketAddr, tokio::net::TcpListener)>, settings: &RestartOnly) {
+        let limits = TcpLimits {
+            idle_timeout: settings.tcp_idle_timeout,
+            max_clients: settings.max_tcp_clients,
+            max_per_client: settings.max_tcp_per_client,
+            max_inflight_per_connection: settings.max_tcp_inflight,
+        };
+        for (addr, listener) in sockets {
+            let server = Arc::new(TcpServer {
+                handler: built.handler.clone(),
+                metrics: built.metrics.clone(),
+                listener_metrics: built.metrics.listener(&server_label(addr), "tcp", addr.is_ipv6()),
+                limits,
+                tasks: self.tasks.clone(),
+                stop: self.stop.clone(),
+                per_client: Default::default(),
+                gate: self.gate.clone(),
+            });
+            self.listeners.spawn(server.serve(listener));
+            tracing::info!(%addr, "serving DNS over TCP");
+        }
     }
-    if let Some(path) = &restart_only.cache.snapshot {
-        save_snapshot(&cache, path);
+}
+
+/// `/metrics` (with the cache's size read at each scrape), `/health`, `/ready` and the admin
+/// routes.
+fn metrics_endpoints(built: &Built, settings: &RestartOnly, ready: Arc<Readiness>) -> http::Endpoints {
+    let label = settings.listen.first().map(|a| server_label(*a)).unwrap_or_default();
+    let (cache, metrics) = (built.cache.clone(), built.metrics.clone());
+    let encode = Arc::new(move || {
+        let (positive, negative) = cache.len();
+        metrics.set_cache_entries(&label, positive, negative);
+        metrics.encode()
+    });
+    http::Endpoints { encode, ready, extra: Some(admin::routes(built.handler.clone())) }
+}
+
+fn log_forwarding(reloadable: &Reloadable) {
+    for group in reloadable.router.groups() {
+        let servers: Vec<String> = group.servers.iter().map(ToString::to_string).collect();
+        tracing::info!(zone = %group.zone, upstreams = %servers.join(","), "forwarding");
     }
-    if let (Some(node), Some(keeper)) = (node, node_keeper) {
-        // The keeper returns at the stop; after it, nothing puts back what is removed.
-        let _ = keeper.await;
-        node.teardown(handed_over);
+}
+
+/// Listens at `path` for a successor, to hand it these sockets and the cache; while one
+/// serves, the gate is closed and this process reports itself not ready.
+fn offer_to_successors(
+    path: &std::path::Path,
+    sockets: Vec<(Role, SocketAddr, std::os::fd::OwnedFd)>,
+    built: &Built,
+    gate: tokio::sync::watch::Sender<bool>,
+    ready: Arc<Readiness>,
+) -> anyhow::Result<handover::OfferedAt> {
+    let offer = handover::Offer { sockets, cache: built.cache.clone(), gate, on_pause: Box::new(move |paused| ready.set(!paused)) };
+    Ok(handover::offer(path, offer)?)
+}
+
+impl Running {
+    /// Readiness off, the listeners stopped, in-flight queries given the grace period, the
+    /// cache saved, the node's setup removed.
+    async fn drain(self) {
+        if let Some(offered) = &self.offered {
+            offered.withdraw();
+        }
+        let handed_over = !self.listening.gate.is_open();
+        self.ready.set(false);
+        self.listening.listeners.close();
+        self.listening.listeners.wait().await;
+        self.wait_for_in_flight().await;
+        if let Some(path) = &self.restart_only.cache.snapshot {
+            save_snapshot(&self.built.cache, path);
+        }
+        if let Some((node, keeper)) = self.node {
+            // The keeper returns at the stop; after it, nothing puts back what is removed.
+            let _ = keeper.await;
+            node.teardown(handed_over);
+        }
+        self.metrics_stop.cancel();
+        // Let the runtime flush the last responses' sends.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    metrics_stop.cancel();
-    // Let the runtime flush the last responses' sends.
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    Ok(())
+
+    async fn wait_for_in_flight(&self) {
+        let (tasks, grace) = (&self.listening.tasks, self.restart_only.shutdown_grace);
+        tasks.close();
+        if tokio::time::timeout(grace, tasks.wait()).await.is_ok() {
+            tracing::info!("stopped: all in-flight queries answered");
+        } else {
+            tracing::warn!(?grace, unfinished = tasks.len(), "stopped with queries still in flight");
+        }
+    }
 }
