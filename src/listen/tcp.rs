@@ -76,30 +76,7 @@ impl TcpServer {
         let clients = Arc::new(Semaphore::new(self.limits.max_clients));
         let mut gate = self.gate.clone();
         let mut backoff = AcceptBackoff::new("dns-tcp");
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => return,
-                _ = gate.opened() => {}
-            }
-            let (stream, peer) = tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => return,
-                _ = gate.closed() => continue,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => {
-                        backoff.accepted();
-                        a
-                    }
-                    Err(e) => {
-                        tokio::select! {
-                            biased;
-                            _ = self.stop.cancelled() => return,
-                            _ = backoff.failed(&e) => continue,
-                        }
-                    }
-                },
-            };
+        while let Some((stream, peer)) = backoff.accept(&listener, &mut gate, &self.stop).await {
             let Ok(permit) = clients.clone().try_acquire_owned() else {
                 self.metrics.dropped(DropReason::TcpClientLimit);
                 continue;

@@ -88,7 +88,7 @@ impl AcceptBackoff {
     }
 
     /// A connection was accepted: the next failure waits the shortest time again.
-    pub fn accepted(&mut self) {
+    fn accepted(&mut self) {
         if self.warned_this_run {
             tracing::info!(listener = self.listener, "accepting connections again");
             self.warned_this_run = false;
@@ -96,8 +96,42 @@ impl AcceptBackoff {
         self.wait = FIRST_WAIT;
     }
 
+    /// The next connection on `listener` while `gate` is open, waiting out the gate while it
+    /// is closed and backing off after failed accepts; `None` once `stop` is cancelled.
+    pub async fn accept(
+        &mut self,
+        listener: &TcpListener,
+        gate: &mut crate::gate::Gate,
+        stop: &CancellationToken,
+    ) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return None,
+                _ = gate.opened() => {}
+            }
+            let error = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return None,
+                _ = gate.closed() => continue,
+                accepted = listener.accept() => match accepted {
+                    Ok(connection) => {
+                        self.accepted();
+                        return Some(connection);
+                    }
+                    Err(e) => e,
+                },
+            };
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return None,
+                _ = self.failed(&error) => {}
+            }
+        }
+    }
+
     /// Logs `error` if a warning is due, then waits before the next accept.
-    pub async fn failed(&mut self, error: &std::io::Error) {
+    async fn failed(&mut self, error: &std::io::Error) {
         self.unreported += 1;
         if self.warned_at.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
             tracing::warn!(listener = self.listener, error = %error, failures = self.unreported, retry_in = ?self.wait, "accept failed (failures: since the last warning); backing off");
@@ -112,27 +146,7 @@ impl AcceptBackoff {
 /// Serves the endpoint on an already bound listener until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, endpoints: Endpoints, stop: CancellationToken, mut gate: crate::gate::Gate) {
     let mut backoff = AcceptBackoff::new("metrics");
-    loop {
-        tokio::select! {
-            _ = gate.opened() => {}
-            _ = stop.cancelled() => return,
-        }
-        let (stream, peer) = tokio::select! {
-            _ = gate.closed() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => {
-                    backoff.accepted();
-                    a
-                }
-                Err(e) => {
-                    tokio::select! {
-                        _ = backoff.failed(&e) => continue,
-                        _ = stop.cancelled() => return,
-                    }
-                }
-            },
-            _ = stop.cancelled() => return,
-        };
+    while let Some((stream, peer)) = backoff.accept(&listener, &mut gate, &stop).await {
         let endpoints = endpoints.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let asked = Asked {
