@@ -67,3 +67,13 @@ fn unparseable_flag_values_are_rejected() {
     let (ok, out) = nodedns(&["run", "--upstream", "nonsense"]);
     assert!(!ok && out.contains("not an upstream"), "{out}");
 }
+
+#[test]
+fn logs_written_to_a_file_or_pipe_carry_no_colour_codes() {
+    // `kubectl logs` reads the container's stderr from a pipe: escape codes there are noise.
+    let upstream = FakeUpstream::start(Behaviour::AnswerAfter(Duration::ZERO));
+    let nd = Nodedns::start(&["--upstream".into(), upstream.addr.to_string()]);
+    let log = nd.log();
+    assert!(log.contains("serving DNS over UDP"), "{log}");
+    assert!(!log.contains('\u{1b}'), "an escape code in a log written to a file:\n{log:?}");
+}
