@@ -37,9 +37,9 @@ fn every_manifest_passes_the_kubernetes_schemas_strictly() {
     let out = Command::new("kubernetes-validate").arg("--strict").args(&files).output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !report.contains("ERROR"), "{report}");
-    // The PodMonitor is a Prometheus Operator CRD, outside the Kubernetes schemas; every
+    // The ServiceMonitor is a Prometheus Operator CRD, outside the Kubernetes schemas; every
     // other kind must have been checked.
-    for kind in ["daemonset", "configmap", "serviceaccount", "clusterrole/", "clusterrolebinding", "service/kube-dns-upstream"] {
+    for kind in ["daemonset", "configmap", "serviceaccount", "clusterrole/", "clusterrolebinding", "service/kube-dns-upstream", "service/nodedns-metrics"] {
         assert!(report.contains(&format!("passed for resource {kind}")), "{kind} not validated:\n{report}");
     }
 }
@@ -64,11 +64,15 @@ fn the_daemonset_mounts_probes_and_monitors_what_the_configuration_uses() {
     for path in [text(at(&config, &["cache", "snapshot"])), text(at(&config, &["server", "handover_socket"]))] {
         assert!(mounts.iter().any(|m| path.starts_with(&format!("{m}/"))), "{path} is not on a mounted volume: {mounts:?}");
     }
-    // The probes reach the metrics endpoint where the configuration puts it.
-    let metrics = text(&config["metrics"]);
+    // Probes and Prometheus reach a host-network pod at its pod IP, the node's address: the
+    // metrics endpoint must listen on every address of the node, and the probes (no `host`,
+    // so the kubelet uses the pod IP) on its port.
+    let metrics: std::net::SocketAddr = text(&config["metrics"]).parse().unwrap();
+    assert!(metrics.ip().is_unspecified(), "metrics on {metrics}: not reachable at the pod IP");
     for probe in ["livenessProbe", "readinessProbe"] {
         let get = at(container, &[probe, "httpGet"]);
-        assert_eq!(format!("{}:{}", text(&get["host"]), get["port"].as_u64().unwrap()), metrics, "{probe}");
+        assert!(get["host"].is_null(), "{probe} names a host; the kubelet's default, the pod IP, is the one that works");
+        assert_eq!(get["port"].as_u64(), Some(u64::from(metrics.port())), "{probe}");
     }
     // Rolling updates surge, so the handover has a successor to hand to.
     let update = at(&ds, &["spec", "updateStrategy", "rollingUpdate"]);
@@ -76,11 +80,28 @@ fn the_daemonset_mounts_probes_and_monitors_what_the_configuration_uses() {
     assert_eq!(pod["hostNetwork"].as_bool(), Some(true));
     let caps: Vec<&str> = at(container, &["securityContext", "capabilities", "add"]).as_sequence().unwrap().iter().map(text).collect();
     assert_eq!(caps, ["NET_ADMIN", "NET_BIND_SERVICE"]);
-    // The PodMonitor scrapes a port the container declares.
-    let monitor = load("podmonitor.yaml");
-    let port = text(at(&monitor, &["spec", "podMetricsEndpoints", "0", "port"]));
-    let ports: Vec<&str> = container["ports"].as_sequence().unwrap().iter().map(|p| text(&p["name"])).collect();
-    assert!(ports.contains(&port), "{port} not in {ports:?}");
+    // Kubernetes API defaulting (pkg/apis/core/v1 defaults, SetDefaults_Pod): in a
+    // host-network pod every container port gets hostPort = containerPort, and the
+    // scheduler's NodePorts filter then keeps a second pod with that host port off the node.
+    // With maxSurge the new pod must run beside the old one, so the container declares none.
+    assert!(container["ports"].is_null(), "a host-network DaemonSet with maxSurge declares ports: {:?}", container["ports"]);
+    // The metrics Service selects these pods and names the metrics port by number; the
+    // ServiceMonitor scrapes that Service's port, and selects that Service alone.
+    let service = load("metrics-service.yaml");
+    assert_eq!(at(&service, &["spec", "clusterIP"]).as_str(), Some("None"), "headless: one endpoint per node");
+    assert_eq!(at(&service, &["spec", "selector"]), at(&ds, &["spec", "template", "metadata", "labels"]));
+    let service_port = at(&service, &["spec", "ports", "0"]);
+    assert_eq!(service_port["targetPort"].as_u64(), Some(u64::from(metrics.port())));
+    assert_eq!(at(&service, &["metadata", "annotations", "prometheus.io/port"]).as_str(), Some(metrics.port().to_string().as_str()));
+    let monitor = load("servicemonitor.yaml");
+    assert_eq!(text(at(&monitor, &["spec", "endpoints", "0", "port"])), text(&service_port["name"]));
+    let wanted = at(&monitor, &["spec", "selector", "matchLabels"]).as_mapping().unwrap();
+    for file in ["metrics-service.yaml", "service-upstream.yaml"] {
+        let manifest = load(file);
+        let labels = at(&manifest, &["metadata", "labels"]).as_mapping().unwrap();
+        let selected = wanted.iter().all(|(k, v)| labels.get(k) == Some(v));
+        assert_eq!(selected, file == "metrics-service.yaml", "the ServiceMonitor's selection of {file}");
+    }
 }
 
 /// Every metric the Grafana dashboard queries is one nodedns (or its probe) registers, so
