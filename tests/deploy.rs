@@ -39,7 +39,15 @@ fn every_manifest_passes_the_kubernetes_schemas_strictly() {
     assert!(out.status.success() && !report.contains("ERROR"), "{report}");
     // The ServiceMonitor is a Prometheus Operator CRD, outside the Kubernetes schemas; every
     // other kind must have been checked.
-    for kind in ["daemonset", "configmap", "serviceaccount", "clusterrole/", "clusterrolebinding", "service/kube-dns-upstream", "service/nodedns-metrics"] {
+    for kind in [
+        "daemonset",
+        "configmap",
+        "serviceaccount",
+        "clusterrole/",
+        "clusterrolebinding",
+        "service/kube-dns-upstream",
+        "service/nodedns-metrics",
+    ] {
         assert!(report.contains(&format!("passed for resource {kind}")), "{kind} not validated:\n{report}");
     }
 }
