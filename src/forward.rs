@@ -43,7 +43,7 @@ pub enum Policy {
 }
 
 /// Settings of the miss path.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ForwardSettings {
     /// How long the whole resolution may take, across attempts.
     pub deadline: Duration,

@@ -67,7 +67,7 @@ pub struct UpstreamGroup<T = UpstreamSpec> {
 }
 
 /// Every configured group, most specific zone first.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Router<T = UpstreamSpec> {
     groups: Vec<Arc<UpstreamGroup<T>>>,
 }

@@ -250,9 +250,9 @@ impl Settings {
         let secs = |d: Duration| d.as_secs().min(u64::from(u32::MAX)) as u32;
         let node = node_settings(&file.node, &listen);
         let reloadable = Reloadable {
-            router: Compared(router),
+            router,
             upstream: Compared(upstream),
-            forward: Compared(forward),
+            forward,
             handler: HandlerSettings {
                 max_inflight_misses: file.server.max_inflight_misses,
                 udp_payload: file.server.udp_payload,

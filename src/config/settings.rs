@@ -32,9 +32,9 @@ pub struct Settings {
 /// given, so applying it is one call per field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reloadable {
-    pub router: Compared<Router>,
+    pub router: Router,
     pub upstream: Compared<UpstreamSettings>,
-    pub forward: Compared<ForwardSettings>,
+    pub forward: ForwardSettings,
     pub handler: HandlerSettings,
     pub admission: AdmissionSettings,
     pub query_log: querylog::Selection,
@@ -91,19 +91,6 @@ impl<T> Deref for Compared<T> {
 
     fn deref(&self) -> &T {
         &self.0
-    }
-}
-
-impl PartialEq for Compared<Router> {
-    fn eq(&self, other: &Self) -> bool {
-        self.groups() == other.groups()
-    }
-}
-
-impl PartialEq for Compared<ForwardSettings> {
-    fn eq(&self, other: &Self) -> bool {
-        let ForwardSettings { deadline, policy, max_attempts } = self.0;
-        (deadline, policy, max_attempts) == (other.deadline, other.policy, other.max_attempts)
     }
 }
 

@@ -219,7 +219,7 @@ async fn build(settings: &Settings, inherited: Option<&handover::Inheritance>) -
     // in `Reloader::apply`.
     let Reloadable { router, upstream, forward, handler, admission, query_log } = reloadable;
     let upstreams = reload::upstreams(router, upstream, Vec::new(), &metrics)?;
-    let forwarder = Forwarder::new(upstreams, cache.clone(), **forward, metrics.clone());
+    let forwarder = Forwarder::new(upstreams, cache.clone(), *forward, metrics.clone());
     let naming = local_naming(&restart_only.naming, &forwarder, &metrics).await?;
     let (query_log, query_log_writer) = querylog::QueryLog::new(
         *query_log,

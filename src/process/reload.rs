@@ -119,7 +119,7 @@ impl Reloader {
         // No `..`: a new reloadable setting does not compile until it is applied here.
         let Reloadable { router: _, upstream: _, forward, handler, admission, query_log } = &new;
         let running = &self.reloadable;
-        self.forwarder.reconfigure(upstreams, **forward);
+        self.forwarder.reconfigure(upstreams, *forward);
         self.handler.reconfigure(*handler, (*admission != running.admission).then(|| admission_for(admission)));
         if *query_log != running.query_log {
             self.handler.query_log().set_policy(*query_log);
