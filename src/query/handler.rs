@@ -356,27 +356,26 @@ impl Handler {
         let key = KeyRef::for_query(&query, lower_name);
         let stale = self.cache.stale(&key, req.started);
         let limit = limit(&query, req.transport, self.udp_payload());
+        let serve_stale =
+            |stale: &Entry| Some(self.write_entry(&stale.stale_copy(self.cache.policy(), Instant::now()), None, &query, limit, req));
         if let Some(stale) = &stale
             && self.forwarder.route_is_down(key.name())
         {
             let (forwarder, key) = (self.forwarder.clone(), key.to_owned());
             tokio::spawn(async move { forwarder.resolve(key).await });
-            return Some(self.write_entry(&stale.stale_copy(self.cache.policy(), Instant::now()), None, &query, limit, req));
+            return serve_stale(stale);
         }
+        let settings = self.settings();
         let resolving = self.forwarder.resolve(key.to_owned());
-        let outcome = match stale {
+        let outcome = match &stale {
             // From the query's arrival, as the stale timer: a query that waited for its task
             // gets no longer than the deadline either.
-            None => tokio::time::timeout_at((req.started + self.settings().deadline).into(), resolving).await,
+            None => tokio::time::timeout_at((req.started + settings.deadline).into(), resolving).await,
             // At the deadline at the latest: a stale answer beats SERVFAIL.
             Some(stale) => {
-                match tokio::time::timeout_at((req.started + self.settings().stale_after.min(self.settings().deadline)).into(), resolving)
-                    .await
-                {
+                match tokio::time::timeout_at((req.started + settings.stale_after.min(settings.deadline)).into(), resolving).await {
                     Ok(outcome) => Ok(outcome),
-                    Err(_slow) => {
-                        return Some(self.write_entry(&stale.stale_copy(self.cache.policy(), Instant::now()), None, &query, limit, req));
-                    }
+                    Err(_slow) => return serve_stale(stale),
                 }
             }
         };
@@ -457,8 +456,8 @@ impl Handler {
                 (compose::error_response(out, header, Some(question), Rcode::BADVERS, Some(*edns), payload), Rcode::BADVERS)
             }
         };
-        // Counted under the whole code: BADVERS's low four bits alone would read NOERROR.
-        // No question was read: the type is counted as `other`.
+        // Counted under the whole code: BADVERS's low four bits alone would read NOERROR. The
+        // type is `other`: of these only BADVERS even has a question.
         let latency = req.count_answer(RecordType(0), rcode, Source::Local);
         if self.log.is_on() {
             let latency = latency.unwrap_or_else(|| req.started.elapsed());
