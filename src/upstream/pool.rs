@@ -81,14 +81,17 @@ impl Connector {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tries = futures::stream::FuturesUnordered::new();
         let mut started = 0;
+        let start_try = |tries: &mut futures::stream::FuturesUnordered<_>, started: &mut usize| {
+            *started += 1;
+            metrics.connects.inc();
+            tries.push(self.connect());
+        };
         loop {
             if tries.is_empty() {
                 if started == FRESH_FLOWS {
                     return Err(UpstreamError::Connect);
                 }
-                started += 1;
-                metrics.connects.inc();
-                tries.push(self.connect());
+                start_try(&mut tries, &mut started);
             }
             tokio::select! {
                 Some(result) = tries.next() => match result {
@@ -98,11 +101,7 @@ impl Connector {
                         metrics.connect_failures.inc();
                     }
                 },
-                () = tokio::time::sleep(TRY_DELAY), if started < FRESH_FLOWS => {
-                    started += 1;
-                    metrics.connects.inc();
-                    tries.push(self.connect());
-                }
+                () = tokio::time::sleep(TRY_DELAY), if started < FRESH_FLOWS => start_try(&mut tries, &mut started),
                 () = tokio::time::sleep_until(deadline) => {
                     metrics.connect_failures.inc_by(tries.len() as u64);
                     return Err(UpstreamError::Connect);
