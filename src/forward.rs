@@ -191,7 +191,8 @@ impl Forwarder {
         let key = Arc::new(key);
         let _inflight = InflightGuard::new(&self, key.clone());
         let settings = **self.settings.load();
-        let group = self.router.load().route(key.name()).ok_or(ForwardError::NoRoute)?.clone();
+        // A zone configured without upstreams is not forwarded (an imported Corefile's `except`).
+        let group = self.router.load().route(key.name()).filter(|g| !g.servers.is_empty()).ok_or(ForwardError::NoRoute)?.clone();
         let order = self.order(&group.servers, settings.policy);
         Fetch { cache: &self.cache, key: &key }.run(order, settings).await
     }

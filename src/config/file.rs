@@ -22,6 +22,10 @@ pub struct FileConfig {
     pub listen: Vec<SocketAddr>,
     #[serde(deserialize_with = "opt_addr")]
     pub metrics: Option<SocketAddr>,
+    /// More addresses serving the same HTTP endpoint (where CoreDNS's `health` and `ready`
+    /// plugins and node-cache's metrics listener answered).
+    #[serde(deserialize_with = "addrs")]
+    pub http_listen: Vec<SocketAddr>,
     #[serde(deserialize_with = "upstreams")]
     pub upstreams: Vec<UpstreamSpec>,
     pub forward: Vec<ForwardRule>,
@@ -39,6 +43,7 @@ impl Default for FileConfig {
         FileConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 1053))],
             metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9253))),
+            http_listen: Vec::new(),
             upstreams: Vec::new(),
             forward: Vec::new(),
             resolv_conf: "/etc/resolv.conf".into(),

@@ -5,6 +5,7 @@
 //!
 //! Errors name the file, the line and the key, and the process refuses to start on any.
 
+pub mod corefile;
 pub mod file;
 pub mod resolv_conf;
 mod settings;
@@ -31,6 +32,8 @@ pub enum ConfigError {
     Invalid { file: String, line: usize, key: String, message: String },
     #[error("{0}")]
     Settings(String),
+    #[error(transparent)]
+    Corefile(#[from] corefile::CorefileError),
 }
 
 /// Values given on the command line; each replaces the file's value when present.
@@ -47,6 +50,14 @@ pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: name.clone(), source })?;
     parse_file(&name, &text)
+}
+
+/// Reads a Corefile and maps it onto the configuration (see [`corefile`]).
+pub fn load_corefile(path: &Path, cx: &corefile::Context<'_>) -> Result<FileConfig, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: name.clone(), source })?;
+    let imported = corefile::import(&name, &text, cx)?;
+    parse_file(&format!("{name} (as imported)"), &imported.yaml)
 }
 
 /// Parses configuration text; `name` is used in error messages.
@@ -146,11 +157,6 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
     }
     if c.node.setup && c.node.check_interval.is_zero() {
         return err("node.check_interval", "must be positive");
-    }
-    for (i, rule) in c.forward.iter().enumerate() {
-        if rule.upstreams.is_empty() {
-            return err(&format!("forward[{i}].upstreams"), "needs at least one upstream");
-        }
     }
     Ok(())
 }
@@ -274,6 +280,7 @@ impl Settings {
         let restart_only = RestartOnly {
             listen,
             metrics: overrides.metrics.or(file.metrics),
+            http_listen: file.http_listen,
             cache: CacheSettings {
                 positive: Capacity { max_entries: c.positive.max_entries, max_bytes: c.positive.max_bytes },
                 negative: Capacity { max_entries: c.negative.max_entries, max_bytes: c.negative.max_bytes },

@@ -47,6 +47,8 @@ pub struct Reloadable {
 pub struct RestartOnly {
     pub listen: Vec<SocketAddr>,
     pub metrics: Option<SocketAddr>,
+    /// More addresses of the HTTP endpoint.
+    pub http_listen: Vec<SocketAddr>,
     pub cache: CacheSettings,
     pub node: NodeSettings,
     pub naming: NamingSettings,
@@ -116,6 +118,7 @@ impl RestartOnly {
         let RestartOnly {
             listen,
             metrics,
+            http_listen,
             cache,
             node,
             naming,
@@ -134,6 +137,7 @@ impl RestartOnly {
         let changed = [
             ("listen", *listen != other.listen),
             ("metrics", *metrics != other.metrics),
+            ("http_listen", *http_listen != other.http_listen),
             ("cache", *cache != other.cache),
             ("node", *node != other.node),
             ("kubernetes", *naming != other.naming),
@@ -172,6 +176,7 @@ mod tests {
         RestartOnly {
             listen: vec!["127.0.0.2:53".parse().unwrap()],
             metrics: None,
+            http_listen: vec!["127.0.0.1:8080".parse().unwrap()],
             cache: CacheSettings { snapshot: Some("/var/lib/nodedns/cache".into()), ..base.cache.clone() },
             node: NodeSettings { enabled: !base.node.enabled, ..base.node.clone() },
             naming: NamingSettings { enabled: !base.naming.enabled, ..base.naming.clone() },
@@ -200,6 +205,7 @@ mod tests {
         vec![
             ("listen", with(|r, o| r.listen = o.listen.clone())),
             ("metrics", with(|r, o| r.metrics = o.metrics)),
+            ("http_listen", with(|r, o| r.http_listen = o.http_listen.clone())),
             ("cache", with(|r, o| r.cache = o.cache.clone())),
             ("node", with(|r, o| r.node = o.node.clone())),
             ("kubernetes", with(|r, o| r.naming = o.naming.clone())),

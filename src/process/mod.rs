@@ -102,13 +102,14 @@ struct Sockets {
     /// inherited socket may hold queued queries and must be read).
     udp: Vec<(SocketAddr, std::net::UdpSocket)>,
     tcp: Vec<(SocketAddr, tokio::net::TcpListener)>,
-    http: Option<(SocketAddr, tokio::net::TcpListener)>,
+    /// The HTTP endpoint: `metrics`, then each of `http_listen`.
+    http: Vec<(SocketAddr, tokio::net::TcpListener)>,
 }
 
 impl Sockets {
     fn open(settings: &RestartOnly, mut inherited: Option<&mut handover::Inheritance>) -> anyhow::Result<Sockets> {
         let mut take = |role, addr| inherited.as_mut().and_then(|i| i.take(role, addr));
-        let mut sockets = Sockets { udp: Vec::new(), tcp: Vec::new(), http: None };
+        let mut sockets = Sockets { udp: Vec::new(), tcp: Vec::new(), http: Vec::new() };
         for &addr in &settings.listen {
             let mut on_addr = 0;
             while let Some(fd) = take(Role::Udp, addr) {
@@ -124,12 +125,15 @@ impl Sockets {
             };
             sockets.tcp.push((addr, tcp.with_context(|| format!("cannot listen on tcp {addr}"))?));
         }
-        if let Some(addr) = settings.metrics {
+        for &addr in settings.metrics.iter().chain(&settings.http_listen) {
+            if sockets.http.iter().any(|(bound, _)| *bound == addr) {
+                continue;
+            }
             let http = match take(Role::Http, addr) {
                 Some(fd) => tcp::adopt(fd),
                 None => tcp::bind(addr),
             };
-            sockets.http = Some((addr, http.with_context(|| format!("cannot serve metrics on {addr}"))?));
+            sockets.http.push((addr, http.with_context(|| format!("cannot serve metrics on {addr}"))?));
         }
         Ok(sockets)
     }
@@ -287,9 +291,11 @@ fn spawn(
     listening.spawn_tcp_servers(&built, sockets.tcp, &restart_only);
     let ready = Arc::new(Readiness::default());
     let metrics_stop = CancellationToken::new();
-    if let Some((_, listener)) = sockets.http {
+    if !sockets.http.is_empty() {
         let endpoints = metrics_endpoints(&built, &restart_only, ready.clone());
-        tokio::spawn(http::serve(listener, endpoints, metrics_stop.clone(), listening.gate.clone()));
+        for (_, listener) in sockets.http {
+            tokio::spawn(http::serve(listener, endpoints.clone(), metrics_stop.clone(), listening.gate.clone()));
+        }
     }
     log_forwarding(&reloadable);
     ready.set(true);
