@@ -349,6 +349,14 @@ pub struct NodeSection {
     #[serde(deserialize_with = "duration")]
     pub check_interval: Duration,
     pub keep_on_exit: bool,
+    /// The addresses to own; absent: the listen addresses that are neither loopback nor a
+    /// wildcard. Given (node-cache's `-localip`), they are served on `dns_port`.
+    pub addresses: Option<Vec<std::net::IpAddr>>,
+    pub dns_port: u16,
+    /// Also take this HTTP port out of conntrack (node-cache's rules do, for its health port).
+    pub health_port: Option<u16>,
+    /// Assign the addresses (node-cache's `-setupinterface`); false: someone else does.
+    pub assign_addresses: bool,
 }
 
 impl Default for NodeSection {
@@ -360,6 +368,10 @@ impl Default for NodeSection {
             rules: crate::node::Backend::Iptables,
             check_interval: Duration::from_secs(10),
             keep_on_exit: false,
+            addresses: None,
+            dns_port: 53,
+            health_port: None,
+            assign_addresses: true,
         }
     }
 }

@@ -335,8 +335,10 @@ fn query_log_policy(q: &file::QueryLogSection) -> Result<crate::query::querylog:
 /// The addresses node setup owns: every listen address that is neither loopback nor a
 /// wildcard, with its port.
 fn node_settings(n: &file::NodeSection, listen: &[SocketAddr]) -> crate::node::NodeSettings {
-    let mut addresses: Vec<_> =
-        listen.iter().filter(|a| !a.ip().is_loopback() && !a.ip().is_unspecified()).map(|a| (a.ip(), a.port())).collect();
+    let mut addresses: Vec<_> = match &n.addresses {
+        Some(ips) => ips.iter().map(|ip| (*ip, n.dns_port)).collect(),
+        None => listen.iter().filter(|a| !a.ip().is_loopback() && !a.ip().is_unspecified()).map(|a| (a.ip(), a.port())).collect(),
+    };
     addresses.dedup();
     crate::node::NodeSettings {
         enabled: n.setup,
@@ -344,6 +346,9 @@ fn node_settings(n: &file::NodeSection, listen: &[SocketAddr]) -> crate::node::N
         fallback_interface: n.fallback_interface.clone(),
         addresses,
         backend: n.rules,
+        health_port: n.health_port,
+        assign_addresses: n.assign_addresses,
+        remove_found_interface: n.rules == crate::node::Backend::NodeCache,
         check_interval: n.check_interval,
         keep_on_exit: n.keep_on_exit,
     }
