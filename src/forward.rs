@@ -254,7 +254,8 @@ impl Fetch<'_> {
         match result {
             Ok(ex) => {
                 let rcode = ex.response.rcode();
-                let entry = Entry::from_response(&self.key.borrowed(), &ex.msg, &ex.response, self.cache.policy(), Instant::now());
+                let policy = self.cache.policy_for(self.key.name());
+                let entry = Entry::from_response(&self.key.borrowed(), &ex.msg, &ex.response, policy, Instant::now());
                 let answer = Answer { entry, upstream: Some(upstream.clone()) };
                 let step = plan.on(Event::Answered { upstream: i, rcode, answer }, time::Instant::now());
                 if !matches!(step, Step::Return(_)) {

@@ -79,6 +79,33 @@ pub struct CacheSection {
     pub prefetch: PrefetchSection,
     /// Where the cache is written at shutdown and read at start; empty: nowhere.
     pub snapshot: String,
+    /// TTL bounds of their own for the names under some zones.
+    pub zones: Vec<CacheZone>,
+}
+
+/// One zone's TTL bounds (`cache.zones`): the longest zone ending a name decides how long
+/// its answers live; what a zone leaves out is the global value (`cache.positive` ...).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheZone {
+    #[serde(deserialize_with = "zone")]
+    pub zone: Zone,
+    #[serde(default)]
+    pub positive: TtlBounds,
+    #[serde(default)]
+    pub negative: TtlBounds,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub servfail_ttl: Option<Duration>,
+}
+
+/// A zone's bounds on one half of the cache; `None`: the global value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtlBounds {
+    #[serde(default, deserialize_with = "some_duration")]
+    pub min_ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub max_ttl: Option<Duration>,
 }
 
 /// RFC 8767: expired answers served while the upstream fails or is slow.
@@ -140,6 +167,7 @@ impl Default for CacheSection {
             serve_stale: ServeStaleSection::default(),
             prefetch: PrefetchSection::default(),
             snapshot: String::new(),
+            zones: Vec::new(),
         }
     }
 }

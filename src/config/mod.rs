@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cache::{Capacity, TtlPolicy};
+use crate::cache::{Capacity, TtlPolicy, ZoneTtl};
 use crate::forward::ForwardSettings;
 use crate::kubernetes::NamingSettings;
 use crate::query::admission::ClientLimit;
@@ -101,6 +101,7 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
             return err(&format!("cache.{name}.max_ttl"), "exceeds the largest DNS TTL (68 years)");
         }
     }
+    validate_cache_zones(&c.cache)?;
     let stale = &c.cache.serve_stale;
     if !stale.max_age.is_zero() && stale.answer_ttl.as_secs() == 0 {
         return err("cache.serve_stale.answer_ttl", "must be at least 1s");
@@ -157,6 +158,31 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
     }
     if c.node.setup && c.node.check_interval.is_zero() {
         return err("node.check_interval", "must be positive");
+    }
+    Ok(())
+}
+
+/// Each `cache.zones` entry: a zone given once, and bounds that hold together with the
+/// global values they leave in place.
+fn validate_cache_zones(c: &file::CacheSection) -> Result<(), (String, String)> {
+    for (i, z) in c.zones.iter().enumerate() {
+        if let Some(first) = c.zones[..i].iter().position(|earlier| earlier.zone == z.zone) {
+            return Err((format!("cache.zones[{i}].zone"), format!("`{}` is already given at cache.zones[{first}]", z.zone)));
+        }
+        for (name, own, global) in [("positive", &z.positive, &c.positive), ("negative", &z.negative, &c.negative)] {
+            let key = |field: &str| format!("cache.zones[{i}].{name}.{field}");
+            let (min, max) = (own.min_ttl.unwrap_or(global.min_ttl), own.max_ttl.unwrap_or(global.max_ttl));
+            if min > max {
+                return Err(match own.min_ttl {
+                    Some(_) if own.max_ttl.is_some() => (key("min_ttl"), "is larger than max_ttl".into()),
+                    Some(_) => (key("min_ttl"), format!("is larger than max_ttl (cache.{name}.max_ttl, not set for the zone)")),
+                    None => (key("max_ttl"), format!("is smaller than min_ttl (cache.{name}.min_ttl, not set for the zone)")),
+                });
+            }
+            if max.as_secs() > u64::from(i32::MAX as u32) {
+                return Err((key("max_ttl"), "exceeds the largest DNS TTL (68 years)".into()));
+            }
+        }
     }
     Ok(())
 }
@@ -296,6 +322,7 @@ impl Settings {
                     prefetch_min_hits: c.prefetch.min_hits,
                 },
                 snapshot: (!c.snapshot.is_empty()).then(|| c.snapshot.clone().into()),
+                zones: c.zones.iter().map(|z| zone_ttl(z, secs)).collect(),
             },
             node,
             naming: naming_settings(file.kubernetes, Path::new(&file.resolv_conf)),
@@ -316,6 +343,19 @@ impl Settings {
 }
 
 const MAX_UDP_WORKERS: usize = 64;
+
+/// A `cache.zones` entry as the cache takes it: seconds, `None` where the zone keeps the
+/// global value.
+fn zone_ttl(z: &file::CacheZone, secs: impl Fn(Duration) -> u32) -> ZoneTtl {
+    ZoneTtl {
+        zone: z.zone.wire().to_owned(),
+        positive_min_ttl: z.positive.min_ttl.map(&secs),
+        positive_max_ttl: z.positive.max_ttl.map(&secs),
+        negative_min_ttl: z.negative.min_ttl.map(&secs),
+        negative_max_ttl: z.negative.max_ttl.map(&secs),
+        servfail_ttl: z.servfail_ttl.map(&secs),
+    }
+}
 
 /// `server.udp_workers`, 0 meaning one per CPU this process may use.
 fn udp_workers(configured: usize) -> usize {

@@ -9,7 +9,7 @@ use std::ops::Deref;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cache::{Capacity, TtlPolicy};
+use crate::cache::{Capacity, TtlPolicy, ZoneTtl};
 use crate::forward::ForwardSettings;
 use crate::kubernetes::NamingSettings;
 use crate::node::NodeSettings;
@@ -73,6 +73,8 @@ pub struct CacheSettings {
     pub ttl: TtlPolicy,
     /// The snapshot file for warm restarts.
     pub snapshot: Option<PathBuf>,
+    /// Zones whose names have TTL bounds of their own.
+    pub zones: Vec<ZoneTtl>,
 }
 
 /// Who is served: allowed networks, what the others get, and the per-client rate limit.
@@ -277,6 +279,7 @@ mod tests {
             ("metrics: off\n", "metrics"),
             ("cache:\n  positive: {max_entries: 5}\n", "cache"),
             ("cache:\n  serve_stale: {max_age: 1m}\n", "cache"),
+            ("cache:\n  zones:\n    - zone: cluster.local\n      positive: {max_ttl: 30s}\n", "cache"),
             ("kubernetes:\n  local_answers: false\n", "kubernetes"),
             ("server:\n  max_tcp_clients: 5\n", "server.max_tcp_clients"),
             ("server:\n  shutdown_grace: 1s\n", "server.shutdown_grace"),

@@ -48,6 +48,7 @@ fn the_example_in_config_md_parses() {
     assert_eq!(c.forward.len(), 2);
     assert_eq!(c.kubernetes.namespaces, crate::kubernetes::NamespaceSource::Unknown);
     assert!(c.kubernetes.search_suffixes.is_none());
+    assert_eq!(c.cache.zones[0].negative.max_ttl, Some(Duration::from_secs(5)));
 }
 
 #[test]
@@ -110,4 +111,54 @@ fn command_line_overrides_the_file() {
     let root = s.reloadable.router.route(crate::wire::name::LowerName::ROOT).unwrap();
     assert_eq!(root.servers, vec!["10.0.0.2:53".parse().unwrap()]);
     assert_eq!(s.reloadable.router.groups().len(), 2);
+}
+
+fn built(yaml: &str) -> Settings {
+    Settings::build(parse_file("f", yaml).unwrap_or_else(|e| panic!("{e}")), Overrides::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn cache_zones_take_what_they_leave_out_from_the_global_bounds() {
+    let s = built(
+        "upstreams: [10.0.0.1]\ncache:\n  positive: {min_ttl: 2s}\n  servfail_ttl: 3s\n  zones:\n    - zone: Cluster.Local.\n      positive: { min_ttl: 0s, max_ttl: 30s }\n      negative: { max_ttl: 5s }\n    - zone: example.org\n      servfail_ttl: 1s\n",
+    );
+    let c = &s.restart_only.cache;
+    assert!(built("upstreams: [10.0.0.1]\n").restart_only.cache.zones.is_empty(), "no zones unless configured");
+    let cluster = ZoneTtl {
+        positive_min_ttl: Some(0),
+        positive_max_ttl: Some(30),
+        negative_max_ttl: Some(5),
+        ..ZoneTtl::new(crate::wire::name::from_text("cluster.local").unwrap())
+    };
+    let example = ZoneTtl { servfail_ttl: Some(1), ..ZoneTtl::new(crate::wire::name::from_text("example.org").unwrap()) };
+    assert_eq!(c.zones, vec![cluster.clone(), example]);
+    let global = &c.ttl;
+    assert_eq!(
+        cluster.over(global),
+        TtlPolicy { positive_min_ttl: 0, positive_max_ttl: 30, negative_max_ttl: 5, ..global.clone() },
+        "negative.min_ttl and servfail_ttl stay global"
+    );
+    assert_eq!((global.positive_min_ttl, global.servfail_ttl), (2, 3));
+}
+
+#[test]
+fn cache_zone_errors_name_the_zone_entry_and_line() {
+    let head = "cache:\n  zones:\n    - zone: cluster.local\n      positive: {max_ttl: 30s}\n";
+    let e = error_of(&format!("{head}    - zone: example.org\n      negative:\n        min_ttl: 1m\n        max_ttl: 5s\n"));
+    assert_eq!(e, "nodedns.yaml:7: cache.zones[1].negative.min_ttl: is larger than max_ttl");
+    let e = error_of("cache:\n  positive: {min_ttl: 1m}\n  zones:\n    - zone: cluster.local\n      positive: {max_ttl: 30s}\n");
+    assert_eq!(
+        e,
+        "nodedns.yaml:5: cache.zones[0].positive.max_ttl: is smaller than min_ttl (cache.positive.min_ttl, not set for the zone)"
+    );
+    let e = error_of(&format!("{head}    - zone: example.org\n    - zone: Cluster.Local.\n      negative: {{max_ttl: 5s}}\n"));
+    assert_eq!(e, "nodedns.yaml:6: cache.zones[2].zone: `cluster.local.` is already given at cache.zones[0]");
+    let e = error_of(&format!("{head}      denial: {{max_ttl: 5s}}\n"));
+    assert!(e.starts_with("nodedns.yaml:") && e.contains("cache.zones[0]") && e.contains("unknown field `denial`"), "{e}");
+    let e = error_of(&format!("{head}    - zone: example.org\n      positive: {{max_ttl: soon}}\n"));
+    assert!(e.starts_with("nodedns.yaml:6: cache.zones[1].positive.max_ttl: `soon` is not a duration"), "{e}");
+    let e = error_of("cache:\n  zones:\n    - zone: a..example\n");
+    assert!(e.starts_with("nodedns.yaml:3: cache.zones[0].zone"), "{e}");
+    let e = error_of("cache:\n  zones:\n    - positive: {max_ttl: 30s}\n");
+    assert!(e.contains("cache.zones[0]") && e.contains("missing field `zone`"), "{e}");
 }

@@ -213,7 +213,10 @@ struct Built {
 async fn build(settings: &Settings, inherited: Option<&handover::Inheritance>) -> anyhow::Result<Built> {
     let Settings { reloadable, restart_only } = settings;
     let metrics = Arc::new(Metrics::new());
-    let cache = Arc::new(Cache::new(restart_only.cache.positive, restart_only.cache.negative, restart_only.cache.ttl.clone()));
+    let cache = Arc::new(
+        Cache::new(restart_only.cache.positive, restart_only.cache.negative, restart_only.cache.ttl.clone())
+            .with_zones(restart_only.cache.zones.clone()),
+    );
     match (inherited, &restart_only.cache.snapshot) {
         (Some(inherited), _) => restore_inherited(&cache, &inherited.snapshot),
         (None, Some(path)) => restore_snapshot(&cache, path),

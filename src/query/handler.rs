@@ -319,7 +319,7 @@ impl Handler {
         let n = &self.naming;
         let answer = n.naming.classify(key.name(), query.qtype, query.qclass)?;
         let soa = n.soa.get(answer.zone, req.started, &self.forwarder)?;
-        let entry = soa.denial(key, answer.rcode, self.cache.policy(), req.started)?;
+        let entry = soa.denial(key, answer.rcode, self.cache.policy_for(key.name()), req.started)?;
         self.cache.insert(key, entry.clone());
         n.metrics.answered(answer.reason as usize);
         if let Some(search) = &n.search
@@ -356,8 +356,8 @@ impl Handler {
         let key = KeyRef::for_query(&query, lower_name);
         let stale = self.cache.stale(&key, req.started);
         let limit = limit(&query, req.transport, self.udp_payload());
-        let serve_stale =
-            |stale: &Entry| Some(self.write_entry(&stale.stale_copy(self.cache.policy(), Instant::now()), None, &query, limit, req));
+        let policy = self.cache.policy_for(key.name());
+        let serve_stale = |stale: &Entry| Some(self.write_entry(&stale.stale_copy(policy, Instant::now()), None, &query, limit, req));
         if let Some(stale) = &stale
             && self.forwarder.route_is_down(key.name())
         {
