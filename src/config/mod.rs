@@ -7,6 +7,7 @@
 
 pub mod corefile;
 pub mod file;
+pub mod nodecache;
 pub mod resolv_conf;
 mod settings;
 

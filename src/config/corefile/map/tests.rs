@@ -16,6 +16,11 @@ fn imported(text: &str) -> String {
     import("Corefile", text, &cx).unwrap_or_else(|e| panic!("{e}")).yaml
 }
 
+/// The YAML an import prints is a valid configuration.
+fn loads(yaml: &str) -> crate::config::FileConfig {
+    crate::config::parse_file("imported", yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
 fn refused(text: &str) -> String {
     let cx = Context { env: &|_| None, default_port: 53, read_file: &|_| Ok(String::new()) };
     import("Corefile", text, &cx).unwrap_err().to_string()
@@ -47,6 +52,9 @@ fn the_official_corefile_maps_onto_listen_routes_cache_bounds_and_http() {
     assert!(line_with(&yaml, "policy:").starts_with("  policy: random"));
     assert!(line_with(&yaml, "idle_timeout").contains("10s"));
     assert!(line_with(&yaml, "# loop (line 11, 23, 34, 45)").contains("probes"));
+    let config = loads(&yaml);
+    assert_eq!(config.cache.zones.len(), 3);
+    assert_eq!(config.http_listen, ["169.254.20.10:8080".parse().unwrap()]);
 }
 
 #[test]
@@ -62,6 +70,7 @@ fn forward_options_become_upstream_forms_and_global_settings_with_their_conflict
     assert!(line_with(&yaml, "max_inflight_misses: 500").contains("REFUSED"));
     let corp = yaml.find("zone: \"corp.example.\"").expect("except becomes a route");
     assert!(yaml[corp..].lines().nth(1).unwrap().contains("upstreams: []"));
+    loads(&yaml);
 }
 
 #[test]
@@ -76,6 +85,7 @@ fn cache_forms_map_to_bounds_prefetch_and_serve_stale() {
     assert!(line_with(&yaml, "servfail_ttl: 2s").contains("servfail"));
     let slow = yaml.find("    - zone: \"slow.example.\"").expect("an uncached zone keeps nothing");
     assert!(yaml[slow..].lines().nth(1).unwrap().contains("max_ttl: 0s"));
+    loads(&yaml);
 }
 
 #[test]
@@ -101,6 +111,7 @@ fn log_debug_ready_and_a_resolv_conf_for_another_zone() {
     assert!(line_with(&yaml, "0.0.0.0:8181").contains("ready"));
     assert!(line_with(&yaml, "upstreams: [\"192.0.2.53:53\"]").contains("read at load"));
     assert!(line_with(&yaml, "metrics: off").contains("no prometheus"));
+    loads(&yaml);
 }
 
 #[test]
