@@ -36,6 +36,7 @@ pub struct FileConfig {
     pub log: LogSection,
     pub kubernetes: KubernetesSection,
     pub node: NodeSection,
+    pub hosts: Vec<HostsBlock>,
 }
 
 impl Default for FileConfig {
@@ -53,6 +54,7 @@ impl Default for FileConfig {
             log: LogSection::default(),
             kubernetes: KubernetesSection::default(),
             node: NodeSection::default(),
+            hosts: Vec::new(),
         }
     }
 }
@@ -404,6 +406,40 @@ impl Default for NodeSection {
     }
 }
 
+/// One `hosts` block: names answered from hosts(5) lines, as CoreDNS's `hosts` plugin does.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostsBlock {
+    #[serde(deserialize_with = "zones")]
+    pub zones: Vec<Zone>,
+    #[serde(deserialize_with = "hosts_entries")]
+    pub entries: Vec<crate::hosts::Line>,
+    /// A hosts(5) file; empty: none.
+    pub file: String,
+    /// How often the file is checked for a change; 0: never.
+    #[serde(deserialize_with = "duration")]
+    pub reload: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub ttl: Duration,
+    pub reverse: bool,
+    #[serde(deserialize_with = "zones")]
+    pub fallthrough: Vec<Zone>,
+}
+
+impl Default for HostsBlock {
+    fn default() -> Self {
+        HostsBlock {
+            zones: vec![Zone::root()],
+            entries: Vec::new(),
+            file: String::new(),
+            reload: Duration::from_secs(5),
+            ttl: Duration::from_secs(3600),
+            reverse: true,
+            fallthrough: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
@@ -556,6 +592,20 @@ fn zones<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Zone>, D::Error> {
 
 fn opt_zones<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Zone>>, D::Error> {
     Ok(Option::<Vec<ZoneItem>>::deserialize(d)?.map(|list| list.into_iter().map(|z| z.0).collect()))
+}
+
+/// One inline hosts(5) line, parsed as its own element so an error points at its line; a
+/// line of blanks and comments is `None`.
+struct HostsEntry(Option<crate::hosts::Line>);
+
+impl<'de> Deserialize<'de> for HostsEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::hosts::parse_line(&String::deserialize(d)?).map(HostsEntry).map_err(serde::de::Error::custom)
+    }
+}
+
+fn hosts_entries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<crate::hosts::Line>, D::Error> {
+    Ok(Vec::<HostsEntry>::deserialize(d)?.into_iter().filter_map(|e| e.0).collect())
 }
 
 /// A namespace name: an RFC 1123 label, as Kubernetes requires.

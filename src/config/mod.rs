@@ -160,6 +160,17 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
     if c.node.setup && c.node.check_interval.is_zero() {
         return err("node.check_interval", "must be positive");
     }
+    for (i, block) in c.hosts.iter().enumerate() {
+        if block.zones.is_empty() {
+            return err(&format!("hosts[{i}].zones"), "needs at least one zone (`.` for every name)");
+        }
+        if block.entries.is_empty() && block.file.is_empty() {
+            return err(&format!("hosts[{i}]"), "needs entries or a file");
+        }
+        if !(1..=65535).contains(&block.ttl.as_secs()) {
+            return err(&format!("hosts[{i}].ttl"), "must be between 1s and 65535s");
+        }
+    }
     Ok(())
 }
 
@@ -303,6 +314,7 @@ impl Settings {
                 }),
             },
             query_log: query_log_policy(&file.log.queries)?,
+            hosts: file.hosts.iter().map(hosts_block).collect(),
         };
         let restart_only = RestartOnly {
             listen,
@@ -414,6 +426,23 @@ fn naming_settings(k: KubernetesSection, resolv_conf: &Path) -> NamingSettings {
         search_suffixes,
         filter_aaaa: k.filter_aaaa,
         search_prefetch: k.search_prefetch,
+    }
+}
+
+/// A `hosts` block, its inline entries scoped to its zones.
+fn hosts_block(b: &file::HostsBlock) -> crate::hosts::BlockSettings {
+    let mut entries = crate::hosts::Table::default();
+    for line in &b.entries {
+        entries.add(line, &b.zones, b.reverse);
+    }
+    crate::hosts::BlockSettings {
+        zones: b.zones.clone(),
+        entries,
+        file: (!b.file.is_empty()).then(|| b.file.clone().into()),
+        reload: b.reload,
+        ttl: b.ttl.as_secs() as u32,
+        reverse: b.reverse,
+        fallthrough: b.fallthrough.clone(),
     }
 }
 

@@ -38,6 +38,7 @@ pub struct Reloadable {
     pub handler: HandlerSettings,
     pub admission: AdmissionSettings,
     pub query_log: querylog::Selection,
+    pub hosts: Vec<crate::hosts::BlockSettings>,
 }
 
 /// What a running process keeps from its start: a reload that changes one of these warns by
@@ -262,6 +263,7 @@ mod tests {
             "server:\n  query_deadline: 3s\n",
             "cache:\n  serve_stale: {client_timeout: 2s}\n",
             "log:\n  queries: {enabled: true}\n",
+            "hosts:\n  - entries: [\"10.0.0.9 db.example\"]\n",
         ];
         for change in changes {
             let yaml = if change.starts_with("upstreams:") { change.to_string() } else { format!("{BASE}{change}") };

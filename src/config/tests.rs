@@ -162,3 +162,24 @@ fn cache_zone_errors_name_the_zone_entry_and_line() {
     let e = error_of("cache:\n  zones:\n    - positive: {max_ttl: 30s}\n");
     assert!(e.contains("cache.zones[0]") && e.contains("missing field `zone`"), "{e}");
 }
+
+#[test]
+fn a_hosts_block_takes_coredns_defaults_and_a_bad_entry_is_named_by_its_line() {
+    let c = parse_file("f", "hosts:\n  - entries: [\"10.0.0.5 db.example.internal db  # primary\", \"# a comment\"]\n").unwrap();
+    let b = &c.hosts[0];
+    assert_eq!((b.zones.clone(), b.entries.len(), b.file.as_str()), (vec![Zone::root()], 1, ""));
+    assert_eq!((b.reload, b.ttl, b.reverse, b.fallthrough.len()), (Duration::from_secs(5), Duration::from_secs(3600), true, 0));
+    assert_eq!(b.entries[0].names.len(), 2);
+
+    let e = error_of(
+        "upstreams: [10.0.0.1]\nhosts:\n  - zones: [example.internal]\n    entries:\n      - \"10.0.0.5 db.example.internal\"\n      - \"10.0.0.300 web.example.internal\"\n",
+    );
+    assert!(e.starts_with("nodedns.yaml:6: hosts[0].entries[1]: "), "{e}");
+    assert!(e.contains("`10.0.0.300` is not an IPv4 or IPv6 address"), "{e}");
+    let e = error_of("hosts:\n  - file: /etc/hosts\n  - file: /etc/hosts\n    ttl: 0s\n");
+    assert!(e.starts_with("nodedns.yaml:4: hosts[1].ttl: must be between 1s and 65535s"), "{e}");
+    let e = error_of("hosts:\n  - zones: []\n    file: /etc/hosts\n");
+    assert!(e.starts_with("nodedns.yaml:2: hosts[0].zones: needs at least one zone"), "{e}");
+    let e = error_of("hosts:\n  - reverse: false\n");
+    assert!(e.contains("hosts[0]: needs entries or a file"), "{e}");
+}

@@ -22,6 +22,7 @@ use crate::cache::{Cache, snapshot};
 use crate::config::{Reloadable, RestartOnly, Settings};
 use crate::forward::Forwarder;
 use crate::gate::Gate;
+use crate::hosts::Hosts;
 use crate::kubernetes::search::SearchPrefetch;
 use crate::kubernetes::{self, NamespaceSource, Naming, NamingSettings, SoaBook};
 use crate::listen::tcp::{self, TcpLimits, TcpServer};
@@ -224,7 +225,7 @@ async fn build(settings: &Settings, inherited: Option<&handover::Inheritance>) -
     }
     // No `..`: each reloadable setting is given to its running part here, as a reload does
     // in `Reloader::apply`.
-    let Reloadable { router, upstream, forward, handler, admission, query_log } = reloadable;
+    let Reloadable { router, upstream, forward, handler, admission, query_log, hosts } = reloadable;
     let upstreams = reload::upstreams(router, upstream, Vec::new(), &metrics)?;
     let forwarder = Forwarder::new(upstreams, cache.clone(), *forward, metrics.clone());
     let naming = local_naming(&restart_only.naming, &forwarder, &metrics).await?;
@@ -236,6 +237,7 @@ async fn build(settings: &Settings, inherited: Option<&handover::Inheritance>) -
     );
     tokio::spawn(query_log_writer);
     let handler = Arc::new(Handler::new(cache.clone(), forwarder.clone(), reload::admission_for(admission), naming, *handler, query_log));
+    handler.set_hosts(Hosts::start(hosts, &metrics));
     Ok(Built { metrics, cache, forwarder, handler })
 }
 

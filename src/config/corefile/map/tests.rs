@@ -100,6 +100,8 @@ fn hosts_keeps_entries_file_ttl_reverse_and_fallthrough() {
     assert!(line_with(&yaml, "reverse:").contains("false"));
     assert!(line_with(&yaml, "reload:").contains("10s"));
     assert!(line_with(&yaml, "fallthrough:").contains(r#"["."]"#));
+    let hosts = &loads(&yaml).hosts[0];
+    assert_eq!((hosts.ttl, hosts.reverse), (Duration::from_secs(60), false));
 }
 
 #[test]
