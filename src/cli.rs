@@ -1,7 +1,8 @@
-//! The command line: `nodedns run`, `check-config`, and the diagnostics (`explain`,
-//! `probe`, `stats`, `querylog`). Parses flags into [`Overrides`] and diagnostic requests,
-//! reports errors with context, sets up logging and signals. The only module that exits
-//! the process.
+//! The command line: `nodedns run`, `check-config`, `import-corefile`, the diagnostics
+//! (`explain`, `probe`, `stats`, `querylog`), and node-cache's command line when invoked as
+//! `node-cache` (or `nodedns node-cache ...`). Parses flags into [`Overrides`] and
+//! diagnostic requests, reports errors with context, sets up logging and signals. The only
+//! module that exits the process.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::resolv_conf::ResolvConf;
-use crate::config::{self, FileConfig, LogFormat, Overrides, Settings, file::parse_addr};
+use crate::config::{self, FileConfig, LogFormat, Origin, Overrides, Settings, file::parse_addr};
 use crate::upstream::UpstreamSpec;
 use crate::wire::RecordType;
 use crate::zones::Zone;
@@ -31,8 +32,25 @@ enum Command {
     Run(RunArgs),
     /// Validate a configuration file and exit non-zero on any error.
     CheckConfig {
-        /// The YAML file to check.
+        /// The YAML file to check (a Corefile with --corefile).
         file: PathBuf,
+        /// The file is a CoreDNS Corefile.
+        #[arg(long)]
+        corefile: bool,
+    },
+    /// Print the nodedns YAML equivalent to a CoreDNS Corefile, with a comment on every line
+    /// whose meaning changed.
+    ImportCorefile {
+        file: PathBuf,
+        /// The port of server blocks that name none (CoreDNS's -dns.port).
+        #[arg(long, default_value_t = 53)]
+        dns_port: u16,
+    },
+    /// Run with NodeLocal DNSCache's node-cache flags (what running as `node-cache` does).
+    #[command(name = "node-cache", disable_help_flag = true)]
+    NodeCache {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Show the queries a pod's libc sends for one lookup and what nodedns does with each.
     Explain(ExplainArgs),
@@ -130,8 +148,11 @@ struct QuerylogArgs {
 #[derive(clap::Args, Debug, Default)]
 struct RunArgs {
     /// YAML configuration file; flags below override its values.
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "corefile")]
     config: Option<PathBuf>,
+    /// A CoreDNS Corefile to run instead of a YAML file (see `import-corefile`).
+    #[arg(long)]
+    corefile: Option<PathBuf>,
     /// Address to serve DNS on, UDP and TCP (repeatable). Default 127.0.0.1:1053.
     #[arg(long, value_parser = parse_addr)]
     listen: Vec<SocketAddr>,
@@ -156,18 +177,42 @@ fn parse_forward(text: &str) -> Result<(Zone, Vec<UpstreamSpec>), String> {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    let mut argv = std::env::args();
+    let program = argv.next().unwrap_or_default();
+    if std::path::Path::new(&program).file_name().is_some_and(|name| name == "node-cache") {
+        return node_cache(argv.collect());
+    }
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
-        Command::CheckConfig { file } => match config::load_file(&file).and_then(|f| Settings::build(f, Overrides::default())) {
-            Ok(_) => {
-                println!("{}: OK", file.display());
-                ExitCode::SUCCESS
+        Command::NodeCache { args } => node_cache(args),
+        Command::ImportCorefile { file, dns_port } => {
+            let name = file.display().to_string();
+            let imported = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("{name}: cannot read: {e}"))
+                .and_then(|text| Ok(config::corefile::import(&name, &text, &config::corefile::Context::system(dns_port))?));
+            match imported {
+                Ok(import) => {
+                    print!("{}", import.yaml);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
+        }
+        Command::CheckConfig { file, corefile } => {
+            match origin_of(Some(file.clone()), corefile).load().and_then(|f| Settings::build(f, Overrides::default())) {
+                Ok(_) => {
+                    println!("{}: OK", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Run(args) => report(run(args)),
         Command::Explain(args) => report(block_on(explain(args))),
         Command::Probe(args) => report(block_on(probe(args))),
@@ -272,15 +317,74 @@ async fn querylog(args: QuerylogArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn origin_of(path: Option<PathBuf>, corefile: bool) -> Origin {
+    match path {
+        None => Origin::Defaults,
+        Some(path) if corefile => Origin::Corefile(path),
+        Some(path) => Origin::Yaml(path),
+    }
+}
+
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let file = match &args.config {
-        Some(path) => config::load_file(path)?,
-        None => FileConfig::default(),
+    let origin = match args.corefile {
+        Some(path) => Origin::Corefile(path),
+        None => origin_of(args.config, false),
     };
     let overrides = Overrides { listen: args.listen, upstreams: args.upstream, forward: args.forward, metrics: args.metrics };
-    let source = args.config.map(|path| crate::process::reload::Source { path, overrides: overrides.clone() });
+    serve(origin, overrides, &[])
+}
+
+/// Runs as NodeLocal DNSCache's node-cache: its flags, its Corefile, its node setup. Flag
+/// errors exit 2 with Go's messages, as node-cache's do.
+fn node_cache(args: Vec<String>) -> ExitCode {
+    use crate::config::nodecache;
+    if args.iter().any(|a| matches!(a.as_str(), "-h" | "-help" | "--help")) {
+        println!(
+            "Usage of node-cache:\nRuns nodedns as a NodeLocal DNSCache node-cache: -localip, -conf, -basecorefile, -upstreamsvc, -kubednscm, -health-port, -setupinterface, -setupiptables, -interfacename, -skipteardown, -syncinterval, -metrics-listen-address, -pidfile, -dns.port"
+        );
+        return ExitCode::SUCCESS;
+    }
+    let parsed = match nodecache::parse_args(&args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if parsed.version {
+        println!("nodedns {} (as node-cache)", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if parsed.local_ips.is_empty() {
+        eprintln!("Error parsing flags - invalid localip specified - \"\", Exiting");
+        return ExitCode::FAILURE;
+    }
+    let pidfile = parsed.pidfile.clone();
+    let ignored: Vec<String> = parsed.without_meaning.iter().map(|f| format!("-{f}")).collect();
+    let result = serve(Origin::NodeCache(Box::new(parsed)), Overrides::default(), &ignored);
+    if let Some(path) = pidfile {
+        let _ = std::fs::remove_file(path);
+    }
+    report(result)
+}
+
+/// Loads the configuration from `origin` and serves until SIGTERM or SIGINT.
+fn serve(origin: Origin, overrides: Overrides, ignored_flags: &[String]) -> anyhow::Result<()> {
+    let file = origin.load()?;
+    let pidfile = match &origin {
+        Origin::NodeCache(args) => args.pidfile.clone(),
+        _ => None,
+    };
+    let source = (origin != Origin::Defaults).then(|| crate::process::reload::Source { origin, overrides: overrides.clone() });
     let settings = Settings::build(file, overrides)?;
     init_logging(&settings.restart_only.log_level, settings.restart_only.log_format)?;
+    for flag in ignored_flags {
+        tracing::info!(flag, "node-cache flag accepted; it changes nothing in nodedns");
+    }
+    if let Some(path) = pidfile {
+        std::fs::write(&path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write the pidfile {}", path.display()))?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let stop = CancellationToken::new();

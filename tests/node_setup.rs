@@ -6,41 +6,13 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 
 const LINK_LOCAL: &str = "169.254.20.10";
 const SERVICE_IP: &str = "10.96.0.10";
-
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().unwrap();
-    assert!(status.success(), "ip {}", args.join(" "));
-}
-
-/// The two namespaces, joined by a veth pair: pod 10.244.0.2 <-> node 10.244.0.1.
-fn node_and_pod(tag: &str) -> (Netns, Netns) {
-    let node = Netns::create(&format!("node-{tag}"), "nameserver 127.0.0.1\n");
-    let pod = Netns::create(
-        &format!("pod-{tag}"),
-        &format!(
-            "nameserver {LINK_LOCAL}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:1 attempts:1\n"
-        ),
-    );
-    let (vnode, vpod) = (format!("vn{tag}{}", std::process::id()), format!("vp{tag}{}", std::process::id()));
-    ip(&["link", "add", &vnode, "netns", &node.name, "type", "veth", "peer", "name", &vpod, "netns", &pod.name]);
-    ip(&["-n", &node.name, "addr", "add", "10.244.0.1/24", "dev", &vnode]);
-    ip(&["-n", &pod.name, "addr", "add", "10.244.0.2/24", "dev", &vpod]);
-    ip(&["-n", &node.name, "link", "set", &vnode, "up"]);
-    ip(&["-n", &pod.name, "link", "set", &vpod, "up"]);
-    ip(&["-n", &pod.name, "route", "add", "default", "via", "10.244.0.1"]);
-    // A node firewall accepting replies by state, as every real node has: it is what turns
-    // connection tracking on in the namespace.
-    let (ok, _) = node.run("iptables", &["-A", "INPUT", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]);
-    assert!(ok, "iptables in the node namespace");
-    (node, pod)
-}
 
 fn rules(node: &Netns) -> String {
     let (ok, out) = node.run("iptables-save", &[]);
@@ -97,7 +69,7 @@ fn scenario(backend: Backend) {
     for tool in ["iptables", "iptables-save", "nft", "conntrack", "getent", "dig"] {
         require(tool);
     }
-    let (node, pod) = node_and_pod(&backend.name[..3]);
+    let (node, pod) = node_and_pod(&backend.name[..3], &pod_resolv_conf(LINK_LOCAL));
     let dir = tempfile::tempdir().unwrap();
     let _named = Named::spawn(dir.path(), 5300, &[("test.example", test_zone("test.example"))], Some(&node.name));
     wait_until(Duration::from_secs(15), "named answers in the node namespace", || {

@@ -53,6 +53,47 @@ pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     parse_file(&name, &text)
 }
 
+/// Where the configuration is read from, at start and again on every reload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    /// No file: every default.
+    Defaults,
+    Yaml(std::path::PathBuf),
+    Corefile(std::path::PathBuf),
+    /// Run as node-cache: its flags and the Corefile it generates.
+    NodeCache(Box<nodecache::NodeCacheArgs>),
+}
+
+impl Origin {
+    pub fn load(&self) -> Result<FileConfig, ConfigError> {
+        match self {
+            Origin::Defaults => Ok(FileConfig::default()),
+            Origin::Yaml(path) => load_file(path),
+            Origin::Corefile(path) => load_corefile(path, &corefile::Context::system(53)),
+            Origin::NodeCache(args) => args.load(),
+        }
+    }
+
+    /// The files whose content a reload compares.
+    pub fn watched(&self) -> Vec<std::path::PathBuf> {
+        match self {
+            Origin::Defaults => Vec::new(),
+            Origin::Yaml(path) | Origin::Corefile(path) => vec![path.clone()],
+            Origin::NodeCache(args) => args.watched(),
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Defaults => f.write_str("the defaults"),
+            Origin::Yaml(path) | Origin::Corefile(path) => write!(f, "{}", path.display()),
+            Origin::NodeCache(args) => write!(f, "{} (as node-cache)", args.base_corefile.display()),
+        }
+    }
+}
+
 /// Reads a Corefile and maps it onto the configuration (see [`corefile`]).
 pub fn load_corefile(path: &Path, cx: &corefile::Context<'_>) -> Result<FileConfig, ConfigError> {
     let name = path.display().to_string();

@@ -106,6 +106,14 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorTypeLabels {
+    errortype: String,
+}
+
+/// node-cache's kinds of setup error, each exported from the start (at 0) as node-cache does.
+pub const SETUP_ERROR_TYPES: [&str; 5] = ["iptables", "iptables_lock", "interface_add", "interface_check", "configmap"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -270,6 +278,7 @@ pub struct Metrics {
     overloaded: Family<CacheLabels, Counter>,
     local_answers: Family<ReasonLabels, Counter>,
     node_repairs: Family<ReasonLabels, Counter>,
+    setup_errors: Family<ErrorTypeLabels, Counter>,
     node_errors: Counter,
     reloads: Family<ResultLabels, Counter>,
     reload_ok: Gauge,
@@ -327,6 +336,7 @@ impl Metrics {
             overloaded: Family::default(),
             local_answers: Family::default(),
             node_repairs: Family::default(),
+            setup_errors: Family::default(),
             node_errors: Counter::default(),
             reloads: Family::default(),
             reload_ok: Gauge::default(),
@@ -449,6 +459,14 @@ impl Metrics {
             "Failed attempts to install or check node addresses and packet-filter rules.",
             m.node_errors.clone(),
         );
+        for errortype in SETUP_ERROR_TYPES {
+            drop(m.setup_errors.get_or_create(&ErrorTypeLabels { errortype: errortype.into() }));
+        }
+        r.register(
+            "coredns_nodecache_setup_errors",
+            "The number of errors during periodic network setup for node-cache (nodedns: its node setup, and Corefile generation as node-cache).",
+            m.setup_errors.clone(),
+        );
         m.reload_ok.set(1);
         r.register(
             "nodedns_config_reloads",
@@ -557,8 +575,12 @@ impl Metrics {
         self.reload_ok.set(i64::from(ok));
     }
 
-    pub fn node_setup_failed(&self) {
-        self.node_errors.inc();
+    /// A failed node setup step, of one of [`SETUP_ERROR_TYPES`].
+    pub fn node_setup_failed(&self, errortype: &'static str) {
+        if errortype != "configmap" {
+            self.node_errors.inc();
+        }
+        self.setup_errors.get_or_create(&ErrorTypeLabels { errortype: errortype.into() }).inc();
     }
 
     /// Counts a drop for reasons off the per-datagram path.

@@ -10,6 +10,22 @@ pub enum CommandError {
     Failed { command: String, stderr: String },
 }
 
+impl CommandError {
+    /// The kind of node-cache setup error this is (`coredns_nodecache_setup_errors_total`).
+    pub fn setup_error_type(&self) -> &'static str {
+        let (command, stderr) = match self {
+            CommandError::Spawn { command, .. } => (command, ""),
+            CommandError::Failed { command, stderr } => (command, stderr.as_str()),
+        };
+        match command.split(' ').next() {
+            Some("ip") if command.contains(" add ") => "interface_add",
+            Some("ip") => "interface_check",
+            _ if stderr.contains("xtables lock") => "iptables_lock",
+            _ => "iptables",
+        }
+    }
+}
+
 /// Runs `program args...`; its stdout on success.
 pub fn run(program: &str, args: &[&str]) -> Result<String, CommandError> {
     run_with_input(program, args, None)

@@ -68,7 +68,7 @@ async fn keep_node_setup(node: Arc<node::NodeSetup>, metrics: Arc<Metrics>, stop
     match tokio::task::spawn_blocking(move || n.install_rules()).await {
         Ok(Ok(())) => tracing::info!("node packet-filter rules installed"),
         Ok(Err(e)) => {
-            metrics.node_setup_failed();
+            metrics.node_setup_failed(e.setup_error_type());
             tracing::error!(error = %e, "node packet-filter rules not installed; DNS to this node goes through conntrack");
         }
         Err(e) => tracing::error!(error = %e, "node setup task failed"),
@@ -89,7 +89,7 @@ async fn keep_node_setup(node: Arc<node::NodeSetup>, metrics: Arc<Metrics>, stop
                 }
             }
             Ok(Err(e)) => {
-                metrics.node_setup_failed();
+                metrics.node_setup_failed(e.setup_error_type());
                 tracing::error!(error = %e, "node setup check failed");
             }
             Err(e) => tracing::error!(error = %e, "node setup task failed"),

@@ -12,13 +12,12 @@
 //! as needing a restart and keeps its running value: listen and metrics addresses, cache
 //! sizes and TTLs, node setup, Kubernetes naming, handover, TCP client limits, logging.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, AdmissionSettings, ConfigError, Overrides, Reloadable, RestartOnly, Settings};
+use crate::config::{AdmissionSettings, ConfigError, Origin, Overrides, Reloadable, RestartOnly, Settings};
 use crate::forward::Forwarder;
 use crate::hosts::Hosts;
 use crate::metrics::Metrics;
@@ -33,8 +32,25 @@ const POLL: Duration = Duration::from_secs(2);
 /// Where the configuration came from, to read it again.
 #[derive(Clone, Debug)]
 pub struct Source {
-    pub path: PathBuf,
+    pub origin: Origin,
     pub overrides: Overrides,
+}
+
+impl Source {
+    /// The watched files' contents, to notice a change.
+    fn contents(&self) -> Option<Vec<u8>> {
+        let mut all = Vec::new();
+        for path in self.origin.watched() {
+            match std::fs::read(&path) {
+                Ok(bytes) => all.extend(bytes),
+                // An optional file (node-cache's kube-dns ConfigMap) may be absent.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !all.is_empty() => {}
+                Err(_) => return None,
+            }
+            all.push(0);
+        }
+        Some(all)
+    }
 }
 
 /// Why a reload changed nothing.
@@ -70,14 +86,14 @@ impl Reloader {
     pub async fn run(mut self, stop: CancellationToken) {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangup = signal(SignalKind::hangup()).ok();
-        let mut last = std::fs::read(&self.source.path).ok();
+        let mut last = self.source.contents();
         loop {
             let forced = tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(POLL) => false,
                 Some(()) = async { hangup.as_mut()?.recv().await } => true,
             };
-            let now = std::fs::read(&self.source.path).ok();
+            let now = self.source.contents();
             if !forced && (now.is_none() || now == last) {
                 continue;
             }
@@ -93,17 +109,20 @@ impl Reloader {
         match self.try_reload() {
             Ok(()) => {
                 self.metrics.config_reloaded(true);
-                tracing::info!(path = %self.source.path.display(), "configuration reloaded");
+                tracing::info!(from = %self.source.origin, "configuration reloaded");
             }
             Err(e) => {
                 self.metrics.config_reloaded(false);
+                if matches!(self.source.origin, Origin::NodeCache(_)) {
+                    self.metrics.node_setup_failed("configmap");
+                }
                 tracing::error!(error = %e, "configuration rejected; the running one stays");
             }
         }
     }
 
     fn try_reload(&mut self) -> Result<(), ReloadError> {
-        let file = config::load_file(&self.source.path)?;
+        let file = self.source.origin.load()?;
         let Settings { reloadable, restart_only } = Settings::build(file, self.source.overrides.clone())?;
         self.apply(reloadable)?;
         for setting in self.restart_only.differing(&restart_only) {

@@ -297,6 +297,37 @@ impl Drop for Netns {
     }
 }
 
+/// Runs `ip ARGS`, which must succeed.
+pub fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().unwrap();
+    assert!(status.success(), "ip {}", args.join(" "));
+}
+
+/// A pod's resolv.conf as the kubelet writes it for namespace `default`, with `nameserver`.
+pub fn pod_resolv_conf(nameserver: &str) -> String {
+    format!(
+        "nameserver {nameserver}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:1 attempts:1\n"
+    )
+}
+
+/// A node and a pod namespace joined by a veth pair: pod 10.244.0.2 <-> node 10.244.0.1,
+/// the pod resolving with `pod_resolv_conf`. The node accepts replies by conntrack state,
+/// as every real node's firewall does: that is what turns connection tracking on there.
+pub fn node_and_pod(tag: &str, pod_resolv_conf: &str) -> (Netns, Netns) {
+    let node = Netns::create(&format!("node-{tag}"), "nameserver 127.0.0.1\n");
+    let pod = Netns::create(&format!("pod-{tag}"), pod_resolv_conf);
+    let (vnode, vpod) = (format!("vn{tag}{}", std::process::id()), format!("vp{tag}{}", std::process::id()));
+    ip(&["link", "add", &vnode, "netns", &node.name, "type", "veth", "peer", "name", &vpod, "netns", &pod.name]);
+    ip(&["-n", &node.name, "addr", "add", "10.244.0.1/24", "dev", &vnode]);
+    ip(&["-n", &pod.name, "addr", "add", "10.244.0.2/24", "dev", &vpod]);
+    ip(&["-n", &node.name, "link", "set", &vnode, "up"]);
+    ip(&["-n", &pod.name, "link", "set", &vpod, "up"]);
+    ip(&["-n", &pod.name, "route", "add", "default", "via", "10.244.0.1"]);
+    let (ok, _) = node.run("iptables", &["-A", "INPUT", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]);
+    assert!(ok, "iptables in the node namespace");
+    (node, pod)
+}
+
 /// A command, run inside network namespace `netns` when given.
 pub fn in_netns(netns: Option<&str>, program: &str) -> Command {
     match netns {
