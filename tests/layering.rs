@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["upstream"],
     &["zones"],
     &["forward"],
-    &["kubernetes", "node"],
+    &["kubernetes", "node", "loops"],
     &["query"],
     &["listen"],
     &["config"],
