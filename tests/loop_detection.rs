@@ -107,3 +107,23 @@ fn a_server_forwarding_to_a_real_server_probes_and_never_reports_a_loop() {
     assert!(!nd.log().contains(DETECTED), "{}", nd.log());
     assert_eq!(ask(nd.dns, "x.loop.test.").0, ResponseCode::NXDomain);
 }
+
+#[test]
+fn a_server_whose_zone_enters_someone_elses_loop_reports_none_and_its_probes_circle_a_bounded_time() {
+    let named = named();
+    let pair = ring(&named, 2);
+    let outside = Nodedns::start_with_config(Some(&config(named.addr, pair[0].dns)), &[]);
+    wait_for_loop(&pair);
+    let requests = |nd: &Nodedns| nd.metric("coredns_dns_requests_total");
+    let before: Vec<f64> = pair.iter().map(requests).collect();
+    std::thread::sleep(Duration::from_secs(5));
+    for (nd, before) in pair.iter().zip(before) {
+        // Per probe of the outsider, each of the pair makes one fetch, whose retransmissions
+        // the other's in-flight fetch absorbs: tens of queries, not a storm.
+        let passed = requests(nd) - before;
+        assert!(passed <= 80.0, "{passed} queries in 5 s");
+    }
+    assert!(outside.metrics_text().contains(&format!("{LOOPED} 0")), "not its loop: {}", outside.log());
+    assert!(!outside.log().contains(DETECTED));
+    assert_eq!(ask(outside.dns, "x.loop.test.").0, ResponseCode::ServFail, "what the loop's entry answers");
+}
