@@ -204,7 +204,8 @@ impl Forwarder {
         let key = Arc::new(key);
         let _inflight = InflightGuard::new(&self, key.clone());
         let settings = **self.settings.load();
-        let group = self.router.load().route(key.name()).ok_or(ForwardError::NoRoute)?.clone();
+        // A zone configured without upstreams is not forwarded (an imported Corefile's `except`).
+        let group = self.router.load().route(key.name()).filter(|g| !g.servers.is_empty()).ok_or(ForwardError::NoRoute)?.clone();
         let order = self.order(&group.servers, settings.policy);
         Fetch { cache: &self.cache, key: &key }.run(order, settings).await
     }
@@ -266,7 +267,8 @@ impl Fetch<'_> {
         match result {
             Ok(ex) => {
                 let rcode = ex.response.rcode();
-                let entry = Entry::from_response(&self.key.borrowed(), &ex.msg, &ex.response, self.cache.policy(), Instant::now());
+                let policy = self.cache.policy_for(self.key.name());
+                let entry = Entry::from_response(&self.key.borrowed(), &ex.msg, &ex.response, policy, Instant::now());
                 let answer = Answer { entry, upstream: Some(upstream.clone()) };
                 let step = plan.on(Event::Answered { upstream: i, rcode, answer }, time::Instant::now());
                 if !matches!(step, Step::Return(_)) {

@@ -11,8 +11,9 @@
 //! 5. [`zones`]: longest-suffix routing of names to upstream groups.
 //! 6. [`forward`]: the miss path: request coalescing, then the zone's upstream group.
 //! 7. [`kubernetes`]: names a pod's search walk produces that cannot exist, denied locally;
-//!    [`node`]: the node's addresses and NOTRACK rules for them; [`loops`]: forwarding-loop
-//!    detection, probing each zone through the forwarder.
+//!    [`node`]: the node's addresses and NOTRACK rules for them; [`hosts`]: names answered
+//!    from hosts(5) lines, inline and from a file; [`loops`]: forwarding-loop detection,
+//!    probing each zone through the forwarder.
 //! 8. [`query`]: the query policy: the hot path, admission, the query log, explain.
 //! 9. [`listen`]: the UDP and TCP transports.
 //! 10. [`config`]: the YAML file, resolv.conf, and the validated settings.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod diagnose;
 pub mod forward;
 pub mod gate;
+pub mod hosts;
 pub mod kubernetes;
 pub mod listen;
 pub mod loops;

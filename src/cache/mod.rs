@@ -5,7 +5,8 @@
 //! goes; that is `forward`'s job. Entries live in [`store`], whose S3-FIFO eviction lets a
 //! flood of one-off names pass through a small probation FIFO without pushing out names that
 //! are asked again. Expired entries stay until evicted, so that when the upstream fails they
-//! can still be served (RFC 8767, "serve stale") for a bounded time.
+//! can still be served (RFC 8767, "serve stale") for a bounded time. A zone may have TTL
+//! bounds of its own ([`ZoneTtl`]); the longest zone ending an entry's name decides its life.
 
 mod entry;
 mod key;
@@ -16,6 +17,8 @@ use std::hash::BuildHasher;
 use std::time::Instant;
 
 use foldhash::fast::RandomState;
+
+use crate::wire::name::{LowerName, LowerNameBuf};
 
 pub use entry::{Entry, Kind};
 pub use key::{CacheKey, KeyRef};
@@ -57,6 +60,37 @@ impl Default for TtlPolicy {
     }
 }
 
+/// The TTL bounds the names at and under `zone` have instead of the global ones; a `None`
+/// keeps the global value. Serving stale and prefetch are the cache's, never a zone's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZoneTtl {
+    pub zone: LowerNameBuf,
+    pub positive_min_ttl: Option<u32>,
+    pub positive_max_ttl: Option<u32>,
+    pub negative_min_ttl: Option<u32>,
+    pub negative_max_ttl: Option<u32>,
+    pub servfail_ttl: Option<u32>,
+}
+
+impl ZoneTtl {
+    /// A zone with no bounds of its own yet.
+    pub fn new(zone: LowerNameBuf) -> ZoneTtl {
+        ZoneTtl { zone, positive_min_ttl: None, positive_max_ttl: None, negative_min_ttl: None, negative_max_ttl: None, servfail_ttl: None }
+    }
+
+    /// The whole policy of this zone's names: `global` with this zone's bounds in place.
+    pub fn over(&self, global: &TtlPolicy) -> TtlPolicy {
+        TtlPolicy {
+            positive_min_ttl: self.positive_min_ttl.unwrap_or(global.positive_min_ttl),
+            positive_max_ttl: self.positive_max_ttl.unwrap_or(global.positive_max_ttl),
+            negative_min_ttl: self.negative_min_ttl.unwrap_or(global.negative_min_ttl),
+            negative_max_ttl: self.negative_max_ttl.unwrap_or(global.negative_max_ttl),
+            servfail_ttl: self.servfail_ttl.unwrap_or(global.servfail_ttl),
+            ..global.clone()
+        }
+    }
+}
+
 /// Bounds of one half of the cache (positive or negative).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
@@ -73,6 +107,9 @@ pub struct Cache {
     positive: Store,
     negative: Store,
     policy: TtlPolicy,
+    /// Each [`ZoneTtl`]'s apex and whole policy, the longest apex first, so the first that
+    /// ends a name is its zone. Read only where an entry is built, never on a hit.
+    zones: Vec<(LowerNameBuf, TtlPolicy)>,
     hasher: RandomState,
 }
 
@@ -84,11 +121,31 @@ pub struct KeyHash(u64);
 
 impl Cache {
     pub fn new(positive: Capacity, negative: Capacity, policy: TtlPolicy) -> Self {
-        Cache { positive: Store::new(positive), negative: Store::new(negative), policy, hasher: RandomState::default() }
+        Cache { positive: Store::new(positive), negative: Store::new(negative), policy, zones: Vec::new(), hasher: RandomState::default() }
     }
 
+    /// This cache with TTL bounds of their own for the names under `zones`; a zone given
+    /// twice keeps its last bounds.
+    pub fn with_zones(mut self, zones: impl IntoIterator<Item = ZoneTtl>) -> Self {
+        for zone in zones {
+            self.zones.retain(|(apex, _)| *apex != zone.zone);
+            self.zones.push((zone.zone.clone(), zone.over(&self.policy)));
+        }
+        // Labels end names, so of two apexes ending one name the longer is the deeper.
+        self.zones.sort_by_key(|(apex, _)| std::cmp::Reverse(apex.len()));
+        self
+    }
+
+    /// The global policy: what every zone shares (serving stale, prefetch), and the bounds
+    /// of names in no zone of their own. An entry's life comes from [`Cache::policy_for`].
     pub fn policy(&self) -> &TtlPolicy {
         &self.policy
+    }
+
+    /// The policy for entries about `name`: that of the longest zone ending it, else the
+    /// global one.
+    pub fn policy_for(&self, name: LowerName<'_>) -> &TtlPolicy {
+        self.zones.iter().find(|(apex, _)| name.ends_with(apex.as_name())).map_or(&self.policy, |(_, policy)| policy)
     }
 
     #[inline]
@@ -171,7 +228,7 @@ impl Cache {
                 return Some(entry);
             }
         }
-        let stale = self.stale(key, now)?.stale_copy(&self.policy, now);
+        let stale = self.stale(key, now)?.stale_copy(self.policy_for(key.name()), now);
         self.insert(key, stale.clone());
         Some(stale)
     }

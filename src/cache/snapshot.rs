@@ -159,7 +159,7 @@ impl<'a> Reader<'a> {
         // No DNS TTL exceeds 2^31 seconds; anything further out is damage, kept in range.
         let bound = i64::from(u32::MAX);
         let expiry = expiry.clamp(-bound, bound).saturating_sub(i64::try_from(elapsed).unwrap_or(bound)).max(-bound);
-        let entry = Entry::restored(&key, msg, &resp, cache.policy(), now, age, expiry, stale);
+        let entry = Entry::restored(&key, msg, &resp, cache.policy_for(name), now, age, expiry, stale);
         if !matches!(entry.kind(), Kind::Positive | Kind::Negative) {
             return None;
         }

@@ -23,7 +23,7 @@ fn put(cache: &Cache, msg: &[u8], qname: &str, qtype: u16, now: Instant) -> Cach
     let name = testutil::wire_name(qname);
     let resp = UpstreamResponse::parse(msg, name.as_name(), crate::wire::RecordType(qtype), 1).unwrap();
     let key = KeyRef::new(name.as_name(), crate::wire::RecordType(qtype), 1, false, false);
-    cache.insert(&key, Entry::from_response(&key, msg, &resp, cache.policy(), now));
+    cache.insert(&key, Entry::from_response(&key, msg, &resp, cache.policy_for(key.name()), now));
     key.to_owned()
 }
 
@@ -371,4 +371,74 @@ fn snapshot_keys_come_back_from_the_entries_lower_cased() {
     cache.insert(&key, Entry::from_response(&key, &msg, &resp, cache.policy(), now));
     let (entry, _) = cache.lookup(&key, now).expect("stored under the lower-cased key");
     assert_eq!(entry.key(), Some(key.to_owned()));
+}
+
+/// NodeLocal DNSCache's `cluster.local` block: answers at most 30 s, denials at most 5 s.
+fn zoned_cache() -> Cache {
+    let cluster = ZoneTtl { positive_max_ttl: Some(30), negative_max_ttl: Some(5), ..ZoneTtl::new(testutil::wire_name("cluster.local.")) };
+    let svc = ZoneTtl { positive_max_ttl: Some(10), ..ZoneTtl::new(testutil::wire_name("svc.cluster.local.")) };
+    let other = ZoneTtl { servfail_ttl: Some(1), ..ZoneTtl::new(testutil::wire_name("example.")) };
+    cache().with_zones([cluster, other, svc])
+}
+
+#[test]
+fn the_longest_zone_ending_a_name_decides_its_policy() {
+    let cache = zoned_cache();
+    let policy_of = |name: &str| cache.policy_for(testutil::wire_name(name).as_name()).clone();
+    let global = policy();
+    assert_eq!(
+        policy_of("api.prod.svc.cluster.local."),
+        TtlPolicy { positive_max_ttl: 10, ..global.clone() },
+        "svc.cluster.local is longer"
+    );
+    assert_eq!(policy_of("10-244-1-7.prod.pod.cluster.local."), TtlPolicy { positive_max_ttl: 30, negative_max_ttl: 5, ..global.clone() });
+    assert_eq!(
+        policy_of("cluster.local."),
+        TtlPolicy { positive_max_ttl: 30, negative_max_ttl: 5, ..global.clone() },
+        "the apex is in its zone"
+    );
+    assert_eq!(policy_of("www.example."), TtlPolicy { servfail_ttl: 1, ..global.clone() });
+    assert_eq!(policy_of("notcluster.local."), global, "zones end names at a label boundary");
+    assert_eq!(policy_of("www.example.com."), global, "a name in no zone has the global policy");
+    assert_eq!(policy_of("."), global);
+}
+
+#[test]
+fn a_zone_matches_whatever_the_letter_case_of_the_question() {
+    let cache = zoned_cache();
+    let q = testutil::query("Kubernetes.Default.SVC.Cluster.LOCAL.", 1, None);
+    let mut lower = [0u8; MAX_NAME];
+    let (_, name) = Query::parse(&q, &mut lower).unwrap();
+    assert_eq!(cache.policy_for(name).positive_max_ttl, 10);
+    let zone_in_capitals = ZoneTtl { positive_max_ttl: Some(7), ..ZoneTtl::new(testutil::wire_name("EXAMPLE.Org.")) };
+    let cache = self::cache().with_zones([zone_in_capitals]);
+    assert_eq!(cache.policy_for(testutil::wire_name("www.example.org.").as_name()).positive_max_ttl, 7);
+}
+
+#[test]
+fn entries_live_as_long_as_their_zone_allows() {
+    let (cache, now) = (zoned_cache(), Instant::now());
+    for (name, lifetime) in [("kubernetes.default.svc.cluster.local.", 10), ("x.pod.cluster.local.", 30), ("www.example.com.", 300)] {
+        let key = store_a(&cache, name, 300, now);
+        let (entry, _) = cache.lookup(&key.borrowed(), now).expect("stored");
+        assert_eq!(entry.ttl_left(now), Some(lifetime), "{name}");
+        let (_, parsed) = serve(&entry, name, 1, None, 0, 512);
+        assert_eq!(parsed.answers[0].ttl, lifetime, "{name}: the record's TTL is capped too");
+    }
+    let nx = |name: &str| response(name, RecordType::A, ResponseCode::NXDomain, vec![], vec![soa("cluster.local.", 30, 60)], false);
+    let key = put(&cache, &nx("gone.cluster.local."), "gone.cluster.local.", 1, now);
+    let (entry, _) = cache.lookup(&key.borrowed(), now).expect("a denial is stored");
+    assert_eq!(entry.ttl_left(now), Some(5), "denials under cluster.local live 5 s");
+    assert!(cache.lookup(&key.borrowed(), now + Duration::from_secs(5)).is_none());
+    let key = put(&cache, &nx("gone.example.com."), "gone.example.com.", 1, now);
+    assert_eq!(cache.lookup(&key.borrowed(), now).and_then(|(e, _)| e.ttl_left(now)), Some(30), "elsewhere the SOA decides");
+}
+
+#[test]
+fn a_zone_left_unset_keeps_the_global_bounds_of_the_cache_it_joins() {
+    let global = TtlPolicy { positive_min_ttl: 20, negative_max_ttl: 900, stale_max_age: 60, ..policy() };
+    let cap = Capacity { max_entries: 10, max_bytes: 1 << 20 };
+    let zone = ZoneTtl { positive_max_ttl: Some(30), ..ZoneTtl::new(testutil::wire_name("cluster.local.")) };
+    let cache = Cache::new(cap, cap, global.clone()).with_zones([zone]);
+    assert_eq!(*cache.policy_for(testutil::wire_name("a.cluster.local.").as_name()), TtlPolicy { positive_max_ttl: 30, ..global });
 }

@@ -22,6 +22,10 @@ pub struct FileConfig {
     pub listen: Vec<SocketAddr>,
     #[serde(deserialize_with = "opt_addr")]
     pub metrics: Option<SocketAddr>,
+    /// More addresses serving the same HTTP endpoint (where CoreDNS's `health` and `ready`
+    /// plugins and node-cache's metrics listener answered).
+    #[serde(deserialize_with = "addrs")]
+    pub http_listen: Vec<SocketAddr>,
     #[serde(deserialize_with = "upstreams")]
     pub upstreams: Vec<UpstreamSpec>,
     pub forward: Vec<ForwardRule>,
@@ -32,6 +36,7 @@ pub struct FileConfig {
     pub log: LogSection,
     pub kubernetes: KubernetesSection,
     pub node: NodeSection,
+    pub hosts: Vec<HostsBlock>,
 }
 
 impl Default for FileConfig {
@@ -39,6 +44,7 @@ impl Default for FileConfig {
         FileConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 1053))],
             metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9253))),
+            http_listen: Vec::new(),
             upstreams: Vec::new(),
             forward: Vec::new(),
             resolv_conf: "/etc/resolv.conf".into(),
@@ -48,6 +54,7 @@ impl Default for FileConfig {
             log: LogSection::default(),
             kubernetes: KubernetesSection::default(),
             node: NodeSection::default(),
+            hosts: Vec::new(),
         }
     }
 }
@@ -74,6 +81,33 @@ pub struct CacheSection {
     pub prefetch: PrefetchSection,
     /// Where the cache is written at shutdown and read at start; empty: nowhere.
     pub snapshot: String,
+    /// TTL bounds of their own for the names under some zones.
+    pub zones: Vec<CacheZone>,
+}
+
+/// One zone's TTL bounds (`cache.zones`): the longest zone ending a name decides how long
+/// its answers live; what a zone leaves out is the global value (`cache.positive` ...).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheZone {
+    #[serde(deserialize_with = "zone")]
+    pub zone: Zone,
+    #[serde(default)]
+    pub positive: TtlBounds,
+    #[serde(default)]
+    pub negative: TtlBounds,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub servfail_ttl: Option<Duration>,
+}
+
+/// A zone's bounds on one half of the cache; `None`: the global value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtlBounds {
+    #[serde(default, deserialize_with = "some_duration")]
+    pub min_ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub max_ttl: Option<Duration>,
 }
 
 /// RFC 8767: expired answers served while the upstream fails or is slow.
@@ -135,6 +169,7 @@ impl Default for CacheSection {
             serve_stale: ServeStaleSection::default(),
             prefetch: PrefetchSection::default(),
             snapshot: String::new(),
+            zones: Vec::new(),
         }
     }
 }
@@ -348,6 +383,14 @@ pub struct NodeSection {
     #[serde(deserialize_with = "duration")]
     pub check_interval: Duration,
     pub keep_on_exit: bool,
+    /// The addresses to own; absent: the listen addresses that are neither loopback nor a
+    /// wildcard. Given (node-cache's `-localip`), they are served on `dns_port`.
+    pub addresses: Option<Vec<std::net::IpAddr>>,
+    pub dns_port: u16,
+    /// Also take this HTTP port out of conntrack (node-cache's rules do, for its health port).
+    pub health_port: Option<u16>,
+    /// Assign the addresses (node-cache's `-setupinterface`); false: someone else does.
+    pub assign_addresses: bool,
 }
 
 impl Default for NodeSection {
@@ -359,6 +402,44 @@ impl Default for NodeSection {
             rules: crate::node::Backend::Iptables,
             check_interval: Duration::from_secs(10),
             keep_on_exit: false,
+            addresses: None,
+            dns_port: 53,
+            health_port: None,
+            assign_addresses: true,
+        }
+    }
+}
+
+/// One `hosts` block: names answered from hosts(5) lines, as CoreDNS's `hosts` plugin does.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostsBlock {
+    #[serde(deserialize_with = "zones")]
+    pub zones: Vec<Zone>,
+    #[serde(deserialize_with = "hosts_entries")]
+    pub entries: Vec<crate::hosts::Line>,
+    /// A hosts(5) file; empty: none.
+    pub file: String,
+    /// How often the file is checked for a change; 0: never.
+    #[serde(deserialize_with = "duration")]
+    pub reload: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub ttl: Duration,
+    pub reverse: bool,
+    #[serde(deserialize_with = "zones")]
+    pub fallthrough: Vec<Zone>,
+}
+
+impl Default for HostsBlock {
+    fn default() -> Self {
+        HostsBlock {
+            zones: vec![Zone::root()],
+            entries: Vec::new(),
+            file: String::new(),
+            reload: Duration::from_secs(5),
+            ttl: Duration::from_secs(3600),
+            reverse: true,
+            fallthrough: Vec::new(),
         }
     }
 }
@@ -515,6 +596,20 @@ fn zones<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Zone>, D::Error> {
 
 fn opt_zones<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Zone>>, D::Error> {
     Ok(Option::<Vec<ZoneItem>>::deserialize(d)?.map(|list| list.into_iter().map(|z| z.0).collect()))
+}
+
+/// One inline hosts(5) line, parsed as its own element so an error points at its line; a
+/// line of blanks and comments is `None`.
+struct HostsEntry(Option<crate::hosts::Line>);
+
+impl<'de> Deserialize<'de> for HostsEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::hosts::parse_line(&String::deserialize(d)?).map(HostsEntry).map_err(serde::de::Error::custom)
+    }
+}
+
+fn hosts_entries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<crate::hosts::Line>, D::Error> {
+    Ok(Vec::<HostsEntry>::deserialize(d)?.into_iter().filter_map(|e| e.0).collect())
 }
 
 /// A namespace name: an RFC 1123 label, as Kubernetes requires.

@@ -5,7 +5,9 @@
 //!
 //! Errors name the file, the line and the key, and the process refuses to start on any.
 
+pub mod corefile;
 pub mod file;
+pub mod nodecache;
 pub mod resolv_conf;
 mod settings;
 
@@ -13,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cache::{Capacity, TtlPolicy};
+use crate::cache::{Capacity, TtlPolicy, ZoneTtl};
 use crate::forward::ForwardSettings;
 use crate::kubernetes::NamingSettings;
 use crate::query::admission::ClientLimit;
@@ -31,6 +33,8 @@ pub enum ConfigError {
     Invalid { file: String, line: usize, key: String, message: String },
     #[error("{0}")]
     Settings(String),
+    #[error(transparent)]
+    Corefile(#[from] corefile::CorefileError),
 }
 
 /// Values given on the command line; each replaces the file's value when present.
@@ -47,6 +51,14 @@ pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: name.clone(), source })?;
     parse_file(&name, &text)
+}
+
+/// Reads a Corefile and maps it onto the configuration (see [`corefile`]).
+pub fn load_corefile(path: &Path, cx: &corefile::Context<'_>) -> Result<FileConfig, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: name.clone(), source })?;
+    let imported = corefile::import(&name, &text, cx)?;
+    parse_file(&format!("{name} (as imported)"), &imported.yaml)
 }
 
 /// Parses configuration text; `name` is used in error messages.
@@ -90,6 +102,7 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
             return err(&format!("cache.{name}.max_ttl"), "exceeds the largest DNS TTL (68 years)");
         }
     }
+    validate_cache_zones(&c.cache)?;
     let stale = &c.cache.serve_stale;
     if !stale.max_age.is_zero() && stale.answer_ttl.as_secs() == 0 {
         return err("cache.serve_stale.answer_ttl", "must be at least 1s");
@@ -150,9 +163,40 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
     if c.node.setup && c.node.check_interval.is_zero() {
         return err("node.check_interval", "must be positive");
     }
-    for (i, rule) in c.forward.iter().enumerate() {
-        if rule.upstreams.is_empty() {
-            return err(&format!("forward[{i}].upstreams"), "needs at least one upstream");
+    for (i, block) in c.hosts.iter().enumerate() {
+        if block.zones.is_empty() {
+            return err(&format!("hosts[{i}].zones"), "needs at least one zone (`.` for every name)");
+        }
+        if block.entries.is_empty() && block.file.is_empty() {
+            return err(&format!("hosts[{i}]"), "needs entries or a file");
+        }
+        if !(1..=65535).contains(&block.ttl.as_secs()) {
+            return err(&format!("hosts[{i}].ttl"), "must be between 1s and 65535s");
+        }
+    }
+    Ok(())
+}
+
+/// Each `cache.zones` entry: a zone given once, and bounds that hold together with the
+/// global values they leave in place.
+fn validate_cache_zones(c: &file::CacheSection) -> Result<(), (String, String)> {
+    for (i, z) in c.zones.iter().enumerate() {
+        if let Some(first) = c.zones[..i].iter().position(|earlier| earlier.zone == z.zone) {
+            return Err((format!("cache.zones[{i}].zone"), format!("`{}` is already given at cache.zones[{first}]", z.zone)));
+        }
+        for (name, own, global) in [("positive", &z.positive, &c.positive), ("negative", &z.negative, &c.negative)] {
+            let key = |field: &str| format!("cache.zones[{i}].{name}.{field}");
+            let (min, max) = (own.min_ttl.unwrap_or(global.min_ttl), own.max_ttl.unwrap_or(global.max_ttl));
+            if min > max {
+                return Err(match own.min_ttl {
+                    Some(_) if own.max_ttl.is_some() => (key("min_ttl"), "is larger than max_ttl".into()),
+                    Some(_) => (key("min_ttl"), format!("is larger than max_ttl (cache.{name}.max_ttl, not set for the zone)")),
+                    None => (key("max_ttl"), format!("is smaller than min_ttl (cache.{name}.min_ttl, not set for the zone)")),
+                });
+            }
+            if max.as_secs() > u64::from(i32::MAX as u32) {
+                return Err((key("max_ttl"), "exceeds the largest DNS TTL (68 years)".into()));
+            }
         }
     }
     Ok(())
@@ -278,10 +322,12 @@ impl Settings {
                 }),
             },
             query_log: query_log_policy(&file.log.queries)?,
+            hosts: file.hosts.iter().map(hosts_block).collect(),
         };
         let restart_only = RestartOnly {
             listen,
             metrics: overrides.metrics.or(file.metrics),
+            http_listen: file.http_listen,
             cache: CacheSettings {
                 positive: Capacity { max_entries: c.positive.max_entries, max_bytes: c.positive.max_bytes },
                 negative: Capacity { max_entries: c.negative.max_entries, max_bytes: c.negative.max_bytes },
@@ -297,6 +343,7 @@ impl Settings {
                     prefetch_min_hits: c.prefetch.min_hits,
                 },
                 snapshot: (!c.snapshot.is_empty()).then(|| c.snapshot.clone().into()),
+                zones: c.zones.iter().map(|z| zone_ttl(z, secs)).collect(),
             },
             node,
             naming: naming_settings(file.kubernetes, Path::new(&file.resolv_conf)),
@@ -318,6 +365,19 @@ impl Settings {
 
 const MAX_UDP_WORKERS: usize = 64;
 
+/// A `cache.zones` entry as the cache takes it: seconds, `None` where the zone keeps the
+/// global value.
+fn zone_ttl(z: &file::CacheZone, secs: impl Fn(Duration) -> u32) -> ZoneTtl {
+    ZoneTtl {
+        zone: z.zone.wire().to_owned(),
+        positive_min_ttl: z.positive.min_ttl.map(&secs),
+        positive_max_ttl: z.positive.max_ttl.map(&secs),
+        negative_min_ttl: z.negative.min_ttl.map(&secs),
+        negative_max_ttl: z.negative.max_ttl.map(&secs),
+        servfail_ttl: z.servfail_ttl.map(&secs),
+    }
+}
+
 /// `server.udp_workers`, 0 meaning one per CPU this process may use.
 fn udp_workers(configured: usize) -> usize {
     match configured {
@@ -336,8 +396,10 @@ fn query_log_policy(q: &file::QueryLogSection) -> Result<crate::query::querylog:
 /// The addresses node setup owns: every listen address that is neither loopback nor a
 /// wildcard, with its port.
 fn node_settings(n: &file::NodeSection, listen: &[SocketAddr]) -> crate::node::NodeSettings {
-    let mut addresses: Vec<_> =
-        listen.iter().filter(|a| !a.ip().is_loopback() && !a.ip().is_unspecified()).map(|a| (a.ip(), a.port())).collect();
+    let mut addresses: Vec<_> = match &n.addresses {
+        Some(ips) => ips.iter().map(|ip| (*ip, n.dns_port)).collect(),
+        None => listen.iter().filter(|a| !a.ip().is_loopback() && !a.ip().is_unspecified()).map(|a| (a.ip(), a.port())).collect(),
+    };
     addresses.dedup();
     crate::node::NodeSettings {
         enabled: n.setup,
@@ -345,6 +407,9 @@ fn node_settings(n: &file::NodeSection, listen: &[SocketAddr]) -> crate::node::N
         fallback_interface: n.fallback_interface.clone(),
         addresses,
         backend: n.rules,
+        health_port: n.health_port,
+        assign_addresses: n.assign_addresses,
+        remove_found_interface: n.rules == crate::node::Backend::NodeCache,
         check_interval: n.check_interval,
         keep_on_exit: n.keep_on_exit,
     }
@@ -369,6 +434,23 @@ fn naming_settings(k: KubernetesSection, resolv_conf: &Path) -> NamingSettings {
         search_suffixes,
         filter_aaaa: k.filter_aaaa,
         search_prefetch: k.search_prefetch,
+    }
+}
+
+/// A `hosts` block, its inline entries scoped to its zones.
+fn hosts_block(b: &file::HostsBlock) -> crate::hosts::BlockSettings {
+    let mut entries = crate::hosts::Table::default();
+    for line in &b.entries {
+        entries.add(line, &b.zones, b.reverse);
+    }
+    crate::hosts::BlockSettings {
+        zones: b.zones.clone(),
+        entries,
+        file: (!b.file.is_empty()).then(|| b.file.clone().into()),
+        reload: b.reload,
+        ttl: b.ttl.as_secs() as u32,
+        reverse: b.reverse,
+        fallthrough: b.fallthrough.clone(),
     }
 }
 

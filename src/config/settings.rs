@@ -9,7 +9,7 @@ use std::ops::Deref;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cache::{Capacity, TtlPolicy};
+use crate::cache::{Capacity, TtlPolicy, ZoneTtl};
 use crate::forward::ForwardSettings;
 use crate::kubernetes::NamingSettings;
 use crate::node::NodeSettings;
@@ -38,6 +38,7 @@ pub struct Reloadable {
     pub handler: HandlerSettings,
     pub admission: AdmissionSettings,
     pub query_log: querylog::Selection,
+    pub hosts: Vec<crate::hosts::BlockSettings>,
 }
 
 /// What a running process keeps from its start: a reload that changes one of these warns by
@@ -47,6 +48,8 @@ pub struct Reloadable {
 pub struct RestartOnly {
     pub listen: Vec<SocketAddr>,
     pub metrics: Option<SocketAddr>,
+    /// More addresses of the HTTP endpoint.
+    pub http_listen: Vec<SocketAddr>,
     pub cache: CacheSettings,
     pub node: NodeSettings,
     pub naming: NamingSettings,
@@ -71,6 +74,8 @@ pub struct CacheSettings {
     pub ttl: TtlPolicy,
     /// The snapshot file for warm restarts.
     pub snapshot: Option<PathBuf>,
+    /// Zones whose names have TTL bounds of their own.
+    pub zones: Vec<ZoneTtl>,
 }
 
 /// Who is served: allowed networks, what the others get, and the per-client rate limit.
@@ -116,6 +121,7 @@ impl RestartOnly {
         let RestartOnly {
             listen,
             metrics,
+            http_listen,
             cache,
             node,
             naming,
@@ -134,6 +140,7 @@ impl RestartOnly {
         let changed = [
             ("listen", *listen != other.listen),
             ("metrics", *metrics != other.metrics),
+            ("http_listen", *http_listen != other.http_listen),
             ("cache", *cache != other.cache),
             ("node", *node != other.node),
             ("kubernetes", *naming != other.naming),
@@ -172,6 +179,7 @@ mod tests {
         RestartOnly {
             listen: vec!["127.0.0.2:53".parse().unwrap()],
             metrics: None,
+            http_listen: vec!["127.0.0.1:8080".parse().unwrap()],
             cache: CacheSettings { snapshot: Some("/var/lib/nodedns/cache".into()), ..base.cache.clone() },
             node: NodeSettings { enabled: !base.node.enabled, ..base.node.clone() },
             naming: NamingSettings { enabled: !base.naming.enabled, ..base.naming.clone() },
@@ -200,6 +208,7 @@ mod tests {
         vec![
             ("listen", with(|r, o| r.listen = o.listen.clone())),
             ("metrics", with(|r, o| r.metrics = o.metrics)),
+            ("http_listen", with(|r, o| r.http_listen = o.http_listen.clone())),
             ("cache", with(|r, o| r.cache = o.cache.clone())),
             ("node", with(|r, o| r.node = o.node.clone())),
             ("kubernetes", with(|r, o| r.naming = o.naming.clone())),
@@ -254,6 +263,7 @@ mod tests {
             "server:\n  query_deadline: 3s\n",
             "cache:\n  serve_stale: {client_timeout: 2s}\n",
             "log:\n  queries: {enabled: true}\n",
+            "hosts:\n  - entries: [\"10.0.0.9 db.example\"]\n",
         ];
         for change in changes {
             let yaml = if change.starts_with("upstreams:") { change.to_string() } else { format!("{BASE}{change}") };
@@ -271,6 +281,7 @@ mod tests {
             ("metrics: off\n", "metrics"),
             ("cache:\n  positive: {max_entries: 5}\n", "cache"),
             ("cache:\n  serve_stale: {max_age: 1m}\n", "cache"),
+            ("cache:\n  zones:\n    - zone: cluster.local\n      positive: {max_ttl: 30s}\n", "cache"),
             ("kubernetes:\n  local_answers: false\n", "kubernetes"),
             ("server:\n  max_tcp_clients: 5\n", "server.max_tcp_clients"),
             ("server:\n  shutdown_grace: 1s\n", "server.shutdown_grace"),

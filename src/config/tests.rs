@@ -48,6 +48,7 @@ fn the_example_in_config_md_parses() {
     assert_eq!(c.forward.len(), 2);
     assert_eq!(c.kubernetes.namespaces, crate::kubernetes::NamespaceSource::Unknown);
     assert!(c.kubernetes.search_suffixes.is_none());
+    assert_eq!(c.cache.zones[0].negative.max_ttl, Some(Duration::from_secs(5)));
 }
 
 #[test]
@@ -83,8 +84,6 @@ fn impossible_values_are_rejected_at_their_key() {
     assert_eq!(e, "nodedns.yaml:2: server.udp_payload: must be between 512 (RFC 6891) and 4096");
     let e = error_of("cache:\n  prefetch: {min_hits: 300, window_percent: 10}\n");
     assert_eq!(e, "nodedns.yaml:2: cache.prefetch.min_hits: must be at most 255");
-    let e = error_of("forward:\n  - zone: a.example\n    upstreams: [10.0.0.1]\n  - zone: b.example\n    upstreams: []\n");
-    assert!(e.starts_with("nodedns.yaml:5: forward[1].upstreams"), "{e}");
     let e = error_of("forward:\n  - zone: a..example\n    upstreams: [10.0.0.1]\n");
     assert!(e.starts_with("nodedns.yaml:2: forward[0].zone"), "{e}");
     let e = error_of("upstream:\n  loop_probe_interval: 100ms\n");
@@ -121,4 +120,75 @@ fn command_line_overrides_the_file() {
     let root = s.reloadable.router.route(crate::wire::name::LowerName::ROOT).unwrap();
     assert_eq!(root.servers, vec!["10.0.0.2:53".parse().unwrap()]);
     assert_eq!(s.reloadable.router.groups().len(), 2);
+}
+
+fn built(yaml: &str) -> Settings {
+    Settings::build(parse_file("f", yaml).unwrap_or_else(|e| panic!("{e}")), Overrides::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn cache_zones_take_what_they_leave_out_from_the_global_bounds() {
+    let s = built(
+        "upstreams: [10.0.0.1]\ncache:\n  positive: {min_ttl: 2s}\n  servfail_ttl: 3s\n  zones:\n    - zone: Cluster.Local.\n      positive: { min_ttl: 0s, max_ttl: 30s }\n      negative: { max_ttl: 5s }\n    - zone: example.org\n      servfail_ttl: 1s\n",
+    );
+    let c = &s.restart_only.cache;
+    assert!(built("upstreams: [10.0.0.1]\n").restart_only.cache.zones.is_empty(), "no zones unless configured");
+    let cluster = ZoneTtl {
+        positive_min_ttl: Some(0),
+        positive_max_ttl: Some(30),
+        negative_max_ttl: Some(5),
+        ..ZoneTtl::new(crate::wire::name::from_text("cluster.local").unwrap())
+    };
+    let example = ZoneTtl { servfail_ttl: Some(1), ..ZoneTtl::new(crate::wire::name::from_text("example.org").unwrap()) };
+    assert_eq!(c.zones, vec![cluster.clone(), example]);
+    let global = &c.ttl;
+    assert_eq!(
+        cluster.over(global),
+        TtlPolicy { positive_min_ttl: 0, positive_max_ttl: 30, negative_max_ttl: 5, ..global.clone() },
+        "negative.min_ttl and servfail_ttl stay global"
+    );
+    assert_eq!((global.positive_min_ttl, global.servfail_ttl), (2, 3));
+}
+
+#[test]
+fn cache_zone_errors_name_the_zone_entry_and_line() {
+    let head = "cache:\n  zones:\n    - zone: cluster.local\n      positive: {max_ttl: 30s}\n";
+    let e = error_of(&format!("{head}    - zone: example.org\n      negative:\n        min_ttl: 1m\n        max_ttl: 5s\n"));
+    assert_eq!(e, "nodedns.yaml:7: cache.zones[1].negative.min_ttl: is larger than max_ttl");
+    let e = error_of("cache:\n  positive: {min_ttl: 1m}\n  zones:\n    - zone: cluster.local\n      positive: {max_ttl: 30s}\n");
+    assert_eq!(
+        e,
+        "nodedns.yaml:5: cache.zones[0].positive.max_ttl: is smaller than min_ttl (cache.positive.min_ttl, not set for the zone)"
+    );
+    let e = error_of(&format!("{head}    - zone: example.org\n    - zone: Cluster.Local.\n      negative: {{max_ttl: 5s}}\n"));
+    assert_eq!(e, "nodedns.yaml:6: cache.zones[2].zone: `cluster.local.` is already given at cache.zones[0]");
+    let e = error_of(&format!("{head}      denial: {{max_ttl: 5s}}\n"));
+    assert!(e.starts_with("nodedns.yaml:") && e.contains("cache.zones[0]") && e.contains("unknown field `denial`"), "{e}");
+    let e = error_of(&format!("{head}    - zone: example.org\n      positive: {{max_ttl: soon}}\n"));
+    assert!(e.starts_with("nodedns.yaml:6: cache.zones[1].positive.max_ttl: `soon` is not a duration"), "{e}");
+    let e = error_of("cache:\n  zones:\n    - zone: a..example\n");
+    assert!(e.starts_with("nodedns.yaml:3: cache.zones[0].zone"), "{e}");
+    let e = error_of("cache:\n  zones:\n    - positive: {max_ttl: 30s}\n");
+    assert!(e.contains("cache.zones[0]") && e.contains("missing field `zone`"), "{e}");
+}
+
+#[test]
+fn a_hosts_block_takes_coredns_defaults_and_a_bad_entry_is_named_by_its_line() {
+    let c = parse_file("f", "hosts:\n  - entries: [\"10.0.0.5 db.example.internal db  # primary\", \"# a comment\"]\n").unwrap();
+    let b = &c.hosts[0];
+    assert_eq!((b.zones.clone(), b.entries.len(), b.file.as_str()), (vec![Zone::root()], 1, ""));
+    assert_eq!((b.reload, b.ttl, b.reverse, b.fallthrough.len()), (Duration::from_secs(5), Duration::from_secs(3600), true, 0));
+    assert_eq!(b.entries[0].names.len(), 2);
+
+    let e = error_of(
+        "upstreams: [10.0.0.1]\nhosts:\n  - zones: [example.internal]\n    entries:\n      - \"10.0.0.5 db.example.internal\"\n      - \"10.0.0.300 web.example.internal\"\n",
+    );
+    assert!(e.starts_with("nodedns.yaml:6: hosts[0].entries[1]: "), "{e}");
+    assert!(e.contains("`10.0.0.300` is not an IPv4 or IPv6 address"), "{e}");
+    let e = error_of("hosts:\n  - file: /etc/hosts\n  - file: /etc/hosts\n    ttl: 0s\n");
+    assert!(e.starts_with("nodedns.yaml:4: hosts[1].ttl: must be between 1s and 65535s"), "{e}");
+    let e = error_of("hosts:\n  - zones: []\n    file: /etc/hosts\n");
+    assert!(e.starts_with("nodedns.yaml:2: hosts[0].zones: needs at least one zone"), "{e}");
+    let e = error_of("hosts:\n  - reverse: false\n");
+    assert!(e.contains("hosts[0]: needs entries or a file"), "{e}");
 }

@@ -449,7 +449,7 @@ impl Metrics {
             "Query log lines dropped because the writer fell behind (or the output could not be opened).",
             m.query_log_dropped.clone(),
         );
-        r.register("nodedns_local_answers", "Queries answered from the Kubernetes naming rules instead of upstream (repeats within the negative TTL are cache hits), by rule.", m.local_answers.clone());
+        r.register("nodedns_local_answers", "Queries answered locally instead of upstream, by rule: the Kubernetes naming rules (repeats within the negative TTL are cache hits) and hosts entries (hosts, hosts_unlisted).", m.local_answers.clone());
         r.register(
             "nodedns_node_repairs",
             "Node addresses or packet-filter rules found missing (removed by someone else) and put back, by what.",
@@ -527,6 +527,12 @@ impl Metrics {
             speculative: self.speculative.clone(),
             speculative_skipped: self.speculative_skipped.clone(),
         }
+    }
+
+    /// The counter of local answers for one `reason`, for a part other than the naming
+    /// rules that answers itself.
+    pub fn local_answer_counter(&self, reason: &str) -> Counter {
+        self.local_answers.get_or_create_owned(&ReasonLabels { reason: reason.into() })
     }
 
     /// Resolves the hot-path counters for one listener worker, e.g. `server =

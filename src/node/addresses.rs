@@ -37,9 +37,13 @@ fn assigned(ip: &IpAddr) -> Result<bool, CommandError> {
 impl Addresses {
     /// Assigns each of `ips` that is not assigned yet, to `interface` (created as a dummy
     /// interface if missing) or, when the kernel cannot create one, to `fallback`.
-    pub fn ensure(interface: &str, fallback: &str, ips: &[IpAddr]) -> Result<Addresses, CommandError> {
-        let (interface, created) = if ips.is_empty() || link_exists(interface)? {
+    /// With `owns_found`, an interface that was already there counts as this process's too
+    /// (node-cache's behaviour: it removes the interface at exit whoever made it).
+    pub fn ensure(interface: &str, fallback: &str, ips: &[IpAddr], owns_found: bool) -> Result<Addresses, CommandError> {
+        let (interface, created) = if ips.is_empty() {
             (interface.to_string(), false)
+        } else if link_exists(interface)? {
+            (interface.to_string(), owns_found)
         } else {
             match command::run("ip", &["link", "add", interface, "type", "dummy"]) {
                 Ok(_) => {

@@ -32,6 +32,12 @@ pub struct NodeSettings {
     /// The addresses to own, with the DNS ports served on each.
     pub addresses: Vec<(IpAddr, u16)>,
     pub backend: Backend,
+    /// node-cache's health port, also taken out of conntrack by its rules.
+    pub health_port: Option<u16>,
+    /// Whether the addresses are ours to assign (node-cache's `-setupinterface`).
+    pub assign_addresses: bool,
+    /// Remove the interface at exit even if it was there before us, as node-cache does.
+    pub remove_found_interface: bool,
     pub check_interval: Duration,
     /// Leave addresses and rules in place at exit (for a successor, or for debugging).
     pub keep_on_exit: bool,
@@ -47,9 +53,9 @@ pub struct NodeSetup {
 impl NodeSetup {
     /// Makes sure every address exists, before anything binds to it.
     pub fn prepare(settings: NodeSettings) -> Result<NodeSetup, CommandError> {
-        let ips: Vec<IpAddr> = settings.addresses.iter().map(|(ip, _)| *ip).collect();
-        let addresses = Addresses::ensure(&settings.interface, &settings.fallback_interface, &ips)?;
-        let rules = Rules::new(settings.backend, &settings.addresses);
+        let ips: Vec<IpAddr> = if settings.assign_addresses { settings.addresses.iter().map(|(ip, _)| *ip).collect() } else { Vec::new() };
+        let addresses = Addresses::ensure(&settings.interface, &settings.fallback_interface, &ips, settings.remove_found_interface)?;
+        let rules = Rules::new(settings.backend, &settings.addresses, settings.health_port);
         Ok(NodeSetup { settings, addresses, rules })
     }
 

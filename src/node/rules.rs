@@ -8,6 +8,12 @@
 //! way out (OUTPUT), and ACCEPT in INPUT and OUTPUT, because untracked packets no longer
 //! match the "established" rules a node's firewall accepts replies with.
 //!
+//! With node-cache's rules (`node_cache`) the rules are those NodeLocal DNSCache's
+//! node-cache writes, in the built-in chains, each checked with `-C` and inserted at the
+//! top when missing, and every copy deleted at exit. Being the same rules is what lets
+//! either program take over a node from the other: neither adds a duplicate, and with
+//! `-skipteardown` neither leaves a gap.
+//!
 //! With nftables everything is one table, `inet nodedns`, replaced atomically; it carries
 //! the NOTRACK rules only, since an accept in one nftables table cannot overrule a drop in
 //! another.
@@ -22,6 +28,8 @@ use super::command::{self, CommandError};
 pub enum Backend {
     Iptables,
     Nftables,
+    /// node-cache's own rules, for a node switched between node-cache and nodedns.
+    NodeCache,
     /// Addresses only: the rules are someone else's business.
     None,
 }
@@ -39,25 +47,41 @@ struct Chain {
     rules: Vec<String>,
 }
 
+/// One of node-cache's rules: a tool, table, built-in chain and rule specification.
+struct BuiltinRule {
+    tool: &'static str,
+    table: &'static str,
+    chain: &'static str,
+    spec: Vec<String>,
+}
+
 pub struct Rules {
     backend: Backend,
+    node_cache: Vec<BuiltinRule>,
     /// Per family tool (`iptables`, `ip6tables`) and its chains.
     iptables: Vec<(&'static str, Vec<Chain>)>,
     nft_ruleset: String,
 }
 
 impl Rules {
-    pub fn new(backend: Backend, addresses: &[(IpAddr, u16)]) -> Rules {
+    /// The rules for `addresses`; `health_port` is the HTTP port node-cache's rules also
+    /// take out of conntrack (its liveness probe's).
+    pub fn new(backend: Backend, addresses: &[(IpAddr, u16)], health_port: Option<u16>) -> Rules {
         let v4: Vec<_> = addresses.iter().filter(|(ip, _)| ip.is_ipv4()).copied().collect();
         let v6: Vec<_> = addresses.iter().filter(|(ip, _)| ip.is_ipv6()).copied().collect();
         let iptables =
             [("iptables", v4), ("ip6tables", v6)].into_iter().filter(|(_, a)| !a.is_empty()).map(|(tool, a)| (tool, chains(&a))).collect();
-        Rules { backend, iptables, nft_ruleset: nft_ruleset(addresses) }
+        let node_cache = match backend {
+            Backend::NodeCache => node_cache_rules(addresses, health_port),
+            _ => Vec::new(),
+        };
+        Rules { backend, node_cache, iptables, nft_ruleset: nft_ruleset(addresses) }
     }
 
     pub fn install(&self) -> Result<(), CommandError> {
         match self.backend {
             Backend::None => Ok(()),
+            Backend::NodeCache => self.ensure_builtin().map(drop),
             Backend::Nftables => command::run_with_input("nft", &["-f", "-"], Some(&self.nft_ruleset)).map(drop),
             Backend::Iptables => {
                 for (tool, chains) in &self.iptables {
@@ -77,6 +101,7 @@ impl Rules {
     pub fn repair(&self) -> Result<bool, CommandError> {
         match self.backend {
             Backend::None => Ok(false),
+            Backend::NodeCache => self.ensure_builtin(),
             Backend::Nftables => {
                 let present = command::succeeds("nft", &["list", "table", "inet", NFT_TABLE])?;
                 if !present {
@@ -105,6 +130,15 @@ impl Rules {
     pub fn remove(&self) -> Result<(), CommandError> {
         match self.backend {
             Backend::None => Ok(()),
+            Backend::NodeCache => {
+                for rule in &self.node_cache {
+                    // Every copy: an earlier program may have added one more.
+                    while command::succeeds(rule.tool, &rule.args("-C"))? {
+                        command::run(rule.tool, &rule.args("-D"))?;
+                    }
+                }
+                Ok(())
+            }
             Backend::Nftables => command::run("nft", &["delete", "table", "inet", NFT_TABLE]).map(drop),
             Backend::Iptables => {
                 for (tool, chains) in &self.iptables {
@@ -120,6 +154,63 @@ impl Rules {
             }
         }
     }
+}
+
+impl Rules {
+    /// Inserts each of node-cache's rules that is missing, in node-cache's order. True if
+    /// any was.
+    fn ensure_builtin(&self) -> Result<bool, CommandError> {
+        let mut added = false;
+        for rule in &self.node_cache {
+            if !command::succeeds(rule.tool, &rule.args("-C"))? {
+                command::run(rule.tool, &rule.args("-I"))?;
+                added = true;
+            }
+        }
+        Ok(added)
+    }
+}
+
+impl BuiltinRule {
+    fn args(&self, op: &'static str) -> Vec<&str> {
+        ["-w", "5", op, self.chain, "-t", self.table].into_iter().chain(self.spec.iter().map(String::as_str)).collect()
+    }
+}
+
+const SKIP_CONNTRACK: &str = "NodeLocal DNS Cache: skip conntrack";
+const ALLOW_TRAFFIC: &str = "NodeLocal DNS Cache: allow DNS traffic";
+
+/// node-cache's rules for each address, in its order: DNS in and out untracked and
+/// accepted, host-network clients' queries untracked, and its health port untracked.
+fn node_cache_rules(addresses: &[(IpAddr, u16)], health_port: Option<u16>) -> Vec<BuiltinRule> {
+    let mut rules = Vec::new();
+    for (ip, port) in addresses {
+        let tool = if ip.is_ipv4() { "iptables" } else { "ip6tables" };
+        let mut rule = |table, chain, proto: &str, dir: &str, port: u16, target: &str, comment: &str| {
+            let port_flag = if dir == "-d" { "--dport" } else { "--sport" };
+            let spec =
+                ["-p", proto, dir, &ip.to_string(), port_flag, &port.to_string(), "-j", target, "-m", "comment", "--comment", comment]
+                    .map(str::to_string)
+                    .to_vec();
+            rules.push(BuiltinRule { tool, table, chain, spec });
+        };
+        for (table, chain, dir, target, comment) in [
+            ("raw", "PREROUTING", "-d", "NOTRACK", SKIP_CONNTRACK),
+            ("filter", "INPUT", "-d", "ACCEPT", ALLOW_TRAFFIC),
+            ("raw", "OUTPUT", "-s", "NOTRACK", SKIP_CONNTRACK),
+            ("filter", "OUTPUT", "-s", "ACCEPT", ALLOW_TRAFFIC),
+            ("raw", "OUTPUT", "-d", "NOTRACK", SKIP_CONNTRACK),
+        ] {
+            for proto in ["tcp", "udp"] {
+                rule(table, chain, proto, dir, *port, target, comment);
+            }
+        }
+        if let Some(health) = health_port {
+            rule("raw", "OUTPUT", "tcp", "-d", health, "NOTRACK", SKIP_CONNTRACK);
+            rule("raw", "OUTPUT", "tcp", "-s", health, "NOTRACK", SKIP_CONNTRACK);
+        }
+    }
+    rules
 }
 
 fn chains(addresses: &[(IpAddr, u16)]) -> Vec<Chain> {
@@ -199,6 +290,42 @@ mod tests {
         assert_eq!(chains[0].rules[0], "-A NODEDNS-NOTRACK -d 169.254.20.10/32 -p udp -m udp --dport 53 -j CT --notrack");
         assert_eq!(chains[1].rules[3], "-A NODEDNS-ACCEPT -s 169.254.20.10/32 -p tcp -m tcp --sport 53 -j ACCEPT");
         assert_eq!(chains[0].rules.len(), 4);
+    }
+
+    /// Switching a node between node-cache and nodedns relies on both writing the same
+    /// rules: these are node-cache's, argument for argument.
+    #[test]
+    fn node_cache_rules_are_node_caches_twelve_per_address() {
+        let rules = node_cache_rules(&[("169.254.20.10".parse().unwrap(), 53)], Some(8080));
+        assert_eq!(rules.len(), 12);
+        assert_eq!(
+            rules[0].args("-C"),
+            [
+                "-w",
+                "5",
+                "-C",
+                "PREROUTING",
+                "-t",
+                "raw",
+                "-p",
+                "tcp",
+                "-d",
+                "169.254.20.10",
+                "--dport",
+                "53",
+                "-j",
+                "NOTRACK",
+                "-m",
+                "comment",
+                "--comment",
+                "NodeLocal DNS Cache: skip conntrack"
+            ]
+        );
+        let last = &rules[11];
+        assert_eq!((last.table, last.chain), ("raw", "OUTPUT"));
+        assert_eq!(last.spec[..6], ["-p", "tcp", "-s", "169.254.20.10", "--sport", "8080"]);
+        assert_eq!(rules[3].spec.last().unwrap(), "NodeLocal DNS Cache: allow DNS traffic");
+        assert_eq!(node_cache_rules(&[("fd00::10".parse().unwrap(), 53)], None)[0].tool, "ip6tables");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::cache::{Cache, snapshot};
 use crate::config::{Reloadable, RestartOnly, Settings};
 use crate::forward::Forwarder;
 use crate::gate::Gate;
+use crate::hosts::Hosts;
 use crate::kubernetes::search::SearchPrefetch;
 use crate::kubernetes::{self, NamespaceSource, Naming, NamingSettings, SoaBook};
 use crate::listen::tcp::{self, TcpLimits, TcpServer};
@@ -103,13 +104,14 @@ struct Sockets {
     /// inherited socket may hold queued queries and must be read).
     udp: Vec<(SocketAddr, std::net::UdpSocket)>,
     tcp: Vec<(SocketAddr, tokio::net::TcpListener)>,
-    http: Option<(SocketAddr, tokio::net::TcpListener)>,
+    /// The HTTP endpoint: `metrics`, then each of `http_listen`.
+    http: Vec<(SocketAddr, tokio::net::TcpListener)>,
 }
 
 impl Sockets {
     fn open(settings: &RestartOnly, mut inherited: Option<&mut handover::Inheritance>) -> anyhow::Result<Sockets> {
         let mut take = |role, addr| inherited.as_mut().and_then(|i| i.take(role, addr));
-        let mut sockets = Sockets { udp: Vec::new(), tcp: Vec::new(), http: None };
+        let mut sockets = Sockets { udp: Vec::new(), tcp: Vec::new(), http: Vec::new() };
         for &addr in &settings.listen {
             let mut on_addr = 0;
             while let Some(fd) = take(Role::Udp, addr) {
@@ -125,12 +127,15 @@ impl Sockets {
             };
             sockets.tcp.push((addr, tcp.with_context(|| format!("cannot listen on tcp {addr}"))?));
         }
-        if let Some(addr) = settings.metrics {
+        for &addr in settings.metrics.iter().chain(&settings.http_listen) {
+            if sockets.http.iter().any(|(bound, _)| *bound == addr) {
+                continue;
+            }
             let http = match take(Role::Http, addr) {
                 Some(fd) => tcp::adopt(fd),
                 None => tcp::bind(addr),
             };
-            sockets.http = Some((addr, http.with_context(|| format!("cannot serve metrics on {addr}"))?));
+            sockets.http.push((addr, http.with_context(|| format!("cannot serve metrics on {addr}"))?));
         }
         Ok(sockets)
     }
@@ -211,7 +216,10 @@ struct Built {
 async fn build(settings: &Settings, inherited: Option<&handover::Inheritance>) -> anyhow::Result<Built> {
     let Settings { reloadable, restart_only } = settings;
     let metrics = Arc::new(Metrics::new());
-    let cache = Arc::new(Cache::new(restart_only.cache.positive, restart_only.cache.negative, restart_only.cache.ttl.clone()));
+    let cache = Arc::new(
+        Cache::new(restart_only.cache.positive, restart_only.cache.negative, restart_only.cache.ttl.clone())
+            .with_zones(restart_only.cache.zones.clone()),
+    );
     match (inherited, &restart_only.cache.snapshot) {
         (Some(inherited), _) => restore_inherited(&cache, &inherited.snapshot),
         (None, Some(path)) => restore_snapshot(&cache, path),
@@ -219,7 +227,7 @@ async fn build(settings: &Settings, inherited: Option<&handover::Inheritance>) -
     }
     // No `..`: each reloadable setting is given to its running part here, as a reload does
     // in `Reloader::apply`.
-    let Reloadable { router, upstream, forward, handler, admission, query_log } = reloadable;
+    let Reloadable { router, upstream, forward, handler, admission, query_log, hosts } = reloadable;
     let upstreams = reload::upstreams(router, upstream, Vec::new(), &metrics)?;
     let forwarder = Forwarder::new(upstreams, cache.clone(), *forward, metrics.clone());
     let naming = local_naming(&restart_only.naming, &forwarder, &metrics).await?;
@@ -233,6 +241,7 @@ async fn build(settings: &Settings, inherited: Option<&handover::Inheritance>) -
     let loops = Arc::new(Loops::new(metrics.clone()));
     let admission = reload::admission_for(admission);
     let handler = Arc::new(Handler::new(cache.clone(), forwarder.clone(), admission, naming, loops.clone(), *handler, query_log));
+    handler.set_hosts(Hosts::start(hosts, &metrics));
     Ok(Built { metrics, cache, forwarder, handler, loops })
 }
 
@@ -291,9 +300,11 @@ fn spawn(
     listening.spawn_tcp_servers(&built, sockets.tcp, &restart_only);
     let ready = Arc::new(Readiness::default());
     let metrics_stop = CancellationToken::new();
-    if let Some((_, listener)) = sockets.http {
+    if !sockets.http.is_empty() {
         let endpoints = metrics_endpoints(&built, &restart_only, ready.clone());
-        tokio::spawn(http::serve(listener, endpoints, metrics_stop.clone(), listening.gate.clone()));
+        for (_, listener) in sockets.http {
+            tokio::spawn(http::serve(listener, endpoints.clone(), metrics_stop.clone(), listening.gate.clone()));
+        }
     }
     log_forwarding(&reloadable);
     ready.set(true);

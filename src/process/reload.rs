@@ -1,7 +1,8 @@
 //! Hot reload: the configuration file is re-read when it changes (a ConfigMap update
 //! arrives as a symlink swap, so the file's content is compared, not inotify events on
 //! one inode) or on SIGHUP, and what can change in a running process changes in place:
-//! zones and upstreams, upstream and retry settings, client admission and query limits.
+//! zones and upstreams, upstream and retry settings, client admission and query limits,
+//! the `hosts` blocks.
 //! Nothing is dropped: the cache stays, unchanged upstreams keep their connections and
 //! health, queries in flight finish with the settings they started with.
 //!
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, AdmissionSettings, ConfigError, Overrides, Reloadable, RestartOnly, Settings};
 use crate::forward::Forwarder;
+use crate::hosts::Hosts;
 use crate::metrics::Metrics;
 use crate::query::admission::Admission;
 use crate::query::handler::Handler;
@@ -117,12 +119,16 @@ impl Reloader {
         let reusable = if new.upstream == self.reloadable.upstream { self.forwarder.upstreams() } else { Vec::new() };
         let upstreams = upstreams(&new.router, &new.upstream, reusable, &self.metrics)?;
         // No `..`: a new reloadable setting does not compile until it is applied here.
-        let Reloadable { router: _, upstream: _, forward, handler, admission, query_log } = &new;
+        let Reloadable { router: _, upstream: _, forward, handler, admission, query_log, hosts } = &new;
         let running = &self.reloadable;
         self.forwarder.reconfigure(upstreams, *forward);
         self.handler.reconfigure(*handler, (*admission != running.admission).then(|| admission_for(admission)));
         if *query_log != running.query_log {
             self.handler.query_log().set_policy(*query_log);
+        }
+        // Unchanged, the blocks keep their tables and file watches; any change reads all afresh.
+        if *hosts != running.hosts {
+            self.handler.set_hosts(Hosts::start(hosts, &self.metrics));
         }
         self.reloadable = new;
         Ok(())

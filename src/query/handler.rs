@@ -4,19 +4,25 @@
 //! worker runs its two halves apart ([`Handler::parse`] for the whole batch, then
 //! [`Handler::answer_parsed`]) to prefetch between them. Anything it cannot answer is a
 //! miss, finished by [`Handler::answer_miss`] on the async side.
+//!
+//! A miss is first offered to the `hosts` entries, then to the Kubernetes naming rules,
+//! both answering synchronously. Hosts answers are not cached (a changed hosts file shows
+//! at once), but hits come first: a name cached from upstream before it was added to the
+//! hosts entries is served from the cache until it expires.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::{Action, Admission, DenyReason, Verdict};
 use super::querylog::{CacheUse, QueryLog, Record};
 use crate::cache::{Cache, Entry, KeyHash, KeyRef, Kind};
 use crate::forward::{ForwardError, Forwarder};
+use crate::hosts::Hosts;
 use crate::kubernetes::search::SearchPrefetch;
 use crate::kubernetes::{self, Naming, SoaBook};
 use crate::loops::{self, Loops};
@@ -113,6 +119,10 @@ pub struct Handler {
     naming: LocalNaming,
     /// Consulted before a miss is forwarded, never on a hit.
     loops: Arc<Loops>,
+    /// The `hosts` blocks, swapped by a configuration reload; `hosts_on` says whether there
+    /// are any, so that without them a miss pays one branch.
+    hosts: ArcSwapOption<Hosts>,
+    hosts_on: AtomicBool,
     /// Bounds the misses being resolved at once; past it, misses fail fast with SERVFAIL
     /// while hits keep flowing.
     misses: Arc<Semaphore>,
@@ -163,6 +173,8 @@ impl Handler {
             admission: ArcSwap::from_pointee(admission),
             naming,
             loops,
+            hosts: ArcSwapOption::empty(),
+            hosts_on: AtomicBool::new(false),
             misses,
             udp_payload: AtomicU16::new(settings.udp_payload),
             settings: ArcSwap::from_pointee(settings),
@@ -222,6 +234,12 @@ impl Handler {
         if let Some(admission) = admission {
             self.admission.store(Arc::new(admission));
         }
+    }
+
+    /// The `hosts` blocks answering misses from now on; `None`: none.
+    pub fn set_hosts(&self, hosts: Option<Arc<Hosts>>) {
+        self.hosts_on.store(hosts.is_some(), Ordering::Relaxed);
+        self.hosts.store(hosts);
     }
 
     /// Reads a query for answering: parses it, lower-cases its name into `lower` and hashes
@@ -306,6 +324,11 @@ impl Handler {
                 Local::Reply(hit.len)
             }
             None => {
+                if self.hosts_on.load(Ordering::Relaxed)
+                    && let Some(len) = self.answer_by_hosts(query, key, out, req)
+                {
+                    return Local::Reply(len);
+                }
                 if let Some(len) = self.answer_by_naming(query, key, out, req) {
                     return Local::Reply(len);
                 }
@@ -318,6 +341,15 @@ impl Handler {
         }
     }
 
+    /// Answers from the `hosts` entries, or `None` when they leave the query to the rest.
+    fn answer_by_hosts(&self, query: &Query<'_>, key: &KeyRef<'_>, out: &mut [u8], req: &Request<'_>) -> Option<usize> {
+        let hosts = self.hosts.load();
+        let payload = self.udp_payload();
+        let answered = hosts.as_ref()?.answer(query, key.name(), out, limit(query, req.transport, payload), payload)?;
+        self.finish(query, answered.rcode, How::local(CacheUse::Miss, answered.reason), req);
+        Some(answered.len)
+    }
+
     /// Denies a name the Kubernetes naming rules prove absent, with the SOA the upstream
     /// would have sent. The denial is cached like an upstream's, so repeats are plain hits.
     fn answer_by_naming(&self, query: &Query<'_>, key: &KeyRef<'_>, out: &mut [u8], req: &Request<'_>) -> Option<usize> {
@@ -328,7 +360,7 @@ impl Handler {
             return None;
         }
         let soa = n.soa.get(answer.zone, req.started, &self.forwarder)?;
-        let entry = soa.denial(key, answer.rcode, self.cache.policy(), req.started)?;
+        let entry = soa.denial(key, answer.rcode, self.cache.policy_for(key.name()), req.started)?;
         self.cache.insert(key, entry.clone());
         n.metrics.answered(answer.reason as usize);
         if let Some(search) = &n.search
@@ -365,8 +397,8 @@ impl Handler {
         let key = KeyRef::for_query(&query, lower_name);
         let stale = self.cache.stale(&key, req.started);
         let limit = limit(&query, req.transport, self.udp_payload());
-        let serve_stale =
-            |stale: &Entry| Some(self.write_entry(&stale.stale_copy(self.cache.policy(), Instant::now()), None, &query, limit, req));
+        let policy = self.cache.policy_for(key.name());
+        let serve_stale = |stale: &Entry| Some(self.write_entry(&stale.stale_copy(policy, Instant::now()), None, &query, limit, req));
         let _forwarding = match self.loops.check(key.name(), req.client) {
             loops::Verdict::Forward => None,
             loops::Verdict::ForwardProbe => Some(self.loops.forwarding(key.name())),

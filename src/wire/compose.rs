@@ -1,6 +1,8 @@
 //! Composing the messages nodedns writes itself: error responses to clients, queries to
-//! upstreams, and the OPT record it attaches. Callers provide the buffer; sizes are bounded
-//! (a header, one question of at most 255 + 4 octets, one OPT record).
+//! upstreams, and the OPT record it attaches; and answers from local data, record by record
+//! ([`LocalAnswer`]). Callers provide the buffer; sizes are bounded (a header, one question
+//! of at most 255 + 4 octets, one OPT record), except a local answer's, which stops at the
+//! limit it is given.
 
 use super::RecordType;
 use super::header::{Flags, HEADER_LEN, Header, Rcode};
@@ -75,6 +77,68 @@ pub fn error_response(
     pos
 }
 
+/// The owner of every record of a [`LocalAnswer`]: a compression pointer to the question's
+/// name, which sits right after the header.
+const QUESTION_NAME: [u8; 2] = [0xc0, HEADER_LEN as u8];
+
+/// An authoritative answer composed from local data: the header and the question (echoing
+/// the client's ID, opcode, RD and CD bits, as [`error_response`] does), then the records
+/// [`LocalAnswer::record`] adds, each owned by the question's name, then the OPT record when
+/// the client sent one. A record that would take the message past its limit is left out and
+/// the answer marked truncated (TC), so a UDP client asks again over TCP.
+pub struct LocalAnswer<'a> {
+    out: &'a mut [u8],
+    header: Header,
+    len: usize,
+    /// The limit less the room the OPT record will take.
+    room: usize,
+    client_edns: Option<Edns>,
+}
+
+impl<'a> LocalAnswer<'a> {
+    /// Starts an answer to the query with header `query` and question octets `question`, in
+    /// `out`, of at most `limit` octets (and at most `out`'s length).
+    pub fn new(out: &'a mut [u8], query: &Header, question: &[u8], client_edns: Option<Edns>, limit: usize) -> Self {
+        let keep = query.flags.0 & (Flags::OPCODE | Flags::RD | Flags::CD);
+        let header =
+            Header { id: query.id, flags: Flags(keep | Flags::QR | Flags::AA | Flags::RA), qdcount: 1, ancount: 0, nscount: 0, arcount: 0 };
+        out[HEADER_LEN..HEADER_LEN + question.len()].copy_from_slice(question);
+        let opt_room = if client_edns.is_some() { OPT_LEN } else { 0 };
+        let room = limit.min(out.len()).saturating_sub(opt_room);
+        LocalAnswer { out, header, len: HEADER_LEN + question.len(), room, client_edns }
+    }
+
+    /// Adds a record of `rtype`, class IN, owned by the question's name; `rdata` is its
+    /// RDATA in wire form. Returns whether it fit.
+    pub fn record(&mut self, rtype: RecordType, ttl: u32, rdata: &[u8]) -> bool {
+        let end = self.len + QUESTION_NAME.len() + 10 + rdata.len();
+        if end > self.room || self.header.flags.has(Flags::TC) {
+            self.header.flags = self.header.flags.with(Flags::TC, true);
+            return false;
+        }
+        let out = &mut self.out[self.len..end];
+        out[..2].copy_from_slice(&QUESTION_NAME);
+        out[2..4].copy_from_slice(&rtype.to_be_bytes());
+        out[4..6].copy_from_slice(&1u16.to_be_bytes());
+        out[6..10].copy_from_slice(&ttl.to_be_bytes());
+        out[10..12].copy_from_slice(&(rdata.len() as u16).to_be_bytes());
+        out[12..].copy_from_slice(rdata);
+        self.header.ancount += 1;
+        self.len = end;
+        true
+    }
+
+    /// Writes the header and the OPT record; returns the answer's length.
+    pub fn finish(mut self, our_payload: u16) -> usize {
+        if let Some(edns) = self.client_edns {
+            self.header.arcount = 1;
+            self.len += opt(&mut self.out[self.len..], our_payload, edns.dnssec_ok, 0);
+        }
+        self.header.compose(self.out);
+        self.len
+    }
+}
+
 /// Composes NOTIMP for an opcode nodedns does not implement: the client's ID and opcode,
 /// QR, and nothing else, octet for octet what BIND sends. RA would offer recursion for an
 /// operation we do not serve at all, and RD and CD are QUERY's bits, so neither is echoed;
@@ -109,6 +173,37 @@ mod tests {
         assert_eq!(answer.flags.rcode(), Rcode::NOTIMP);
         assert_eq!(answer.flags.0 & !(Flags::OPCODE | 0xf), Flags::QR, "QR alone: no RA, RD, CD");
         assert_eq!((answer.qdcount, answer.ancount, answer.nscount, answer.arcount), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_local_answer_is_authoritative_and_stops_whole_records_at_its_limit() {
+        let query = Header { id: 9, flags: Flags(Flags::RD | Flags::CD | Flags::AD), qdcount: 1, ancount: 0, nscount: 0, arcount: 1 };
+        let question = b"\x02db\x00\x00\x01\x00\x01";
+        let edns = Edns { udp_payload: 1232, version: 0, dnssec_ok: true };
+        let mut out = [0u8; 512];
+        let mut answer = LocalAnswer::new(&mut out, &query, question, Some(edns), 512);
+        assert!(answer.record(RecordType::A, 3600, &[10, 0, 0, 5]));
+        let len = answer.finish(1232);
+        let header = Header::parse(&out).unwrap();
+        assert_eq!((header.id, header.qdcount, header.ancount, header.nscount, header.arcount), (9, 1, 1, 0, 1));
+        assert!(header.flags.has(Flags::AA) && header.flags.has(Flags::QR) && header.flags.has(Flags::RD) && header.flags.has(Flags::CD));
+        assert!(!header.flags.has(Flags::AD) && !header.flags.has(Flags::TC));
+        let record = crate::wire::record::read(&out[..len], HEADER_LEN + question.len()).unwrap();
+        assert_eq!((record.rtype, record.class, record.ttl), (RecordType::A, 1, 3600));
+        assert_eq!(&out[record.owner..record.owner + 2], &QUESTION_NAME);
+        assert_eq!(&out[record.rdata_start..record.end], &[10, 0, 0, 5]);
+        assert_eq!(len, record.end + OPT_LEN);
+
+        // Room for the header, question, OPT and one AAAA record (28 octets) but not two.
+        let limit = HEADER_LEN + question.len() + OPT_LEN + 28 + 27;
+        let mut answer = LocalAnswer::new(&mut out, &query, question, Some(edns), limit);
+        assert!(answer.record(RecordType::AAAA, 60, &[0; 16]));
+        assert!(!answer.record(RecordType::AAAA, 60, &[1; 16]));
+        assert!(!answer.record(RecordType::A, 60, &[1; 4]), "nothing after a record left out, even one that would fit");
+        let len = answer.finish(1232);
+        let header = Header::parse(&out).unwrap();
+        assert!(header.flags.has(Flags::TC));
+        assert_eq!((header.ancount, len), (1, limit - 27));
     }
 
     #[test]

@@ -83,6 +83,8 @@ impl RecordType {
     pub const NS: RecordType = RecordType(2);
     /// A start of authority, which carries the negative TTL (RFC 2308).
     pub const SOA: RecordType = RecordType(6);
+    /// A pointer to a name: the name of an address under `in-addr.arpa.` or `ip6.arpa.`.
+    pub const PTR: RecordType = RecordType(12);
     /// An IPv6 address.
     pub const AAAA: RecordType = RecordType(28);
     pub const SRV: RecordType = RecordType(33);

@@ -4,7 +4,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use super::*;
-use crate::cache::{Capacity, TtlPolicy};
+use crate::cache::{Capacity, TtlPolicy, ZoneTtl};
 use crate::testutil::{self, a, response, soa};
 
 fn cache(policy: TtlPolicy) -> Cache {
@@ -124,4 +124,20 @@ fn the_fuzz_seed_snapshot_loads_every_entry() {
     let cache = cache(TtlPolicy { stale_max_age: 3600, ..TtlPolicy::default() });
     let wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     assert_eq!(decode_into(&cache, &bytes, Instant::now(), wall).unwrap(), Restored { loaded: 3, expired: 0 });
+}
+
+#[test]
+fn a_restored_entry_takes_the_bounds_of_its_zone_in_the_cache_it_joins() {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let old = cache(TtlPolicy::default());
+    put_a(&old, "kubernetes.default.svc.cluster.local.", 300, now);
+    put_a(&old, "www.example.", 300, now);
+    let bytes = encode(&old, now, wall);
+
+    let zone = ZoneTtl { positive_max_ttl: Some(30), ..ZoneTtl::new(testutil::wire_name("cluster.local.")) };
+    let new = cache(TtlPolicy::default()).with_zones([zone]);
+    let later = Instant::now();
+    decode_into(&new, &bytes, later, wall + Duration::from_secs(10)).unwrap();
+    assert_eq!(served_ttl(&new, "kubernetes.default.svc.cluster.local.", 1, later), Some(30 - 10), "capped at 30 s, then aged");
+    assert_eq!(served_ttl(&new, "www.example.", 1, later), Some(300 - 10), "outside the zone the global bounds hold");
 }
