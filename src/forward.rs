@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::upstream::{Exchange, Upstream, UpstreamError};
 use crate::wire::Rcode;
 use crate::wire::name::LowerName;
-use crate::zones::Router;
+use crate::zones::{Router, Zone};
 
 /// How the miss path chooses among a group's upstreams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -50,6 +50,8 @@ pub struct ForwardSettings {
     pub policy: Policy,
     /// Attempts (first sends and retransmissions) per question, at least one per upstream.
     pub max_attempts: usize,
+    /// How often each zone is probed for a forwarding loop (by the `loops` layer); zero: never.
+    pub loop_probe_interval: Duration,
 }
 
 /// Why a miss produced no response to pass on. The client gets SERVFAIL (or REFUSED for
@@ -126,6 +128,17 @@ impl Forwarder {
         let router = self.router.load();
         let group = router.route(qname)?;
         Some((group.zone.to_string(), group.servers.iter().map(|u| u.label().to_string()).collect()))
+    }
+
+    /// Every zone routed, with the labels of its upstreams.
+    pub fn zones(&self) -> Vec<(Zone, Vec<String>)> {
+        let router = self.router.load();
+        router.groups().iter().map(|g| (g.zone.clone(), g.servers.iter().map(|u| u.label().to_string()).collect())).collect()
+    }
+
+    /// The settings fetches started now run with.
+    pub fn settings(&self) -> ForwardSettings {
+        **self.settings.load()
     }
 
     /// Whether every upstream a miss for `qname` would ask is known down.
@@ -926,7 +939,8 @@ mod fetch_tests {
     /// Runs one fetch over `order` (sequential, [`DEADLINE`]) and returns its outcome and the
     /// virtual time it took.
     async fn fetch(cache: &Cache, order: &[Fake], max_attempts: usize) -> (Outcome<Fake>, Duration) {
-        let settings = ForwardSettings { deadline: DEADLINE, policy: Policy::Sequential, max_attempts };
+        let settings =
+            ForwardSettings { deadline: DEADLINE, policy: Policy::Sequential, max_attempts, loop_probe_interval: Duration::ZERO };
         let started = time::Instant::now();
         let outcome = Fetch { cache, key: &key() }.run(order.to_vec(), settings).await;
         (outcome, started.elapsed())

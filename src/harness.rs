@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::{Cache, Capacity, Entry, KeyRef, TtlPolicy};
 use crate::forward::{ForwardSettings, Forwarder, Policy};
+use crate::loops::Loops;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::query::admission::{Action, Admission};
 use crate::query::handler::{Handler, HandlerSettings, LocalNaming};
@@ -19,7 +20,12 @@ use crate::zones::UpstreamGroup;
 /// A handler over `cache` that serves loopback clients and forwards nowhere; naming rules
 /// and the query log off.
 pub fn handler(cache: Arc<Cache>, metrics: &Arc<Metrics>, max_inflight_misses: usize) -> Handler {
-    let settings = ForwardSettings { deadline: Duration::from_secs(1), policy: Policy::Sequential, max_attempts: 1 };
+    let settings = ForwardSettings {
+        deadline: Duration::from_secs(1),
+        policy: Policy::Sequential,
+        max_attempts: 1,
+        loop_probe_interval: Duration::ZERO,
+    };
     let forwarder = Forwarder::new(Router::new([]), cache.clone(), settings, metrics.clone());
     let admission = Admission::new(vec!["127.0.0.0/8".parse().expect("literal")], Action::Refuse, None);
     let handler_settings = HandlerSettings {
@@ -28,7 +34,8 @@ pub fn handler(cache: Arc<Cache>, metrics: &Arc<Metrics>, max_inflight_misses: u
         deadline: Duration::from_secs(1),
         stale_after: Duration::from_millis(500),
     };
-    Handler::new(cache, forwarder, admission, LocalNaming::off(metrics), handler_settings, QueryLog::off())
+    let loops = Arc::new(Loops::new(metrics.clone()));
+    Handler::new(cache, forwarder, admission, LocalNaming::off(metrics), loops, handler_settings, QueryLog::off())
 }
 
 /// A handler like [`handler`] that forwards every name to `upstream` over UDP, with the
@@ -56,7 +63,12 @@ pub fn forwarding_handler(upstream: std::net::SocketAddr, metrics: &Arc<Metrics>
     let upstream = Upstream::new(&spec, &settings, metrics).expect("an upstream");
     let router = Router::new([UpstreamGroup { zone: ".".parse().expect("the root"), servers: vec![upstream] }]);
     let cache = cache_for(16);
-    let forward = ForwardSettings { deadline: Duration::from_secs(1), policy: Policy::Sequential, max_attempts: 8 };
+    let forward = ForwardSettings {
+        deadline: Duration::from_secs(1),
+        policy: Policy::Sequential,
+        max_attempts: 8,
+        loop_probe_interval: Duration::ZERO,
+    };
     let forwarder = Forwarder::new(router, cache.clone(), forward, metrics.clone());
     let admission = Admission::new(vec!["127.0.0.0/8".parse().expect("literal")], Action::Refuse, None);
     let handler_settings = HandlerSettings {
@@ -65,7 +77,8 @@ pub fn forwarding_handler(upstream: std::net::SocketAddr, metrics: &Arc<Metrics>
         deadline: Duration::from_secs(1),
         stale_after: Duration::from_millis(500),
     };
-    Handler::new(cache, forwarder, admission, LocalNaming::off(metrics), handler_settings, QueryLog::off())
+    let loops = Arc::new(Loops::new(metrics.clone()));
+    Handler::new(cache, forwarder, admission, LocalNaming::off(metrics), loops, handler_settings, QueryLog::off())
 }
 
 /// `h<i>.bench.example.`, the names of [`Hits`].

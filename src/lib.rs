@@ -12,7 +12,8 @@
 //! 6. [`forward`]: the miss path: request coalescing, then the zone's upstream group.
 //! 7. [`kubernetes`]: names a pod's search walk produces that cannot exist, denied locally;
 //!    [`node`]: the node's addresses and NOTRACK rules for them; [`hosts`]: names answered
-//!    from hosts(5) lines, inline and from a file.
+//!    from hosts(5) lines, inline and from a file; [`loops`]: forwarding-loop detection,
+//!    probing each zone through the forwarder.
 //! 8. [`query`]: the query policy: the hot path, admission, the query log, explain.
 //! 9. [`listen`]: the UDP and TCP transports.
 //! 10. [`config`]: the YAML file, resolv.conf, and the validated settings.
@@ -31,6 +32,7 @@ pub mod gate;
 pub mod hosts;
 pub mod kubernetes;
 pub mod listen;
+pub mod loops;
 pub mod metrics;
 pub mod node;
 pub mod process;

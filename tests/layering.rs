@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["upstream"],
     &["zones"],
     &["forward"],
-    &["kubernetes", "node", "hosts"],
+    &["kubernetes", "node", "hosts", "loops"],
     &["query"],
     &["listen"],
     &["config"],

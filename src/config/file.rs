@@ -282,6 +282,9 @@ pub struct UpstreamSection {
     pub probe_interval: Duration,
     pub max_qps: u32,
     pub randomize_case: bool,
+    /// How often each forwarded zone is probed for a forwarding loop; 0: never.
+    #[serde(deserialize_with = "duration")]
+    pub loop_probe_interval: Duration,
     pub pool: PoolSection,
     pub tls: TlsSection,
 }
@@ -297,6 +300,7 @@ impl Default for UpstreamSection {
             probe_interval: Duration::from_millis(500),
             max_qps: 0,
             randomize_case: false,
+            loop_probe_interval: Duration::from_secs(30),
             pool: PoolSection::default(),
             tls: TlsSection::default(),
         }

@@ -166,6 +166,9 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
     if c.upstream.min_timeout.is_zero() || c.upstream.min_timeout > c.upstream.timeout {
         return err("upstream.min_timeout", "must be positive and at most upstream.timeout");
     }
+    if !c.upstream.loop_probe_interval.is_zero() && c.upstream.loop_probe_interval < Duration::from_secs(1) {
+        return err("upstream.loop_probe_interval", "must be 0 (off) or at least 1s");
+    }
     if c.upstream.max_attempts == 0 {
         return err("upstream.max_attempts", "must be at least 1");
     }
@@ -330,7 +333,12 @@ impl Settings {
             query: QueryOptions { udp_payload: file.server.udp_payload, randomize_case: u.randomize_case },
             tls,
         };
-        let forward = ForwardSettings { deadline: file.server.query_deadline, policy: u.policy, max_attempts: u.max_attempts };
+        let forward = ForwardSettings {
+            deadline: file.server.query_deadline,
+            policy: u.policy,
+            max_attempts: u.max_attempts,
+            loop_probe_interval: u.loop_probe_interval,
+        };
         let c = file.cache;
         let secs = |d: Duration| d.as_secs().min(u64::from(u32::MAX)) as u32;
         let node = node_settings(&file.node, &listen);

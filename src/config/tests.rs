@@ -86,6 +86,15 @@ fn impossible_values_are_rejected_at_their_key() {
     assert_eq!(e, "nodedns.yaml:2: cache.prefetch.min_hits: must be at most 255");
     let e = error_of("forward:\n  - zone: a..example\n    upstreams: [10.0.0.1]\n");
     assert!(e.starts_with("nodedns.yaml:2: forward[0].zone"), "{e}");
+    let e = error_of("upstream:\n  loop_probe_interval: 100ms\n");
+    assert_eq!(e, "nodedns.yaml:2: upstream.loop_probe_interval: must be 0 (off) or at least 1s");
+}
+
+#[test]
+fn loop_probing_is_on_every_30s_by_default_and_0_turns_it_off() {
+    let build = |text: &str| Settings::build(parse_file("f", text).unwrap(), Overrides::default()).unwrap().reloadable.forward;
+    assert_eq!(build("upstreams: [10.0.0.1]\n").loop_probe_interval, Duration::from_secs(30));
+    assert_eq!(build("upstreams: [10.0.0.1]\nupstream:\n  loop_probe_interval: 0s\n").loop_probe_interval, Duration::ZERO);
 }
 
 #[test]

@@ -196,7 +196,12 @@ mod tests {
     fn forwarder_to_nowhere() -> Arc<Forwarder> {
         use crate::forward::{ForwardSettings, Policy};
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let settings = ForwardSettings { deadline: Duration::from_secs(1), policy: Policy::Sequential, max_attempts: 1 };
+        let settings = ForwardSettings {
+            deadline: Duration::from_secs(1),
+            policy: Policy::Sequential,
+            max_attempts: 1,
+            loop_probe_interval: Duration::ZERO,
+        };
         Forwarder::new(crate::zones::Router::new([]), crate::harness::cache_for(16), settings, metrics)
     }
 

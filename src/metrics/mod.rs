@@ -119,6 +119,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ZoneLabels {
+    zone: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ToReasonLabels {
     to: String,
     reason: String,
@@ -285,6 +290,9 @@ pub struct Metrics {
     search_walks: Counter,
     speculative: Counter,
     speculative_skipped: Counter,
+    forward_loop: Family<ZoneLabels, Gauge>,
+    forward_loop_detections: Family<ZoneLabels, Counter>,
+    forward_loop_answers: Family<ZoneLabels, Counter>,
     pub coalesced: Counter,
     pub inflight_misses: Gauge,
     pub deadline_exceeded: Counter,
@@ -343,6 +351,9 @@ impl Metrics {
             search_walks: Counter::default(),
             speculative: Counter::default(),
             speculative_skipped: Counter::default(),
+            forward_loop: Family::default(),
+            forward_loop_detections: Family::default(),
+            forward_loop_answers: Family::default(),
             coalesced: Counter::default(),
             inflight_misses: Gauge::default(),
             deadline_exceeded: Counter::default(),
@@ -489,7 +500,40 @@ impl Metrics {
             "Later steps of search walks not resolved ahead because the speculation limit was reached.",
             m.speculative_skipped.clone(),
         );
+        r.register(
+            "nodedns_forward_loop",
+            "1 while the zone's queries are seen coming back to this server (a forwarding loop), 0 otherwise.",
+            m.forward_loop.clone(),
+        );
+        r.register(
+            "nodedns_forward_loop_detections",
+            "Forwarding loops detected for the zone, one per episode.",
+            m.forward_loop_detections.clone(),
+        );
+        r.register(
+            "nodedns_forward_loop_answers",
+            "Misses answered SERVFAIL at once instead of being forwarded round a loop, by zone.",
+            m.forward_loop_answers.clone(),
+        );
         m
+    }
+
+    /// The loop-detection metrics of one forwarded zone (`zone` as displayed, `loop.test.`).
+    pub fn forward_loop(&self, zone: &str) -> LoopMetrics {
+        let labels = ZoneLabels { zone: zone.into() };
+        LoopMetrics {
+            looped: self.forward_loop.get_or_create_owned(&labels),
+            detections: self.forward_loop_detections.get_or_create_owned(&labels),
+            answers: self.forward_loop_answers.get_or_create_owned(&labels),
+        }
+    }
+
+    /// Drops a zone no longer forwarded from the loop-detection metrics.
+    pub fn forget_forward_loop(&self, zone: &str) {
+        let labels = ZoneLabels { zone: zone.into() };
+        self.forward_loop.remove(&labels);
+        self.forward_loop_detections.remove(&labels);
+        self.forward_loop_answers.remove(&labels);
     }
 
     /// The Kubernetes naming counters, resolved once, with one local-answer counter per
@@ -652,6 +696,14 @@ fn exposition(register: impl FnOnce(&mut Registry)) -> String {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing into a String");
     out
+}
+
+/// One zone's loop-detection metrics, resolved once when the zone is first probed.
+#[derive(Clone, Debug)]
+pub struct LoopMetrics {
+    pub looped: Gauge,
+    pub detections: Counter,
+    pub answers: Counter,
 }
 
 /// One upstream's metrics, resolved once when the upstream is created.

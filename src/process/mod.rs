@@ -27,6 +27,7 @@ use crate::kubernetes::search::SearchPrefetch;
 use crate::kubernetes::{self, NamespaceSource, Naming, NamingSettings, SoaBook};
 use crate::listen::tcp::{self, TcpLimits, TcpServer};
 use crate::listen::udp;
+use crate::loops::Loops;
 use crate::metrics::Metrics;
 use crate::metrics::http::{self, Readiness};
 use crate::node;
@@ -209,6 +210,7 @@ struct Built {
     cache: Arc<Cache>,
     forwarder: Arc<Forwarder>,
     handler: Arc<Handler>,
+    loops: Arc<Loops>,
 }
 
 async fn build(settings: &Settings, inherited: Option<&handover::Inheritance>) -> anyhow::Result<Built> {
@@ -236,9 +238,11 @@ async fn build(settings: &Settings, inherited: Option<&handover::Inheritance>) -
         metrics.query_log_dropped.clone(),
     );
     tokio::spawn(query_log_writer);
-    let handler = Arc::new(Handler::new(cache.clone(), forwarder.clone(), reload::admission_for(admission), naming, *handler, query_log));
+    let loops = Arc::new(Loops::new(metrics.clone()));
+    let admission = reload::admission_for(admission);
+    let handler = Arc::new(Handler::new(cache.clone(), forwarder.clone(), admission, naming, loops.clone(), *handler, query_log));
     handler.set_hosts(Hosts::start(hosts, &metrics));
-    Ok(Built { metrics, cache, forwarder, handler })
+    Ok(Built { metrics, cache, forwarder, handler, loops })
 }
 
 /// Every socket, bound or taken over, before anything serves on any of them.
@@ -304,6 +308,8 @@ fn spawn(
     }
     log_forwarding(&reloadable);
     ready.set(true);
+    // Once serving: a probe that comes back must find our listeners.
+    tokio::spawn(built.loops.clone().run(built.forwarder.clone(), stop.clone()));
     let predecessor = inheritance.map(handover::Inheritance::serving).transpose().context("telling the predecessor to stop reading")?;
     let offered = match &restart_only.handover_socket {
         Some(path) => Some(offer_to_successors(path, for_successor, &built, gate_switch, ready.clone())?),

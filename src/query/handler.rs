@@ -25,6 +25,7 @@ use crate::forward::{ForwardError, Forwarder};
 use crate::hosts::Hosts;
 use crate::kubernetes::search::SearchPrefetch;
 use crate::kubernetes::{self, Naming, SoaBook};
+use crate::loops::{self, Loops};
 use crate::metrics::{HeldLatencies, ListenerMetrics, NamingMetrics, Source};
 use crate::wire::compose::{self, MAX_COMPOSED};
 use crate::wire::name::{self, MAX_NAME};
@@ -116,6 +117,8 @@ pub struct Handler {
     /// Swapped by a configuration reload, like `settings`.
     admission: ArcSwap<Admission>,
     naming: LocalNaming,
+    /// Consulted before a miss is forwarded, never on a hit.
+    loops: Arc<Loops>,
     /// The `hosts` blocks, swapped by a configuration reload; `hosts_on` says whether there
     /// are any, so that without them a miss pays one branch.
     hosts: ArcSwapOption<Hosts>,
@@ -159,6 +162,7 @@ impl Handler {
         forwarder: Arc<Forwarder>,
         admission: Admission,
         naming: LocalNaming,
+        loops: Arc<Loops>,
         settings: HandlerSettings,
         log: Arc<QueryLog>,
     ) -> Self {
@@ -168,6 +172,7 @@ impl Handler {
             forwarder,
             admission: ArcSwap::from_pointee(admission),
             naming,
+            loops,
             hosts: ArcSwapOption::empty(),
             hosts_on: AtomicBool::new(false),
             misses,
@@ -350,6 +355,10 @@ impl Handler {
     fn answer_by_naming(&self, query: &Query<'_>, key: &KeyRef<'_>, out: &mut [u8], req: &Request<'_>) -> Option<usize> {
         let n = &self.naming;
         let answer = n.naming.classify(key.name(), query.qtype, query.qclass)?;
+        // A loop through a cluster domain must bring another server's probe back to it.
+        if loops::is_probe(key.name()) {
+            return None;
+        }
         let soa = n.soa.get(answer.zone, req.started, &self.forwarder)?;
         let entry = soa.denial(key, answer.rcode, self.cache.policy_for(key.name()), req.started)?;
         self.cache.insert(key, entry.clone());
@@ -390,6 +399,16 @@ impl Handler {
         let limit = limit(&query, req.transport, self.udp_payload());
         let policy = self.cache.policy_for(key.name());
         let serve_stale = |stale: &Entry| Some(self.write_entry(&stale.stale_copy(policy, Instant::now()), None, &query, limit, req));
+        let _forwarding = match self.loops.check(key.name(), req.client) {
+            loops::Verdict::Forward => None,
+            loops::Verdict::ForwardProbe => Some(self.loops.forwarding(key.name())),
+            loops::Verdict::Fail => {
+                return match &stale {
+                    Some(stale) => serve_stale(stale),
+                    None => Some(self.write_error(&query, Rcode::SERVFAIL, "loop", req)),
+                };
+            }
+        };
         if let Some(stale) = &stale
             && self.forwarder.route_is_down(key.name())
         {

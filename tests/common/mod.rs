@@ -242,7 +242,7 @@ impl Netns {
     /// `config`, logging into `dir`, and waits until it is ready.
     pub fn nodedns(&self, dir: &Path, config: &str) -> Proc {
         let path = dir.join("nodedns.yaml");
-        std::fs::write(&path, config).unwrap();
+        std::fs::write(&path, without_loop_probes(config)).unwrap();
         let child = in_netns(Some(&self.name), env!("CARGO_BIN_EXE_nodedns"))
             .args(["run", "--listen", "127.0.0.1:53", "--metrics", "127.0.0.1:9253", "--config"])
             .arg(&path)
@@ -340,6 +340,28 @@ pub fn in_netns(netns: Option<&str>, program: &str) -> Command {
     }
 }
 
+/// `config` with loop probing off unless it sets `upstream.loop_probe_interval` itself:
+/// probes are upstream queries, which tests counting upstream queries must not see.
+pub fn without_loop_probes(config: &str) -> String {
+    if config.contains("loop_probe_interval") {
+        return config.to_string();
+    }
+    let mut out = String::new();
+    let mut placed = false;
+    for line in config.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line == "upstream:" {
+            out.push_str("  loop_probe_interval: 0s\n");
+            placed = true;
+        }
+    }
+    if !placed {
+        out.push_str("upstream:\n  loop_probe_interval: 0s\n");
+    }
+    out
+}
+
 /// A running nodedns binary.
 pub struct Nodedns {
     pub dns: SocketAddr,
@@ -359,7 +381,8 @@ impl Nodedns {
 
     /// Starts nodedns with `config` as its file. Unless the config has a `kubernetes:`
     /// section, the Kubernetes naming rules are off: they ask the upstreams for SOAs at
-    /// start, which tests counting upstream queries must not see.
+    /// start, which tests counting upstream queries must not see; for the same reason loop
+    /// probing is off unless it sets `upstream.loop_probe_interval` ([`without_loop_probes`]).
     pub fn start_with_config(config: Option<&str>, args: &[String]) -> Nodedns {
         Self::start_with_env(config, args, &[])
     }
@@ -377,6 +400,7 @@ impl Nodedns {
         cmd.arg("run").arg("--listen").arg(dns.to_string()).arg("--metrics").arg(metrics.to_string());
         let text = config.unwrap_or("");
         let text = if text.contains("kubernetes:") { text.to_string() } else { format!("{text}\nkubernetes:\n  local_answers: false\n") };
+        let text = without_loop_probes(&text);
         let path = dir.path().join("nodedns.yaml");
         std::fs::write(&path, text).unwrap();
         cmd.arg("--config").arg(&path);
