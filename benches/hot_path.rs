@@ -155,7 +155,14 @@ fn whole_hit(c: &mut Criterion) {
     c.bench_function("answer_local_hit", |b| {
         b.iter(|| {
             i = (i + 7919) % NAMES;
-            let req = Request { transport: Transport::Udp, client, started: Instant::now(), metrics: &hits.listener, held: None };
+            let req = Request {
+                transport: Transport::Udp,
+                client,
+                local: std::net::Ipv4Addr::LOCALHOST.into(),
+                started: Instant::now(),
+                metrics: &hits.listener,
+                held: None,
+            };
             black_box(hits.handler.answer_local(&hits.queries[i], &mut out, &req));
         })
     });
@@ -182,7 +189,14 @@ fn whole_hit_two_threads(c: &mut Criterion) {
                         let mut i = t * NAMES / 2;
                         for _ in 0..iters {
                             i = (i + 7919) % NAMES;
-                            let req = Request { transport: Transport::Udp, client, started: Instant::now(), metrics: &metrics, held: None };
+                            let req = Request {
+                                transport: Transport::Udp,
+                                client,
+                                local: std::net::Ipv4Addr::LOCALHOST.into(),
+                                started: Instant::now(),
+                                metrics: &metrics,
+                                held: None,
+                            };
                             black_box(hits.handler.answer_local(&hits.queries[i], &mut out, &req));
                         }
                     });

@@ -29,7 +29,14 @@ pub fn client_query(data: &[u8]) {
 
 fn answer(handler: &Handler, metrics: &ListenerMetrics, data: &[u8], transport: Transport) {
     let mut out = vec![0u8; MAX_MESSAGE];
-    let req = Request { transport, client: SocketAddr::from(([127, 0, 0, 1], 5353)), started: Instant::now(), metrics, held: None };
+    let req = Request {
+        transport,
+        client: SocketAddr::from(([127, 0, 0, 1], 5353)),
+        local: std::net::Ipv4Addr::LOCALHOST.into(),
+        started: Instant::now(),
+        metrics,
+        held: None,
+    };
     if let Local::Reply(len) = handler.answer_local(data, &mut out, &req) {
         assert!((12..=MAX_MESSAGE).contains(&len), "reply of {len} octets");
         assert!(out[2] & 0x80 != 0, "a reply must be a response");

@@ -27,7 +27,7 @@ pub fn handler(cache: Arc<Cache>, metrics: &Arc<Metrics>, max_inflight_misses: u
         loop_probe_interval: Duration::ZERO,
     };
     let forwarder = Forwarder::new(Router::new([]), cache.clone(), settings, metrics.clone());
-    let admission = Admission::new(vec!["127.0.0.0/8".parse().expect("literal")], Action::Refuse, None);
+    let admission = Admission::new(vec!["127.0.0.0/8".parse().expect("literal")], Vec::new(), Action::Refuse, None);
     let handler_settings = HandlerSettings {
         max_inflight_misses,
         udp_payload: 1232,
@@ -70,7 +70,7 @@ pub fn forwarding_handler(upstream: std::net::SocketAddr, metrics: &Arc<Metrics>
         loop_probe_interval: Duration::ZERO,
     };
     let forwarder = Forwarder::new(router, cache.clone(), forward, metrics.clone());
-    let admission = Admission::new(vec!["127.0.0.0/8".parse().expect("literal")], Action::Refuse, None);
+    let admission = Admission::new(vec!["127.0.0.0/8".parse().expect("literal")], Vec::new(), Action::Refuse, None);
     let handler_settings = HandlerSettings {
         max_inflight_misses: 16,
         udp_payload: 1232,

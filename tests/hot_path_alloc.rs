@@ -56,7 +56,14 @@ fn cache_hit_allocates_nothing() {
         hits.handler.prefetch_slots(&parsed);
         hits.handler.prefetch_entry(&parsed);
         let started = Instant::now();
-        let req = Request { transport: Transport::Udp, client, started, metrics: &hits.listener, held: Some(&held) };
+        let req = Request {
+            transport: Transport::Udp,
+            client,
+            local: std::net::Ipv4Addr::LOCALHOST.into(),
+            started,
+            metrics: &hits.listener,
+            held: Some(&held),
+        };
         let local = hits.handler.answer_parsed(&parsed, out, &req);
         held.release(&hits.listener, started.elapsed().as_secs_f64());
         local

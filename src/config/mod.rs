@@ -354,6 +354,7 @@ impl Settings {
             },
             admission: AdmissionSettings {
                 allow: file.server.allow.clone(),
+                open: if node.enabled { node.addresses.iter().map(|(ip, _)| *ip).collect() } else { Vec::new() },
                 deny_action: file.server.deny_action,
                 client_limit: (file.server.client_qps > 0).then_some(ClientLimit {
                     qps: file.server.client_qps,

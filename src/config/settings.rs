@@ -82,6 +82,8 @@ pub struct CacheSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdmissionSettings {
     pub allow: Vec<ipnet::IpNet>,
+    /// Served whatever the client: the addresses node setup owns.
+    pub open: Vec<std::net::IpAddr>,
     pub deny_action: Action,
     pub client_limit: Option<ClientLimit>,
 }

@@ -37,6 +37,8 @@ pub struct TcpLimits {
 
 pub struct TcpServer {
     pub handler: Arc<Handler>,
+    /// The address the listener is bound to.
+    pub local: IpAddr,
     pub metrics: Arc<Metrics>,
     pub listener_metrics: ListenerMetrics,
     pub limits: TcpLimits,
@@ -156,8 +158,14 @@ impl TcpServer {
                 None => return,
             };
             activity.touch();
-            let req =
-                Request { transport: Transport::Tcp, client: peer, started: Instant::now(), metrics: &self.listener_metrics, held: None };
+            let req = Request {
+                transport: Transport::Tcp,
+                client: peer,
+                local: self.local,
+                started: Instant::now(),
+                metrics: &self.listener_metrics,
+                held: None,
+            };
             match self.handler.answer_local(&packet, &mut out, &req) {
                 Local::Reply(len) => {
                     if tx.send(out[..len].to_vec()).await.is_err() {
@@ -170,7 +178,14 @@ impl TcpServer {
                     let Ok(permit) = inflight.clone().acquire_owned().await else { return };
                     let (this, tx, started) = (self.clone(), tx.clone(), req.started);
                     self.tasks.spawn(async move {
-                        let req = Request { transport: Transport::Tcp, client: peer, started, metrics: &this.listener_metrics, held: None };
+                        let req = Request {
+                            transport: Transport::Tcp,
+                            client: peer,
+                            local: this.local,
+                            started,
+                            metrics: &this.listener_metrics,
+                            held: None,
+                        };
                         if let Some(response) = this.handler.answer_miss(&packet, &req).await {
                             let _ = tx.send(response).await;
                         }
@@ -276,6 +291,7 @@ mod tests {
             let (switch, gate) = Gate::new();
             let stop = CancellationToken::new();
             let server = Arc::new(TcpServer {
+                local: std::net::IpAddr::from([127, 0, 0, 1]),
                 handler: Arc::new(handler),
                 listener_metrics: metrics.listener("dns://test", "tcp", false),
                 metrics: metrics.clone(),

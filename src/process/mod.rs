@@ -355,6 +355,7 @@ impl Listening {
         for (i, (addr, socket)) in sockets.into_iter().enumerate() {
             let worker = udp::Worker {
                 handler: built.handler.clone(),
+                local: addr.ip(),
                 metrics: built.metrics.listener(&server_label(addr), "udp", addr.is_ipv6()),
                 runtime: tokio::runtime::Handle::current(),
                 tasks: self.tasks.clone(),
@@ -388,6 +389,7 @@ impl Listening {
         for (addr, listener) in sockets {
             let server = Arc::new(TcpServer {
                 handler: built.handler.clone(),
+                local: addr.ip(),
                 metrics: built.metrics.clone(),
                 listener_metrics: built.metrics.listener(&server_label(addr), "tcp", addr.is_ipv6()),
                 limits,

@@ -174,5 +174,5 @@ pub fn upstreams(
 
 /// A fresh admission policy: every client's rate bucket starts full.
 pub fn admission_for(settings: &AdmissionSettings) -> Admission {
-    Admission::new(settings.allow.clone(), settings.deny_action, settings.client_limit)
+    Admission::new(settings.allow.clone(), settings.open.clone(), settings.deny_action, settings.client_limit)
 }

@@ -79,20 +79,24 @@ pub struct ClientLimit {
 
 pub struct Admission {
     allow: Vec<IpNet>,
+    /// Addresses whose queries are served whatever their source: the node's own link-local
+    /// and service addresses, which only the node's pods and host can reach.
+    open: Vec<IpAddr>,
     deny_action: Action,
     limit: Option<(ClientLimit, QuickCache<IpAddr, Arc<TokenBucket>>)>,
 }
 
 impl Admission {
-    pub fn new(allow: Vec<IpNet>, deny_action: Action, limit: Option<ClientLimit>) -> Self {
+    pub fn new(allow: Vec<IpNet>, open: Vec<IpAddr>, deny_action: Action, limit: Option<ClientLimit>) -> Self {
         let limit = limit.filter(|l| l.qps > 0).map(|l| (l, QuickCache::new(l.table_size.max(16))));
-        Admission { allow, deny_action, limit }
+        Admission { allow, open, deny_action, limit }
     }
 
+    /// Whether the query of `client`, sent to `local`, is served.
     #[inline]
-    pub fn check(&self, client: IpAddr, now: Instant) -> Verdict {
+    pub fn check(&self, client: IpAddr, local: IpAddr, now: Instant) -> Verdict {
         let client = canonical(client);
-        if !self.allow.iter().any(|net| net.contains(&client)) {
+        if !self.open.contains(&canonical(local)) && !self.allow.iter().any(|net| net.contains(&client)) {
             return Verdict::Deny(self.deny_action, DenyReason::NotAllowed);
         }
         match &self.limit {
@@ -139,29 +143,45 @@ mod tests {
         list.iter().map(|n| n.parse().unwrap()).collect()
     }
 
+    /// A wildcard listener's address: never open.
+    const ANY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
+    #[test]
+    fn queries_to_an_open_address_are_served_from_any_source() {
+        let link_local: IpAddr = "169.254.20.10".parse().unwrap();
+        let a = Admission::new(nets(&["127.0.0.0/8"]), vec![link_local, "fd00::10".parse().unwrap()], Action::Refuse, None);
+        let now = Instant::now();
+        for pod in ["100.96.3.4", "fd00:10:244::5", "10.244.1.9"] {
+            assert_eq!(a.check(pod.parse().unwrap(), link_local, now), Verdict::Serve, "{pod} on the node-local address");
+            assert_eq!(a.check(pod.parse().unwrap(), ANY, now), Verdict::Deny(Action::Refuse, DenyReason::NotAllowed), "{pod} elsewhere");
+        }
+        assert_eq!(a.check("fd00:10:244::5".parse().unwrap(), "fd00::10".parse().unwrap(), now), Verdict::Serve);
+        assert_eq!(a.check("100.96.3.4".parse().unwrap(), "::ffff:169.254.20.10".parse().unwrap(), now), Verdict::Serve);
+    }
+
     #[test]
     fn only_allowed_networks_are_served() {
-        let a = Admission::new(nets(&["127.0.0.0/8", "10.244.0.0/16"]), Action::Drop, None);
+        let a = Admission::new(nets(&["127.0.0.0/8", "10.244.0.0/16"]), Vec::new(), Action::Drop, None);
         let now = Instant::now();
-        assert_eq!(a.check("127.0.0.1".parse().unwrap(), now), Verdict::Serve);
-        assert_eq!(a.check("10.244.3.7".parse().unwrap(), now), Verdict::Serve);
-        assert_eq!(a.check("::ffff:10.244.3.7".parse().unwrap(), now), Verdict::Serve);
-        assert_eq!(a.check("10.245.0.1".parse().unwrap(), now), Verdict::Deny(Action::Drop, DenyReason::NotAllowed));
-        assert_eq!(a.check("::1".parse().unwrap(), now), Verdict::Deny(Action::Drop, DenyReason::NotAllowed));
+        assert_eq!(a.check("127.0.0.1".parse().unwrap(), ANY, now), Verdict::Serve);
+        assert_eq!(a.check("10.244.3.7".parse().unwrap(), ANY, now), Verdict::Serve);
+        assert_eq!(a.check("::ffff:10.244.3.7".parse().unwrap(), ANY, now), Verdict::Serve);
+        assert_eq!(a.check("10.245.0.1".parse().unwrap(), ANY, now), Verdict::Deny(Action::Drop, DenyReason::NotAllowed));
+        assert_eq!(a.check("::1".parse().unwrap(), ANY, now), Verdict::Deny(Action::Drop, DenyReason::NotAllowed));
     }
 
     #[test]
     fn each_client_has_its_own_bucket() {
         let limit = ClientLimit { qps: 10, burst: 5, action: Action::Truncate, table_size: 100 };
-        let a = Admission::new(nets(&["127.0.0.0/8"]), Action::Refuse, Some(limit));
+        let a = Admission::new(nets(&["127.0.0.0/8"]), Vec::new(), Action::Refuse, Some(limit));
         let now = Instant::now();
         let noisy: IpAddr = "127.0.0.2".parse().unwrap();
         let quiet: IpAddr = "127.0.0.3".parse().unwrap();
-        let served = (0..20).filter(|_| a.check(noisy, now) == Verdict::Serve).count();
+        let served = (0..20).filter(|_| a.check(noisy, ANY, now) == Verdict::Serve).count();
         assert_eq!(served, 5, "burst, then limited");
-        assert_eq!(a.check(noisy, now), Verdict::Deny(Action::Truncate, DenyReason::RateLimited));
-        assert_eq!(a.check(quiet, now), Verdict::Serve, "another client is unaffected");
-        assert_eq!(a.check(noisy, now + Duration::from_millis(200)), Verdict::Serve, "refilled at 10/s");
+        assert_eq!(a.check(noisy, ANY, now), Verdict::Deny(Action::Truncate, DenyReason::RateLimited));
+        assert_eq!(a.check(quiet, ANY, now), Verdict::Serve, "another client is unaffected");
+        assert_eq!(a.check(noisy, ANY, now + Duration::from_millis(200)), Verdict::Serve, "refilled at 10/s");
     }
 
     #[test]
@@ -171,7 +191,7 @@ mod tests {
         const THREADS: usize = 4;
         const ROUNDS: usize = 2000;
         let limit = ClientLimit { qps: 1, burst: 1, action: Action::Drop, table_size: 2 * ROUNDS };
-        let a = Admission::new(nets(&["10.0.0.0/8"]), Action::Drop, Some(limit));
+        let a = Admission::new(nets(&["10.0.0.0/8"]), Vec::new(), Action::Drop, Some(limit));
         let now = Instant::now();
         let served: Vec<AtomicUsize> = (0..ROUNDS).map(|_| AtomicUsize::new(0)).collect();
         let barrier = Barrier::new(THREADS);
@@ -183,7 +203,7 @@ mod tests {
                         // A client never seen before each round, its first packets at once.
                         let client = IpAddr::from([10, 0, (round >> 8) as u8, round as u8]);
                         barrier.wait();
-                        if a.check(client, now) == Verdict::Serve {
+                        if a.check(client, ANY, now) == Verdict::Serve {
                             let n = count.fetch_add(1, Ordering::Relaxed) + 1;
                             let mut worst = worst.lock().unwrap();
                             *worst = (*worst).max(n);

@@ -72,6 +72,8 @@ pub struct HandlerSettings {
 pub struct Request<'a> {
     pub transport: Transport,
     pub client: SocketAddr,
+    /// The listener's address, which the query was sent to (unspecified for a wildcard).
+    pub local: std::net::IpAddr,
     pub started: Instant,
     pub metrics: &'a ListenerMetrics,
     /// Where a UDP worker holds its batch's latencies until the batch is sent; `None`:
@@ -282,7 +284,7 @@ impl Handler {
     /// [`Handler::answer_local`] for a query read by [`Handler::parse`].
     #[inline]
     pub fn answer_parsed(&self, parsed: &Parsed<'_>, out: &mut [u8], req: &Request<'_>) -> Local {
-        let verdict = self.admission.load().check(req.client.ip(), req.started);
+        let verdict = self.admission.load().check(req.client.ip(), req.local, req.started);
         let Keyed { query, key, hash } = match &parsed.0 {
             Ok(keyed) => keyed,
             Err(e) if verdict == Verdict::Serve => return self.reject(*e, out, req),
@@ -584,6 +586,7 @@ mod tests {
         let req = Request {
             transport: Transport::Tcp,
             client: "127.0.0.1:5353".parse().unwrap(),
+            local: std::net::Ipv4Addr::LOCALHOST.into(),
             started: arrived,
             metrics: &listener,
             held: None,
@@ -609,7 +612,14 @@ mod tests {
         );
         let client: SocketAddr = "127.0.0.1:5353".parse().unwrap();
         let answer = |out: &mut [u8]| {
-            let req = Request { transport: Transport::Udp, client, started: Instant::now(), metrics: &hits.listener, held: None };
+            let req = Request {
+                transport: Transport::Udp,
+                client,
+                local: std::net::Ipv4Addr::LOCALHOST.into(),
+                started: Instant::now(),
+                metrics: &hits.listener,
+                held: None,
+            };
             match hits.handler.answer_local(&query[..len], out, &req) {
                 Local::Reply(len) => len,
                 other => panic!("expected a hit, got {other:?}"),

@@ -269,16 +269,22 @@ impl Netns {
     pub fn service(&self, ip: &str, backends: &[&str], port: u16) {
         require("iptables");
         for b in backends {
-            self.sh(&format!("ip addr add {b}/32 dev lo"));
+            self.sh(&format!("ip addr replace {b}/32 dev lo"));
         }
         self.sh(&format!("ip route add {ip}/32 dev lo"));
-        for proto in ["udp", "tcp"] {
-            for (i, b) in backends.iter().enumerate() {
-                // kube-proxy's chain: rule i catches 1/(n-i) of what the earlier ones left.
-                let left = backends.len() - i;
-                let pick =
-                    if left > 1 { format!("-m statistic --mode random --probability {:.5}", 1.0 / left as f64) } else { String::new() };
-                self.sh(&format!("iptables -t nat -A OUTPUT -d {ip} -p {proto} --dport {port} {pick} -j DNAT --to-destination {b}:{port}"));
+        // OUTPUT for the node's own clients, PREROUTING for pods' packets arriving on their
+        // veth: kube-proxy enters its service chain from both.
+        for chain in ["OUTPUT", "PREROUTING"] {
+            for proto in ["udp", "tcp"] {
+                for (i, b) in backends.iter().enumerate() {
+                    // kube-proxy's chain: rule i catches 1/(n-i) of what the earlier ones left.
+                    let left = backends.len() - i;
+                    let pick =
+                        if left > 1 { format!("-m statistic --mode random --probability {:.5}", 1.0 / left as f64) } else { String::new() };
+                    self.sh(&format!(
+                        "iptables -t nat -A {chain} -d {ip} -p {proto} --dport {port} {pick} -j DNAT --to-destination {b}:{port}"
+                    ));
+                }
             }
         }
     }

@@ -61,6 +61,8 @@ pub fn adopt(fd: OwnedFd) -> std::io::Result<std::net::UdpSocket> {
 #[derive(Clone)]
 pub struct Worker {
     pub handler: Arc<Handler>,
+    /// The address the socket is bound to.
+    pub local: std::net::IpAddr,
     pub metrics: ListenerMetrics,
     /// Where misses run and are tracked.
     pub runtime: tokio::runtime::Handle,
@@ -162,7 +164,8 @@ fn answer_batch(
     let mut replies = 0;
     for &(i, packet, ref query) in &parsed {
         let Some(peer) = received.peer(i) else { continue };
-        let req = Request { transport: Transport::Udp, client: peer, started, metrics: &w.metrics, held: Some(&scratch.held) };
+        let req =
+            Request { transport: Transport::Udp, client: peer, local: w.local, started, metrics: &w.metrics, held: Some(&scratch.held) };
         match w.handler.answer_parsed(query, answers.room(i), &req) {
             Local::Reply(len) => {
                 scratch.replies[replies] = (i, len);
@@ -184,9 +187,9 @@ fn spawn_miss(
     started: Instant,
     slot: OwnedSemaphorePermit,
 ) {
-    let (handler, metrics) = (w.handler.clone(), w.metrics.clone());
+    let (handler, metrics, local) = (w.handler.clone(), w.metrics.clone(), w.local);
     w.tasks.spawn(async move {
-        let req = Request { transport: Transport::Udp, client: peer, started, metrics: &metrics, held: None };
+        let req = Request { transport: Transport::Udp, client: peer, local, started, metrics: &metrics, held: None };
         if let Some(response) = handler.answer_miss(&packet, &req).await {
             // Never block the runtime on a full send buffer: drop instead, as the network would.
             let _ = sendto(socket.as_raw_fd(), &response, &SockaddrStorage::from(peer), MsgFlags::MSG_DONTWAIT);
