@@ -1,0 +1,124 @@
+//! A CoreDNS Corefile as nodedns's configuration: `import-corefile` prints YAML that
+//! `check-config` accepts, `run --corefile` serves it and reloads it on change, a plugin
+//! nodedns cannot honour stops the start naming file, line and plugin, and node-cache's
+//! command line refuses a flag it does not know as node-cache does.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use hickory_proto::rr::RecordType;
+
+fn nodedns(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nodedns")).args(args).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+fn official(dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node-local-dns.Corefile"))
+        .unwrap()
+        .replace("__PILLAR__DNS__DOMAIN__", "cluster.local")
+        .replace("__PILLAR__LOCAL__DNS__", "169.254.20.10")
+        .replace("__PILLAR__DNS__SERVER__", "10.96.0.10")
+        .replace("__PILLAR__CLUSTER__DNS__", "10.96.0.11")
+        .replace("__PILLAR__UPSTREAM__SERVERS__", "192.0.2.53");
+    let path = dir.join("Corefile");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn import_corefile_prints_yaml_that_check_config_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let corefile = official(dir.path());
+    let (code, yaml) = nodedns(&["import-corefile", corefile.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{yaml}");
+    assert!(yaml.contains("- zone: \"cluster.local.\"") && yaml.contains("max_ttl: 5s"), "{yaml}");
+    let imported = dir.path().join("imported.yaml");
+    std::fs::write(&imported, &yaml).unwrap();
+    let (code, out) = nodedns(&["check-config", imported.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}\n{yaml}");
+    let (code, out) = nodedns(&["check-config", "--corefile", corefile.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+fn a_plugin_nodedns_cannot_honour_stops_the_start_with_file_line_and_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let corefile = dir.path().join("Corefile");
+    std::fs::write(&corefile, ".:1053 {\n    errors\n    rewrite name a.example b.example\n    forward . 192.0.2.53\n}\n").unwrap();
+    for args in [vec!["run", "--corefile"], vec!["check-config", "--corefile"], vec!["import-corefile"]] {
+        let mut args = args.clone();
+        args.push(corefile.to_str().unwrap());
+        let (code, out) = nodedns(&args);
+        assert_eq!(code, Some(1), "{args:?}: {out}");
+        assert!(out.contains(&format!("{}:3: plugin rewrite: ", corefile.display())), "{args:?}: {out}");
+    }
+}
+
+#[test]
+fn node_caches_command_line_refuses_an_unknown_flag_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("node-cache");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_nodedns"), &link).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&link).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, out) = run(&["-localip", "169.254.20.10", "-localipp", "x"]);
+    assert_eq!((code, out.trim()), (Some(2), "flag provided but not defined: -localipp"));
+    let (code, out) = run(&["-version"]);
+    assert!(code == Some(0) && out.contains("as node-cache"), "{out}");
+    let (code, out) = nodedns(&["node-cache", "-setupiptables", "false"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("extra command line arguments"), "{out}");
+}
+
+fn answer(dns: std::net::SocketAddr, name: &str) -> String {
+    let resp = query_udp(dns, name, RecordType::A, 9, Duration::from_secs(3)).unwrap_or_else(|| panic!("no answer for {name}"));
+    resp.answers.first().map(|r| r.data.to_string()).unwrap_or_default()
+}
+
+#[test]
+fn run_corefile_serves_hosts_and_forwards_and_reloads_when_the_corefile_changes() {
+    let named = Named::start(&[("test.example", test_zone("test.example"))]);
+    let (dns, metrics) = (loopback(free_port()), loopback(free_port()));
+    let dir = tempfile::tempdir().unwrap();
+    let corefile = dir.path().join("Corefile");
+    let write = |address: &str, extra: &str| {
+        let text = format!(
+            ".:{} {{\n    bind 127.0.0.1\n    hosts {{\n        {address} db.example.internal\n        fallthrough\n    }}\n    cache 30\n    forward . {}\n    prometheus {metrics}\n{extra}}}\n",
+            dns.port(),
+            named.addr
+        );
+        let tmp = dir.path().join("Corefile.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &corefile).unwrap();
+    };
+    write("10.0.0.5", "");
+    let log = dir.path().join("nodedns.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_nodedns"))
+        .args(["run", "--corefile"])
+        .arg(&corefile)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _proc = Proc { child, name: "nodedns" };
+    wait_until(Duration::from_secs(10), "nodedns ready", || http_get(metrics, "/ready").is_some_and(|(code, _)| code == 200));
+    assert_eq!(answer(dns, "db.example.internal."), "10.0.0.5");
+    assert_eq!(answer(dns, "www.test.example."), "192.0.2.1");
+
+    write("10.0.0.6", "");
+    wait_until(Duration::from_secs(6), "the changed Corefile served", || answer(dns, "db.example.internal.") == "10.0.0.6");
+    write("10.0.0.7", "    rewrite name a.example b.example\n");
+    let failed =
+        || http_get(metrics, "/metrics").is_some_and(|(_, text)| text.contains("nodedns_config_reloads_total{result=\"failure\"} 1"));
+    wait_until(Duration::from_secs(6), "the unsupported plugin rejected on reload", failed);
+    assert_eq!(answer(dns, "db.example.internal."), "10.0.0.6", "the running configuration stays");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("plugin rewrite"), "{text}");
+}
