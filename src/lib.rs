@@ -16,7 +16,8 @@
 //!    probing each zone through the forwarder.
 //! 8. [`query`]: the query policy: the hot path, admission, the query log, explain.
 //! 9. [`listen`]: the UDP and TCP transports.
-//! 10. [`config`]: the YAML file, resolv.conf, and the validated settings.
+//! 10. [`config`]: the YAML file, a CoreDNS Corefile, node-cache's command line, resolv.conf,
+//!     and the validated settings.
 //! 11. [`process`]: the running process: build, bind, serve, reload, hand over, drain.
 //! 12. [`diagnose`]: `explain`, `probe` and `stats`, the diagnostics run beside a node.
 //! 13. [`cli`]: the command line.
