@@ -179,8 +179,9 @@ fn parse_forward(text: &str) -> Result<(Zone, Vec<UpstreamSpec>), String> {
 pub fn main() -> ExitCode {
     let mut argv = std::env::args();
     let program = argv.next().unwrap_or_default();
-    if std::path::Path::new(&program).file_name().is_some_and(|name| name == "node-cache") {
-        return node_cache(argv.collect());
+    let args: Vec<String> = argv.collect();
+    if std::path::Path::new(&program).file_name().is_some_and(|name| name == "node-cache") || node_cache_flags(&args) {
+        return node_cache(args);
     }
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
@@ -223,6 +224,13 @@ pub fn main() -> ExitCode {
         })),
         Command::Querylog(args) => report(block_on(querylog(args))),
     }
+}
+
+/// Whether the command line is node-cache's rather than ours: a node-local-dns DaemonSet
+/// whose image was swapped for nodedns's passes its arguments (`-localip ...`) to the
+/// image's entry point. A word after a single dash is never one of our flags.
+fn node_cache_flags(args: &[String]) -> bool {
+    args.first().and_then(|a| a.strip_prefix('-')).is_some_and(|flag| flag.len() > 1 && !flag.starts_with('-'))
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

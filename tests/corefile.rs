@@ -18,11 +18,8 @@ fn nodedns(args: &[&str]) -> (Option<i32>, String) {
 }
 
 fn official(dir: &Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node-local-dns.Corefile"))
-        .unwrap()
-        .replace("__PILLAR__DNS__DOMAIN__", "cluster.local")
-        .replace("__PILLAR__LOCAL__DNS__", "169.254.20.10")
-        .replace("__PILLAR__DNS__SERVER__", "10.96.0.10")
+    let template = node_local_dns("ConfigMap")["data"]["Corefile"].as_str().unwrap().to_string();
+    let text = operator_sed(&template, "169.254.20.10", "cluster.local", "10.96.0.10")
         .replace("__PILLAR__CLUSTER__DNS__", "10.96.0.11")
         .replace("__PILLAR__UPSTREAM__SERVERS__", "192.0.2.53");
     let path = dir.join("Corefile");
@@ -72,6 +69,9 @@ fn node_caches_command_line_refuses_an_unknown_flag_by_name() {
     assert_eq!((code, out.trim()), (Some(2), "flag provided but not defined: -localipp"));
     let (code, out) = run(&["-version"]);
     assert!(code == Some(0) && out.contains("as node-cache"), "{out}");
+    // node-local-dns's arguments given to the image's default entry point, /nodedns.
+    let (code, out) = nodedns(&["-localip", "169.254.20.10", "-localipp", "x"]);
+    assert_eq!((code, out.trim()), (Some(2), "flag provided but not defined: -localipp"));
     let (code, out) = nodedns(&["node-cache", "-setupiptables", "false"]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("extra command line arguments"), "{out}");

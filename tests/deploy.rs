@@ -58,7 +58,106 @@ fn the_shipped_configuration_is_accepted_by_nodedns() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("nodedns.yaml");
     std::fs::write(&file, text(at(&config, &["data", "nodedns.yaml"]))).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_nodedns")).arg("check-config").arg(&file).output().unwrap();
+    let check = |env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nodedns"))
+            .arg("check-config")
+            .arg(&file)
+            .env_remove("KUBE_DNS_UPSTREAM_SERVICE_HOST")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // The kube-dns-upstream Service's IP comes from the variable the kubelet sets for it.
+    let (ok, err) = check(&[("KUBE_DNS_UPSTREAM_SERVICE_HOST", "10.96.0.11")]);
+    assert!(ok, "{err}");
+    let (ok, err) = check(&[]);
+    assert!(!ok && err.contains("${KUBE_DNS_UPSTREAM_SERVICE_HOST}: environment variable not set"), "{err}");
+    // The Service the variable is named after: the API server picks its IP.
+    let upstream = load("service-upstream.yaml");
+    assert_eq!(text(at(&upstream, &["metadata", "name"])), "kube-dns-upstream");
+    assert!(at(&upstream, &["spec", "clusterIP"]).is_null(), "pinned: {:?}", at(&upstream, &["spec", "clusterIP"]));
+}
+
+/// With the shipped configuration, pods are served whatever their address: kops'
+/// 100.96.0.0/11, a CGNAT (100.64.0.0/10) pod network, IPv6 pods, because what decides is
+/// the address the query is sent to, which only the node's own pods and host can reach.
+/// Any other destination serves loopback only: never an open resolver.
+#[test]
+fn the_shipped_configuration_serves_pods_of_any_network_and_nothing_else() {
+    let config = load("configmap.yaml");
+    let yaml = text(at(&config, &["data", "nodedns.yaml"]));
+    let yaml = nodedns::config::expand_env("configmap.yaml", yaml, &|_| Some("10.96.0.11".into())).unwrap();
+    let mut file = nodedns::config::parse_file("configmap.yaml", &yaml).unwrap();
+    file.resolv_conf = "/dev/null".into();
+    file.upstreams = vec!["192.0.2.53:53".parse().unwrap()];
+    let settings = nodedns::config::Settings::build(file, Default::default()).unwrap();
+    let admission = nodedns::process::reload::admission_for(&settings.reloadable.admission);
+    let now = std::time::Instant::now();
+    let served =
+        |client: &str, to: std::net::IpAddr| admission.check(client.parse().unwrap(), to, now) == nodedns::query::admission::Verdict::Serve;
+    let listen = &settings.restart_only.listen;
+    assert!(!listen.is_empty());
+    for to in listen.iter().map(|a| a.ip()) {
+        for pod in ["100.96.12.7", "100.64.3.9", "10.244.1.5", "172.16.0.4", "192.0.2.77"] {
+            assert!(served(pod, to), "pod {pod} refused on {to}");
+        }
+    }
+    // An IPv6 node's addresses are served the same way (the rule is the destination's).
+    let v6 = nodedns::query::admission::Admission::new(
+        vec![],
+        vec!["fd00::a".parse().unwrap()],
+        nodedns::query::admission::Action::Refuse,
+        None,
+    );
+    assert_eq!(v6.check("fd00:10:244::5".parse().unwrap(), "fd00::a".parse().unwrap(), now), nodedns::query::admission::Verdict::Serve);
+    let elsewhere: std::net::IpAddr = "192.0.2.10".parse().unwrap();
+    assert!(!served("100.64.3.9", elsewhere) && !served("203.0.113.5", elsewhere), "a destination node setup does not own serves pods");
+}
+
+/// The node-local-dns manifest we ship is the addon's with only the image changed: the
+/// objects, names, labels and container name that NetworkPolicies, Cilium
+/// LocalRedirectPolicies and ServiceMonitors select stay as they are.
+#[test]
+fn the_drop_in_manifest_keeps_node_local_dns_names_labels_and_passes_the_schemas() {
+    require("kubernetes-validate");
+    let path = manifests().join("../node-local-dns/nodelocaldns.yaml");
+    let text_of = std::fs::read_to_string(&path).unwrap();
+    let sedded = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(sedded.path(), common::operator_sed(&text_of, "169.254.20.10", "cluster.local", "10.96.0.10")).unwrap();
+    for file in [path.as_path(), sedded.path()] {
+        let out = Command::new("kubernetes-validate").arg("--strict").arg(file).output().unwrap();
+        let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !report.contains("ERROR"), "{report}");
+        for kind in ["daemonset/node-local-dns", "configmap/node-local-dns", "service/kube-dns-upstream", "service/node-local-dns"] {
+            assert!(report.contains(&format!("passed for resource {kind}")), "{kind} not validated:\n{report}");
+        }
+    }
+    let ds = common::node_local_dns("DaemonSet");
+    assert_eq!(at(&ds, &["spec", "template", "metadata", "labels", "k8s-app"]).as_str(), Some("node-local-dns"));
+    let container = at(&ds, &["spec", "template", "spec", "containers", "0"]);
+    assert_eq!(text(&container["name"]), "node-cache");
+    assert!(text(&container["image"]).contains("nodedns"));
+    assert!(container["command"].is_null(), "only the image changes: the image's entry point takes node-cache's arguments");
+    assert_eq!(text(at(container, &["livenessProbe", "httpGet", "path"])), "/health");
+    assert_eq!(at(container, &["livenessProbe", "httpGet", "port"]).as_u64(), Some(8080));
+    let service = common::node_local_dns_manifest()
+        .into_iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "node-local-dns")
+        .unwrap();
+    assert_eq!(at(&service, &["metadata", "annotations", "prometheus.io/port"]).as_str(), Some("9253"));
+    // Its Corefile is one nodedns accepts once the pods fill in the rest, as node-cache does.
+    let corefile = common::operator_sed(
+        text(at(&common::node_local_dns("ConfigMap"), &["data", "Corefile"])),
+        "169.254.20.10",
+        "cluster.local",
+        "10.96.0.10",
+    )
+    .replace("__PILLAR__CLUSTER__DNS__", "10.96.0.11")
+    .replace("__PILLAR__UPSTREAM__SERVERS__", "/etc/resolv.conf");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), corefile).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nodedns")).args(["check-config", "--corefile"]).arg(file.path()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 

@@ -1,6 +1,6 @@
-//! nodedns run exactly as the node-local-dns DaemonSet runs node-cache: invoked as
-//! `node-cache` with the DaemonSet's arguments, its ConfigMap's Corefile (the operator's sed
-//! done) mounted at /etc/coredns/Corefile.base and the kube-dns ConfigMap at /etc/kube-dns
+//! nodedns run exactly as the node-local-dns DaemonSet we ship (the addon's, image changed)
+//! runs it: the image's entry point given the DaemonSet's arguments, its ConfigMap's Corefile
+//! (the operator's sed done) mounted at /etc/coredns/Corefile.base and the kube-dns ConfigMap at /etc/kube-dns
 //! (bind mounts in a mount namespace, as the kubelet's volumes are), the
 //! KUBE_DNS_UPSTREAM_SERVICE_HOST variable the kubelet sets for the kube-dns-upstream
 //! Service, on a node made of network namespaces: kube-proxy-style DNAT of the kube-dns and
@@ -21,35 +21,25 @@ const KUBE_DNS_UPSTREAM: &str = "10.96.0.11";
 const KUBE_DNS_POD: &str = "10.244.1.2";
 const NODE_RESOLVER: &str = "10.0.0.53";
 
-/// The DaemonSet's container args, as the addon ships them after the operator's sed.
+/// The node-local-dns container's args, after the operator's sed.
 fn daemonset_args() -> Vec<String> {
-    [
-        "-localip",
-        &format!("{LOCAL_DNS},{KUBE_DNS}"),
-        "-conf",
-        "/etc/Corefile",
-        "-upstreamsvc",
-        "kube-dns-upstream",
-        "-pidfile",
-        "/tmp/node-cache.pid",
-    ]
-    .map(str::to_string)
-    .to_vec()
+    let ds = node_local_dns("DaemonSet");
+    let container = &ds["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["name"].as_str(), Some("node-cache"));
+    let args = container["args"].as_sequence().unwrap();
+    args.iter().map(|a| operator_sed(a.as_str().unwrap(), LOCAL_DNS, "cluster.local", KUBE_DNS)).collect()
 }
 
-/// The ConfigMap's Corefile after the documented `sed` of the operator's placeholders.
+/// The ConfigMap's Corefile after the operator's sed.
 fn configmap_corefile() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node-local-dns.Corefile"))
-        .unwrap()
-        .replace("__PILLAR__DNS__DOMAIN__", "cluster.local")
-        .replace("__PILLAR__LOCAL__DNS__", LOCAL_DNS)
-        .replace("__PILLAR__DNS__SERVER__", KUBE_DNS)
+    operator_sed(node_local_dns("ConfigMap")["data"]["Corefile"].as_str().unwrap(), LOCAL_DNS, "cluster.local", KUBE_DNS)
 }
 
 /// Starts the binary under the name `node-cache` in `node`, with a private /etc holding
 /// the two ConfigMap volumes.
 fn start_as_node_cache(node: &Netns, dir: &Path) -> Proc {
-    let link = dir.join("node-cache");
+    // The image's entry point, /nodedns, given node-local-dns's arguments.
+    let link = dir.join("nodedns");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_nodedns"), &link).unwrap();
     let configmap = dir.join("node-local-dns");
     std::fs::create_dir(&configmap).unwrap();
@@ -62,7 +52,7 @@ fn start_as_node_cache(node: &Netns, dir: &Path) -> Proc {
     // this mount namespace; the volumes are bind-mounted as the kubelet mounts them.
     let script = format!(
         "set -e; mkdir {d}/etc; cp -a /etc/. {d}/etc/; mount --bind {d}/etc /etc; mkdir -p /etc/coredns /etc/kube-dns; \
-         mount --bind {d}/node-local-dns /etc/coredns; mount --bind {d}/kube-dns /etc/kube-dns; exec {d}/node-cache \"$@\""
+         mount --bind {d}/node-local-dns /etc/coredns; mount --bind {d}/kube-dns /etc/kube-dns; exec {d}/nodedns \"$@\""
     );
     let child = Command::new("ip")
         .args(["netns", "exec", &node.name, "unshare", "-m", "--propagation", "private", "sh", "-c", &script, "node-cache"])
@@ -72,8 +62,8 @@ fn start_as_node_cache(node: &Netns, dir: &Path) -> Proc {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("nodedns.log")).unwrap())
         .spawn()
-        .expect("start nodedns as node-cache");
-    Proc { child, name: "node-cache" }
+        .expect("start nodedns with node-cache's arguments");
+    Proc { child, name: "nodedns" }
 }
 
 fn log(dir: &Path) -> String {

@@ -46,11 +46,41 @@ pub struct Overrides {
     pub metrics: Option<SocketAddr>,
 }
 
-/// Reads and parses a configuration file.
+/// Reads and parses a configuration file, with `${NAME}` replaced by the environment's value.
 pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: name.clone(), source })?;
-    parse_file(&name, &text)
+    parse_file(&name, &expand_env(&name, &text, &|var| std::env::var(var).ok())?)
+}
+
+/// Replaces each `${NAME}` (NAME: capitals, digits and `_`) by the variable's value: how a
+/// Service's IP reaches the file, from the `NAME_SERVICE_HOST` variable the kubelet sets.
+/// An unset variable is an error naming it and its line.
+pub fn expand_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(start) = rest.find("${") {
+            let name_len = rest[start + 2..].find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'));
+            let Some(len) = name_len.filter(|&len| len > 0 && rest[start + 2 + len..].starts_with('}')) else {
+                out.push_str(&rest[..start + 2]);
+                rest = &rest[start + 2..];
+                continue;
+            };
+            let var = &rest[start + 2..start + 2 + len];
+            let value = env(var).ok_or_else(|| ConfigError::Invalid {
+                file: file.into(),
+                line: index + 1,
+                key: format!("${{{var}}}"),
+                message: "environment variable not set".into(),
+            })?;
+            out.push_str(&rest[..start]);
+            out.push_str(&value);
+            rest = &rest[start + 3 + len..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
 }
 
 /// Where the configuration is read from, at start and again on every reload.

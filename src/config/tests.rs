@@ -192,3 +192,16 @@ fn a_hosts_block_takes_coredns_defaults_and_a_bad_entry_is_named_by_its_line() {
     let e = error_of("hosts:\n  - reverse: false\n");
     assert!(e.contains("hosts[0]: needs entries or a file"), "{e}");
 }
+
+#[test]
+fn environment_variables_are_expanded_and_an_unset_one_is_named_with_its_line() {
+    let env = |name: &str| (name == "KUBE_DNS_UPSTREAM_SERVICE_HOST").then(|| "10.96.0.11".to_string());
+    let text =
+        "listen: [127.0.0.1:1053]\nforward:\n  - zone: cluster.local\n    upstreams: [\"tcp://${KUBE_DNS_UPSTREAM_SERVICE_HOST}:53\"]\n";
+    let expanded = expand_env("f", text, &env).unwrap();
+    assert!(expanded.contains("tcp://10.96.0.11:53"), "{expanded}");
+    assert_eq!(parse_file("f", &expanded).unwrap().forward[0].upstreams[0].to_string(), "tcp://10.96.0.11:53");
+    assert_eq!(expand_env("f", "a: ${lower} $HOME ${}\n", &env).unwrap(), "a: ${lower} $HOME ${}\n", "only ${{NAME}} in capitals");
+    let e = expand_env("f", "listen: [127.0.0.1:1053]\nupstreams: [\"${NOPE}\"]\n", &env).unwrap_err();
+    assert_eq!(e.to_string(), "f:2: ${NOPE}: environment variable not set");
+}

@@ -754,3 +754,23 @@ pub fn established_from(port: u16) -> usize {
 pub fn load_names(prefix: &str, n: usize, origin: &str) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}.load.{origin}")).collect()
 }
+
+/// The objects of the node-local-dns manifest we ship (the addon's, with nodedns's image).
+pub fn node_local_dns_manifest() -> Vec<serde_yaml_ng::Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/node-local-dns/nodelocaldns.yaml")).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text).map(|doc| serde_yaml_ng::Value::deserialize(doc).unwrap()).collect()
+}
+
+/// The object of `kind` in the node-local-dns manifest.
+pub fn node_local_dns(kind: &str) -> serde_yaml_ng::Value {
+    node_local_dns_manifest().into_iter().find(|o| o["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"))
+}
+
+/// The manifest's text with the operator's placeholders replaced as the addon's
+/// documentation does with sed (kube-proxy in iptables mode).
+pub fn operator_sed(text: &str, local_dns: &str, domain: &str, kube_dns: &str) -> String {
+    text.replace("__PILLAR__LOCAL__DNS__", local_dns)
+        .replace("__PILLAR__DNS__DOMAIN__", domain)
+        .replace("__PILLAR__DNS__SERVER__", kube_dns)
+}

@@ -1,9 +1,19 @@
 use super::*;
+use serde::Deserialize;
+
+/// The Corefile of the node-local-dns ConfigMap we ship (the addon's), as a template.
+pub fn node_local_dns_template() -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/node-local-dns/nodelocaldns.yaml")).expect("manifest");
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .filter_map(|doc| serde_yaml_ng::Value::deserialize(doc).ok())
+        .find(|doc| doc["kind"] == "ConfigMap")
+        .and_then(|cm| cm["data"]["Corefile"].as_str().map(str::to_string))
+        .expect("the ConfigMap's Corefile")
+}
 
 /// The node-local-dns Corefile after the operator's sed and node-cache's substitution.
 fn official() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node-local-dns.Corefile"))
-        .expect("fixture")
+    node_local_dns_template()
         .replace("__PILLAR__DNS__DOMAIN__", "cluster.local")
         .replace("__PILLAR__LOCAL__DNS__", "169.254.20.10")
         .replace("__PILLAR__DNS__SERVER__", "10.96.0.10")
@@ -51,7 +61,7 @@ fn the_official_corefile_maps_onto_listen_routes_cache_bounds_and_http() {
     assert!(line_with(&yaml, "max_fails:").starts_with("  max_fails: 2"));
     assert!(line_with(&yaml, "policy:").starts_with("  policy: random"));
     assert!(line_with(&yaml, "idle_timeout").contains("10s"));
-    assert!(line_with(&yaml, "# loop (line 11, 23, 34, 45)").contains("probes"));
+    assert!(line_with(&yaml, "# loop (line 8, 20, 31, 42)").contains("probes"));
     let config = loads(&yaml);
     assert_eq!(config.cache.zones.len(), 3);
     assert_eq!(config.http_listen, ["169.254.20.10:8080".parse().unwrap()]);
