@@ -774,3 +774,94 @@ pub fn operator_sed(text: &str, local_dns: &str, domain: &str, kube_dns: &str) -
         .replace("__PILLAR__DNS__DOMAIN__", domain)
         .replace("__PILLAR__DNS__SERVER__", kube_dns)
 }
+
+/// A Kubernetes API server that knows namespaces only: lists them, streams watch events
+/// the test pushes, and can be switched to failing every request.
+pub struct FakeApiServer {
+    pub addr: std::net::SocketAddr,
+    watchers: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn namespace_json(name: &str, version: u32) -> String {
+    format!(
+        r#"{{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadata","metadata":{{"name":"{name}","resourceVersion":"{version}"}}}}"#
+    )
+}
+
+impl FakeApiServer {
+    pub fn start(namespaces: &[&str]) -> FakeApiServer {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let items: Vec<String> = namespaces.iter().map(|n| namespace_json(n, 1)).collect();
+        let list = format!(
+            r#"{{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadataList","metadata":{{"resourceVersion":"10"}},"items":[{}]}}"#,
+            items.join(",")
+        );
+        let server = FakeApiServer { addr, watchers: Default::default(), failing: Default::default() };
+        let (watchers, failing) = (server.watchers.clone(), server.failing.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (list, watchers, failing) = (list.clone(), watchers.clone(), failing.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut out = stream;
+                    loop {
+                        let mut request_line = String::new();
+                        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut header = String::new();
+                        while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                            header.clear();
+                        }
+                        if failing.load(std::sync::atomic::Ordering::SeqCst) {
+                            let _ = out.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                            return;
+                        }
+                        if request_line.contains("watch=true") {
+                            let _ =
+                                out.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
+                            watchers.lock().unwrap().push(out);
+                            return;
+                        }
+                        let _ = write!(
+                            out,
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{list}",
+                            list.len()
+                        );
+                    }
+                });
+            }
+        });
+        server
+    }
+
+    pub fn push(&self, kind: &str, name: &str, version: u32) {
+        use std::io::Write;
+        let event = format!("{{\"type\":\"{kind}\",\"object\":{}}}\n", namespace_json(name, version));
+        for w in self.watchers.lock().unwrap().iter_mut() {
+            let _ = write!(w, "{:x}\r\n{event}\r\n", event.len());
+        }
+    }
+
+    /// Fails every request from now on and cuts the open watches.
+    pub fn fail(&self) {
+        self.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+        for w in self.watchers.lock().unwrap().drain(..) {
+            let _ = w.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn kubeconfig(&self, dir: &Path) -> String {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\nusers:\n- name: test\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: test\ncurrent-context: fake\n",
+            self.addr
+        );
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+}
