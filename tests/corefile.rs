@@ -90,7 +90,7 @@ fn run_corefile_serves_hosts_and_forwards_and_reloads_when_the_corefile_changes(
     let corefile = dir.path().join("Corefile");
     let write = |address: &str, extra: &str| {
         let text = format!(
-            ".:{} {{\n    bind 127.0.0.1\n    hosts {{\n        {address} db.example.internal\n        fallthrough\n    }}\n    cache 30\n    forward . {}\n    prometheus {metrics}\n{extra}}}\n",
+            ".:{} {{\n    bind 127.0.0.1\n    hosts {{\n        {address} db.example.internal\n        fallthrough\n    }}\n    cache 30\n    forward . {} {{\n        except internal.test\n        prefer_udp\n    }}\n    prometheus {metrics}\n{extra}}}\n",
             dns.port(),
             named.addr
         );
@@ -111,6 +111,8 @@ fn run_corefile_serves_hosts_and_forwards_and_reloads_when_the_corefile_changes(
     wait_until(Duration::from_secs(10), "nodedns ready", || http_get(metrics, "/ready").is_some_and(|(code, _)| code == 200));
     assert_eq!(answer(dns, "db.example.internal."), "10.0.0.5");
     assert_eq!(answer(dns, "www.test.example."), "192.0.2.1");
+    let excepted = query_udp(dns, "x.internal.test.", RecordType::A, 10, Duration::from_secs(3)).expect("an answer");
+    assert_eq!(rcode(&excepted), hickory_proto::op::ResponseCode::Refused, "`except` is not forwarded");
 
     write("10.0.0.6", "");
     wait_until(Duration::from_secs(6), "the changed Corefile served", || answer(dns, "db.example.internal.") == "10.0.0.6");

@@ -70,11 +70,12 @@ fn the_official_corefile_maps_onto_listen_routes_cache_bounds_and_http() {
 #[test]
 fn forward_options_become_upstream_forms_and_global_settings_with_their_conflicts_named() {
     let yaml = imported(
-        ".:53 {\n forward . dns://192.0.2.1 tls://192.0.2.2 [2001:db8::1]:5353 {\n  tls_servername dns.example\n  max_fails 4\n  policy sequential\n  health_check 2s\n  expire 30s\n  except corp.example\n  max_concurrent 500\n }\n}\nexample.org {\n forward . 192.0.2.9 {\n  max_fails 1\n }\n}\n",
+        ".:53 {\n forward . dns://192.0.2.1 tls://192.0.2.2 [2001:db8::1]:5353 {\n  tls_servername dns.example\n  prefer_udp\n  max_fails 4\n  policy sequential\n  health_check 2s\n  expire 30s\n  except corp.example\n  max_concurrent 500\n }\n}\nexample.org {\n forward . 192.0.2.9 {\n  max_fails 1\n }\n}\n",
     );
     assert!(line_with(&yaml, "upstreams:").contains(r#"["192.0.2.1:53", "tls://192.0.2.2#dns.example", "[2001:db8::1]:5353"]"#), "{yaml}");
     let max_fails = line_with(&yaml, "max_fails:");
-    assert!(max_fails.starts_with("  max_fails: 4") && max_fails.contains("line 14 asks for 1"), "{max_fails}");
+    assert!(max_fails.starts_with("  max_fails: 4") && max_fails.contains("line 15 asks for 1"), "{max_fails}");
+    assert!(line_with(&yaml, "upstreams:").contains("prefer_udp: nodedns always asks over UDP first"));
     assert!(line_with(&yaml, "probe_interval").contains("2s"));
     assert!(line_with(&yaml, "policy").contains("sequential"));
     assert!(line_with(&yaml, "max_inflight_misses: 500").contains("REFUSED"));
