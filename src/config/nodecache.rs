@@ -311,6 +311,11 @@ impl NodeCacheArgs {
         node.assign_addresses = self.setup_interface;
         node.keep_on_exit = self.skip_teardown;
         node.check_interval = self.sync_interval;
+        // node-cache answers every client (its Corefile has no `acl`), and a DaemonSet given
+        // nodedns's image must not start refusing its pods, whose network nodedns does not
+        // know. Its addresses are the node's link-local one and the kube-dns ClusterIP, which
+        // only the node and the cluster reach.
+        file.server.allow = vec!["0.0.0.0/0".parse().expect("literal"), "::/0".parse().expect("literal")];
         if !file.http_listen.contains(&self.metrics_listen) && file.metrics != Some(self.metrics_listen) {
             file.http_listen.push(self.metrics_listen);
         }

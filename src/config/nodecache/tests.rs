@@ -113,3 +113,16 @@ fn flags_become_node_settings_with_node_caches_rules() {
     assert_eq!(file.node.health_port, Some(8081));
     assert_eq!(file.http_listen, ["0.0.0.0:9353".parse().unwrap()]);
 }
+
+/// nodedns's own default serves loopback only; as node-cache it must answer the pods.
+#[test]
+fn as_node_cache_every_client_is_served() {
+    let (_dir, args) = template_dir(&[]);
+    let mut file = FileConfig::default();
+    args.apply(&mut file);
+    let allow = &file.server.allow;
+    for client in ["10.244.0.2", "100.64.3.4", "203.0.113.9", "fd00::5"] {
+        let ip: std::net::IpAddr = client.parse().unwrap();
+        assert!(allow.iter().any(|net| net.contains(&ip)), "{client} not served: {allow:?}");
+    }
+}
