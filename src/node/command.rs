@@ -33,6 +33,28 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, CommandError> {
 
 /// Like [`run`], writing `input` to the program's stdin.
 pub fn run_with_input(program: &str, args: &[&str], input: Option<&str>) -> Result<String, CommandError> {
+    let (out, command) = output(program, args, input)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(CommandError::Failed { command, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() })
+    }
+}
+
+/// Runs a check such as `iptables -C`, whose exit status 1 means "no" and anything else
+/// but 0 means it could not tell (`iptables` exits 4 when another program held the xtables
+/// lock past `-w`): inserting a rule after a check that could not tell may duplicate it.
+pub fn check(program: &str, args: &[&str]) -> Result<bool, CommandError> {
+    let (out, command) = output(program, args, None)?;
+    match out.status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(CommandError::Failed { command, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() }),
+    }
+}
+
+/// Runs `program args...` to completion; its output and the command line, for errors.
+fn output(program: &str, args: &[&str], input: Option<&str>) -> Result<(std::process::Output, String), CommandError> {
     use std::io::Write;
     use std::process::Stdio;
     let command = || format!("{program} {}", args.join(" "));
@@ -47,11 +69,7 @@ pub fn run_with_input(program: &str, args: &[&str], input: Option<&str>) -> Resu
         stdin.write_all(text.as_bytes()).map_err(|source| CommandError::Spawn { command: command(), source })?;
     }
     let out = child.wait_with_output().map_err(|source| CommandError::Spawn { command: command(), source })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(CommandError::Failed { command: command(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() })
-    }
+    Ok((out, command()))
 }
 
 /// Whether `program args...` succeeds (for checks such as `iptables -C`).
@@ -60,5 +78,19 @@ pub fn succeeds(program: &str, args: &[&str]) -> Result<bool, CommandError> {
         Ok(_) => Ok(true),
         Err(CommandError::Failed { .. }) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_that_cannot_tell_is_an_error_not_a_no() {
+        assert!(check("sh", &["-c", "exit 0"]).unwrap());
+        assert!(!check("sh", &["-c", "exit 1"]).unwrap());
+        let e = check("sh", &["-c", "echo 'Another app is currently holding the xtables lock' >&2; exit 4"]).unwrap_err();
+        assert_eq!(e.setup_error_type(), "iptables_lock");
+        assert!(check("sh", &["-c", "kill -9 $$"]).is_err(), "killed by a signal: no exit status");
     }
 }

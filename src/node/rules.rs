@@ -131,13 +131,14 @@ impl Rules {
         match self.backend {
             Backend::None => Ok(()),
             Backend::NodeCache => {
+                // A rule that cannot be removed does not keep the others in place.
+                let mut first_error = None;
                 for rule in &self.node_cache {
-                    // Every copy: an earlier program may have added one more.
-                    while command::succeeds(rule.tool, &rule.args("-C"))? {
-                        command::run(rule.tool, &rule.args("-D"))?;
+                    if let Err(e) = rule.remove_every_copy() {
+                        first_error.get_or_insert(e);
                     }
                 }
-                Ok(())
+                first_error.map_or(Ok(()), Err)
             }
             Backend::Nftables => command::run("nft", &["delete", "table", "inet", NFT_TABLE]).map(drop),
             Backend::Iptables => {
@@ -162,7 +163,7 @@ impl Rules {
     fn ensure_builtin(&self) -> Result<bool, CommandError> {
         let mut added = false;
         for rule in &self.node_cache {
-            if !command::succeeds(rule.tool, &rule.args("-C"))? {
+            if !command::check(rule.tool, &rule.args("-C"))? {
                 command::run(rule.tool, &rule.args("-I"))?;
                 added = true;
             }
@@ -172,6 +173,14 @@ impl Rules {
 }
 
 impl BuiltinRule {
+    /// Every copy: an earlier program may have added one more.
+    fn remove_every_copy(&self) -> Result<(), CommandError> {
+        while command::check(self.tool, &self.args("-C"))? {
+            command::run(self.tool, &self.args("-D"))?;
+        }
+        Ok(())
+    }
+
     fn args(&self, op: &'static str) -> Vec<&str> {
         ["-w", "5", op, self.chain, "-t", self.table].into_iter().chain(self.spec.iter().map(String::as_str)).collect()
     }
@@ -255,7 +264,7 @@ fn write_chain(tool: &str, chain: &Chain) -> Result<(), CommandError> {
 
 /// Puts the jump into our chain at the top of `from` if it is missing. True if it was.
 fn ensure_jump(tool: &str, chain: &Chain, from: &str) -> Result<bool, CommandError> {
-    if command::succeeds(tool, &["-w", "-t", chain.table, "-C", from, "-j", chain.name])? {
+    if command::check(tool, &["-w", "-t", chain.table, "-C", from, "-j", chain.name])? {
         return Ok(false);
     }
     command::run(tool, &["-w", "-t", chain.table, "-I", from, "1", "-j", chain.name])?;

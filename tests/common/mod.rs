@@ -133,7 +133,7 @@ impl Named {
         Self::spawn_on(dir, "127.0.0.1", port, zones, netns)
     }
 
-    /// Like [`Named::spawn`], listening on `ip`.
+    /// Like [`Named::spawn`], listening on `ip` (or on each of a `; `-separated list).
     pub fn spawn_on(dir: &Path, ip: &str, port: u16, zones: &[(&str, String)], netns: Option<&str>) -> Proc {
         require("named");
         let d = dir.display();

@@ -113,3 +113,18 @@ fn flags_become_node_settings_with_node_caches_rules() {
     assert_eq!(file.node.health_port, Some(8081));
     assert_eq!(file.http_listen, ["0.0.0.0:9353".parse().unwrap()]);
 }
+
+/// nodedns's own default serves loopback only; as node-cache it must answer the pods.
+#[test]
+fn as_node_cache_every_client_of_the_local_ips_is_served() {
+    // node-cache answers every client on its addresses (its Corefile has no `acl`); a
+    // DaemonSet given nodedns's image must not start refusing pods whose network nodedns
+    // does not know. The local IPs are the addresses node setup owns, served to any source.
+    let (_dir, mut args) = template_dir(&[]);
+    args.local_ips.push("10.96.0.10".parse().unwrap());
+    let mut file = FileConfig { upstreams: vec!["192.0.2.53:53".parse().unwrap()], ..FileConfig::default() };
+    args.apply(&mut file);
+    let settings = crate::config::Settings::build(file, crate::config::Overrides::default()).unwrap();
+    assert_eq!(settings.reloadable.admission.open, args.local_ips);
+    assert_eq!(settings.reloadable.admission.allow, FileConfig::default().server.allow, "other destinations: loopback only");
+}
