@@ -217,10 +217,7 @@ impl Node {
             })
         });
         // The ConfigMap as the operator's sed leaves it (kube-proxy in iptables mode).
-        let base = include_str!("fixtures/node-local-dns.Corefile")
-            .replace("__PILLAR__DNS__DOMAIN__", "cluster.local")
-            .replace("__PILLAR__LOCAL__DNS__", LOCAL_DNS)
-            .replace("__PILLAR__DNS__SERVER__", DNS_SERVER);
+        let base = operator_sed(node_local_dns("ConfigMap")["data"]["Corefile"].as_str().unwrap(), LOCAL_DNS, "cluster.local", DNS_SERVER);
         std::fs::write(dir.path().join("Corefile.base"), base).unwrap();
         Node { _kube_dns: kube_dns, node, pod, dir, metrics: loopback(free_port()) }
     }
