@@ -37,15 +37,6 @@ fn daemonset_args() -> Vec<String> {
     .to_vec()
 }
 
-/// The ConfigMap's Corefile after the documented `sed` of the operator's placeholders.
-fn configmap_corefile() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node-local-dns.Corefile"))
-        .unwrap()
-        .replace("__PILLAR__DNS__DOMAIN__", "cluster.local")
-        .replace("__PILLAR__LOCAL__DNS__", LOCAL_DNS)
-        .replace("__PILLAR__DNS__SERVER__", KUBE_DNS)
-}
-
 /// Starts the binary under the name `node-cache` in `node`, with a private /etc holding
 /// the two ConfigMap volumes.
 fn start_as_node_cache(node: &Netns, dir: &Path) -> Proc {
@@ -53,7 +44,7 @@ fn start_as_node_cache(node: &Netns, dir: &Path) -> Proc {
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_nodedns"), &link).unwrap();
     let configmap = dir.join("node-local-dns");
     std::fs::create_dir(&configmap).unwrap();
-    std::fs::write(configmap.join("Corefile.base"), configmap_corefile()).unwrap();
+    std::fs::write(configmap.join("Corefile.base"), node_local_dns_corefile(LOCAL_DNS, KUBE_DNS)).unwrap();
     let kube_dns = dir.join("kube-dns");
     std::fs::create_dir(&kube_dns).unwrap();
     std::fs::write(kube_dns.join("stubDomains"), r#"{"corp.example": ["10.0.0.53"]}"#).unwrap();

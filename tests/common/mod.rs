@@ -519,6 +519,16 @@ pub fn rcode(resp: &Message) -> ResponseCode {
     resp.metadata.response_code
 }
 
+/// A node-local-dns ConfigMap's Corefile (tests/fixtures) after the operator's documented
+/// `sed`: cluster.local, the node-local address and the kube-dns Service IP.
+pub fn node_local_dns_corefile(local_dns: &str, dns_server: &str) -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node-local-dns.Corefile"))
+        .unwrap()
+        .replace("__PILLAR__DNS__DOMAIN__", "cluster.local")
+        .replace("__PILLAR__LOCAL__DNS__", local_dns)
+        .replace("__PILLAR__DNS__SERVER__", dns_server)
+}
+
 /// Runs `dig` and returns its output.
 pub fn dig(server: SocketAddr, args: &[&str]) -> String {
     require("dig");
