@@ -81,6 +81,22 @@ pub enum FlagError {
 /// The flags node-cache knows that mean nothing to nodedns.
 const WITHOUT_MEANING: &[&str] = &["corefile", "reloadwithsignal", "quiet", "plugins"];
 const BOOLEANS: &[&str] = &["setupinterface", "setupiptables", "skipteardown", "reloadwithsignal", "quiet", "plugins", "version"];
+/// node-cache's flags that take a value (CoreDNS's `-p` is `-dns.port`).
+const WITH_VALUE: &[&str] = &[
+    "localip",
+    "conf",
+    "basecorefile",
+    "upstreamsvc",
+    "kubednscm",
+    "health-port",
+    "interfacename",
+    "syncinterval",
+    "metrics-listen-address",
+    "pidfile",
+    "dns.port",
+    "p",
+    "corefile",
+];
 
 /// Parses node-cache's command line (without the program name) as Go's `flag` package
 /// does: `-name value`, `-name=value`, `--name`; booleans only as `-name` or `-name=BOOL`;
@@ -100,6 +116,9 @@ pub fn parse_args(args: &[String]) -> Result<NodeCacheArgs, FlagError> {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (flag, None),
         };
+        if !BOOLEANS.contains(&name) && !WITH_VALUE.contains(&name) {
+            return Err(FlagError::Unknown(name.to_string()));
+        }
         if BOOLEANS.contains(&name) {
             let value = match inline.as_deref() {
                 None => true,

@@ -33,6 +33,7 @@ fn flags_parse_as_gos_flag_package_does() {
     assert_eq!(parse_args(&args("-syncinterval 60ns")).unwrap().sync_interval, Duration::from_secs(60), "node-cache's own unit quirk");
     assert_eq!(parse_args(&args("-reloadwithsignal -corefile /x")).unwrap().without_meaning, ["reloadwithsignal", "corefile"]);
     assert_eq!(parse_args(&args("-localips 1.2.3.4")), Err(FlagError::Unknown("localips".into())));
+    assert_eq!(parse_args(&args("-bogus")), Err(FlagError::Unknown("bogus".into())), "unknown before missing its value");
     assert_eq!(parse_args(&args("-setupiptables false")), Err(FlagError::Extra(vec!["false".into()])), "a bool takes its value after =");
     assert_eq!(parse_args(&args("-conf")), Err(FlagError::Missing("conf".into())));
     assert!(matches!(parse_args(&args("-localip 169.254.20.10,")), Err(FlagError::Invalid { .. })));
