@@ -4,6 +4,9 @@
 FROM rust:1-alpine AS build
 RUN apk add --no-cache musl-dev
 WORKDIR /src
+# The commit built, for coredns_build_info's revision label:
+#   docker build --build-arg NODEDNS_REVISION=$(git rev-parse --short HEAD) -t nodedns .
+ARG NODEDNS_REVISION=unknown
 COPY . .
 RUN cargo build --release --locked --bin nodedns && strip target/release/nodedns
 
