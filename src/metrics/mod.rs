@@ -816,9 +816,12 @@ impl Metrics {
     /// just before each scrape.
     pub fn set_cache_evictions(&self, server: &str, positive: u64, negative: u64) {
         for (t, n) in [("success", positive), ("denial", negative)] {
-            let counter = self
-                .cache_evictions
-                .get_or_create(&CacheTypeLabels { server: server.into(), r#type: t.into(), zones: ".".into(), view: String::new() });
+            let counter = self.cache_evictions.get_or_create(&CacheTypeLabels {
+                server: server.into(),
+                r#type: t.into(),
+                zones: ".".into(),
+                view: String::new(),
+            });
             // The larger: two scrapes at once cannot take the counter back.
             counter.inner().fetch_max(n, Relaxed);
         }
@@ -975,9 +978,10 @@ impl HeldSizes {
         if !self.any.replace(false) {
             return;
         }
-        for (held, histogram, octets) in
-            [(&self.requests, &metrics.request_size, &self.request_octets), (&self.responses, &metrics.response_size, &self.response_octets)]
-        {
+        for (held, histogram, octets) in [
+            (&self.requests, &metrics.request_size, &self.request_octets),
+            (&self.responses, &metrics.response_size, &self.response_octets),
+        ] {
             let mut sum = octets.replace(0);
             for (bucket, count) in held.iter().enumerate() {
                 let times = count.replace(0);
@@ -1135,14 +1139,26 @@ mod tests {
         let request = samples(&text, "coredns_dns_request_size_bytes_bucket");
         assert!(request.contains(&format!("coredns_dns_request_size_bytes_bucket{{le=\"0.0\",{series}}} 0")), "{request:?}");
         assert!(request.contains(&format!("coredns_dns_request_size_bytes_bucket{{le=\"100.0\",{series}}} 2")), "{request:?}");
-        assert!(samples(&text, "coredns_dns_request_size_bytes_sum").contains(&format!("coredns_dns_request_size_bytes_sum{{{series}}} 80.0")));
+        assert!(
+            samples(&text, "coredns_dns_request_size_bytes_sum").contains(&format!("coredns_dns_request_size_bytes_sum{{{series}}} 80.0"))
+        );
         let response = samples(&text, "coredns_dns_response_size_bytes_bucket");
         assert!(response.contains(&format!("coredns_dns_response_size_bytes_bucket{{le=\"511.0\",{series}}} 1")), "{response:?}");
         assert!(response.contains(&format!("coredns_dns_response_size_bytes_bucket{{le=\"1023.0\",{series}}} 2")), "{response:?}");
-        let les: Vec<&str> = response.iter().filter(|l| l.contains(&series)).filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()).collect();
-        assert_eq!(les, ["0.0", "100.0", "200.0", "300.0", "400.0", "511.0", "1023.0", "2047.0", "4095.0", "8291.0", "16000.0", "32000.0", "48000.0", "64000.0", "+Inf"]);
+        let les: Vec<&str> =
+            response.iter().filter(|l| l.contains(series)).filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()).collect();
+        assert_eq!(
+            les,
+            [
+                "0.0", "100.0", "200.0", "300.0", "400.0", "511.0", "1023.0", "2047.0", "4095.0", "8291.0", "16000.0", "32000.0",
+                "48000.0", "64000.0", "+Inf"
+            ]
+        );
         let tcp_sum = samples(&text, "coredns_dns_response_size_bytes_sum");
-        assert!(tcp_sum.contains(&r#"coredns_dns_response_size_bytes_sum{server="dns://:53",zone=".",view="",proto="tcp"} 2000.0"#.to_string()), "{tcp_sum:?}");
+        assert!(
+            tcp_sum.contains(&r#"coredns_dns_response_size_bytes_sum{server="dns://:53",zone=".",view="",proto="tcp"} 2000.0"#.to_string()),
+            "{tcp_sum:?}"
+        );
     }
 
     #[test]
@@ -1171,9 +1187,15 @@ mod tests {
         a.cache_lookup_missed();
         b.cache_lookup_missed();
         let text = metrics.encode();
-        assert_eq!(samples(&text, "coredns_cache_requests_total"), [r#"coredns_cache_requests_total{server="dns://:53",zones=".",view=""} 5"#]);
+        assert_eq!(
+            samples(&text, "coredns_cache_requests_total"),
+            [r#"coredns_cache_requests_total{server="dns://:53",zones=".",view=""} 5"#]
+        );
         let hits = samples(&text, "coredns_cache_hits_total");
-        assert!(hits.contains(&r#"coredns_cache_hits_total{server="dns://:53",type="success",zones=".",view=""} 2"#.to_string()), "{hits:?}");
+        assert!(
+            hits.contains(&r#"coredns_cache_hits_total{server="dns://:53",type="success",zones=".",view=""} 2"#.to_string()),
+            "{hits:?}"
+        );
     }
 
     #[test]
@@ -1202,7 +1224,10 @@ mod tests {
         upstream.healthcheck_failed();
         metrics.healthcheck_broken.inc();
         let text = metrics.encode();
-        assert_eq!(samples(&text, "coredns_forward_healthcheck_failures_total"), [r#"coredns_forward_healthcheck_failures_total{to="10.0.0.10:53"} 2"#]);
+        assert_eq!(
+            samples(&text, "coredns_forward_healthcheck_failures_total"),
+            [r#"coredns_forward_healthcheck_failures_total{to="10.0.0.10:53"} 2"#]
+        );
         assert_eq!(
             samples(&text, "coredns_proxy_healthcheck_failures_total"),
             [r#"coredns_proxy_healthcheck_failures_total{proxy_name="forward",to="10.0.0.10:53"} 2"#]

@@ -55,7 +55,7 @@ struct Reading {
 fn read() -> Reading {
     // SAFETY: sysconf only reads constants of the system.
     let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
-    let (ticks, page) = (ticks.max(1) as f64, page.max(1) as i64);
+    let (ticks, page) = (ticks.max(1) as f64, page.max(1));
     let stat = std::fs::read_to_string("/proc/self/stat").ok().as_deref().and_then(parse_stat);
     let btime = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(parse_btime);
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -80,7 +80,12 @@ impl Collector for ProcessCollector {
         let r = read();
         if let Some(v) = r.cpu_seconds {
             let counter = ConstCounter::new(v);
-            counter.encode(encoder.encode_descriptor("process_cpu_seconds", "Total user and system CPU time spent in seconds.", None, counter.metric_type())?)?;
+            counter.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                None,
+                counter.metric_type(),
+            )?)?;
         }
         let gauges: [(&str, &str, Option<f64>); 5] = [
             ("process_resident_memory_bytes", "Resident memory size in bytes.", r.resident_bytes.map(|v| v as f64)),
