@@ -4,7 +4,10 @@
 //! Owns the registry and the HTTP endpoint ([`http`]). Counters used on the hot path are
 //! resolved once per listener worker into [`ListenerMetrics`] so that counting a query is an
 //! atomic add, never a label lookup; those counted on every answer are each worker's own,
-//! summed at scrape ([`summed`]). Nothing here decides anything about DNS.
+//! summed at scrape ([`summed`]). A UDP worker holds its batch's latencies and sizes and
+//! observes them once the batch is sent ([`HeldLatencies`], [`HeldSizes`]). The `process_*`
+//! metrics are read from `/proc` at each scrape ([`process`]). Nothing here decides anything
+//! about DNS.
 
 mod histogram;
 pub mod http;
@@ -439,11 +442,7 @@ impl Metrics {
             "Histogram of the time (in seconds) each request took per zone.",
             m.duration.clone(),
         );
-        r.register(
-            "coredns_dns_request_size_bytes",
-            "Size of the request in bytes (CoreDNS's help says the EDNS0 UDP buffer; it counts the message).",
-            m.request_size.clone(),
-        );
+        r.register("coredns_dns_request_size_bytes", "Size of the request in bytes.", m.request_size.clone());
         r.register("coredns_dns_response_size_bytes", "Size of the returned response in bytes.", m.response_size.clone());
         r.register("coredns_cache_entries", "The number of elements in the cache.", m.cache_entries.clone());
         r.register("coredns_cache_requests", "The count of cache requests.", m.cache_requests.clone());
