@@ -212,6 +212,7 @@ impl Forwarder {
 
     /// The group's upstreams in the order the policy gives, healthy ones first (all of them
     /// when none is healthy, as CoreDNS does: health checking may be what is broken).
+    /// None healthy is counted in `coredns_forward_healthcheck_broken_total`, as CoreDNS does.
     fn order(&self, servers: &[Arc<Upstream>], policy: Policy) -> Vec<Arc<Upstream>> {
         let mut order: Vec<Arc<Upstream>> = servers.to_vec();
         match policy {
@@ -225,6 +226,9 @@ impl Forwarder {
         }
         // Stable: keeps the policy's order within each half.
         order.sort_by_key(|u| !u.is_up());
+        if order.first().is_some_and(|u| !u.is_up()) {
+            self.metrics.healthcheck_broken.inc();
+        }
         order
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use hickory_proto::op::Message;
 use nodedns::harness::Hits;
-use nodedns::metrics::HeldLatencies;
+use nodedns::metrics::{HeldLatencies, HeldSizes};
 use nodedns::query::handler::{Local, Request};
 use nodedns::wire::MAX_MESSAGE;
 use nodedns::wire::Transport;
@@ -49,7 +49,9 @@ fn cache_hit_allocates_nothing() {
     let client: SocketAddr = "127.0.0.1:5353".parse().unwrap();
 
     let held = HeldLatencies::default();
-    // As a UDP worker answers: the prefetch steps, then the answer.
+    let sizes = HeldSizes::default();
+    // As a UDP worker answers: the prefetch steps, then the answer, its sizes held with the
+    // batch's, then what was held observed.
     let answer = |out: &mut [u8]| {
         let mut lower = [0u8; MAX_NAME];
         let parsed = hits.handler.parse(&query, &mut lower);
@@ -65,7 +67,11 @@ fn cache_hit_allocates_nothing() {
             held: Some(&held),
         };
         let local = hits.handler.answer_parsed(&parsed, out, &req);
+        if let Local::Reply(len) = local {
+            sizes.hold(query.len(), len);
+        }
         held.release(&hits.listener, started.elapsed().as_secs_f64());
+        sizes.release(&hits.listener);
         local
     };
     let Local::Reply(len) = answer(&mut out) else { panic!("expected a cache hit") };

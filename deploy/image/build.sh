@@ -39,7 +39,8 @@ done
 if [ -z "$binary" ]; then
     # A no-op when target/release is up to date; never needs the network once the crates
     # are in cargo's cache (Cargo.lock is respected as is).
-    cargo build --release --locked --bin nodedns
+    # The commit goes into coredns_build_info{revision} (a changed value rebuilds).
+    NODEDNS_REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" cargo build --release --locked --bin nodedns
     binary="${CARGO_TARGET_DIR:-target}/release/nodedns"
 fi
 version="$("$binary" --version | awk '{print $2}')"

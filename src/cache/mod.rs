@@ -256,6 +256,11 @@ impl Cache {
         (self.positive.len(), self.negative.len())
     }
 
+    /// Entries evicted so far to make room: (positive, negative).
+    pub fn evictions(&self) -> (u64, u64) {
+        (self.positive.evictions(), self.negative.evictions())
+    }
+
     /// Total weight (octets, with the per-entry floor) held: (positive, negative).
     pub fn weight(&self) -> (u64, u64) {
         (self.positive.weight(), self.negative.weight())

@@ -146,6 +146,11 @@ impl Store {
         self.sum(|s| s.len as u64) as usize
     }
 
+    /// Entries taken out so far to make room for others (not removals, not replacements).
+    pub(super) fn evictions(&self) -> u64 {
+        self.sum(|s| s.evictions)
+    }
+
     pub(super) fn weight(&self) -> u64 {
         self.sum(|s| s.weight)
     }
@@ -263,6 +268,8 @@ struct Shard {
     ghost: Box<[u32]>,
     /// The main set's CLOCK hand: a slot index.
     hand: usize,
+    /// Entries evicted to keep the bound, ever.
+    evictions: u64,
 }
 
 const FIRST_SLOTS: usize = 16;
@@ -280,6 +287,7 @@ impl Shard {
             probation_len: 0,
             ghost: vec![0; FIRST_SLOTS / 2].into_boxed_slice(),
             hand: 0,
+            evictions: 0,
         }
     }
 
@@ -472,6 +480,7 @@ impl Shard {
                 self.add_weight(at, weight);
             } else {
                 self.drop_entry(at);
+                self.evictions += 1;
                 let (slot, print) = self.ghost_index(hash);
                 self.ghost[slot] = print;
             }
@@ -500,6 +509,7 @@ impl Shard {
                 continue;
             }
             self.drop_entry(at);
+            self.evictions += 1;
             // The gap may now hold an entry the hand has not looked at.
             self.hand = at;
             return;
@@ -687,6 +697,21 @@ mod tests {
         let shard = store.shards[0].read();
         assert!(shard.probation.len() <= 2 * shard.probation_len + 17, "{} hashes queued", shard.probation.len());
         assert_eq!(shard.probation_len, 4, "38 to 40 and 99 (37 made room for it)");
+    }
+
+    #[test]
+    fn evictions_count_entries_taken_out_for_room_and_nothing_else() {
+        let store = full_shard();
+        assert_eq!(store.evictions(), 0, "filling up to the bound evicts nothing");
+        store.remove(spread(1));
+        store.insert(spread(2), entry(2));
+        assert_eq!(store.evictions(), 0, "a removal and a replacement are not evictions");
+        store.insert(spread(1), entry(1));
+        for i in 41..=60 {
+            store.insert(spread(i), entry(i as usize));
+        }
+        assert_eq!(store.evictions(), 20, "one out for each of 20 new names past the bound");
+        assert_eq!(store.len(), 40);
     }
 
     #[test]

@@ -168,6 +168,7 @@ impl TcpServer {
             };
             match self.handler.answer_local(&packet, &mut out, &req) {
                 Local::Reply(len) => {
+                    self.listener_metrics.sizes(packet.len(), len);
                     if tx.send(out[..len].to_vec()).await.is_err() {
                         return;
                     }
@@ -187,6 +188,7 @@ impl TcpServer {
                             held: None,
                         };
                         if let Some(response) = this.handler.answer_miss(&packet, &req).await {
+                            this.listener_metrics.sizes(packet.len(), response.len());
                             let _ = tx.send(response).await;
                         }
                         drop((permit, slot));

@@ -4,15 +4,20 @@
 //! Owns the registry and the HTTP endpoint ([`http`]). Counters used on the hot path are
 //! resolved once per listener worker into [`ListenerMetrics`] so that counting a query is an
 //! atomic add, never a label lookup; those counted on every answer are each worker's own,
-//! summed at scrape ([`summed`]). Nothing here decides anything about DNS.
+//! summed at scrape ([`summed`]). A UDP worker holds its batch's latencies and sizes and
+//! observes them once the batch is sent ([`HeldLatencies`], [`HeldSizes`]). The `process_*`
+//! metrics are read from `/proc` at each scrape ([`process`]). Nothing here decides anything
+//! about DNS.
 
 mod histogram;
 pub mod http;
+mod process;
 mod summed;
 
 use histogram::AtomicHistogram;
 use summed::Summed;
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU32};
@@ -69,8 +74,29 @@ struct CacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SizeLabels {
+    server: String,
+    zone: String,
+    view: String,
+    proto: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ToLabels {
     to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyToLabels {
+    proxy_name: String,
+    to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    revision: String,
+    goversion: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -152,6 +178,38 @@ impl MetricConstructor<Summed<AtomicHistogram>> for DurationBuckets {
         Summed::default()
     }
 }
+
+/// CoreDNS's request and response size buckets, in octets.
+const SIZE_BOUNDS: [u32; 14] = [0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16_000, 32_000, 48_000, 64_000];
+/// The size buckets with +Inf.
+const SIZE_BUCKETS: usize = SIZE_BOUNDS.len() + 1;
+
+/// The bucket of a message of `len` octets. Most queries are under 100 octets and most
+/// answers under 512, so the scan ends within a few comparisons.
+#[inline]
+fn size_bucket(len: usize) -> usize {
+    SIZE_BOUNDS.iter().position(|&bound| len <= bound as usize).unwrap_or(SIZE_BOUNDS.len())
+}
+
+#[derive(Clone)]
+struct SizeBuckets;
+
+impl MetricConstructor<Summed<AtomicHistogram>> for SizeBuckets {
+    fn new_metric(&self) -> Summed<AtomicHistogram> {
+        Summed::default()
+    }
+}
+
+impl SizeBuckets {
+    /// One worker's part: sums in whole octets.
+    fn part() -> AtomicHistogram {
+        AtomicHistogram::with_units(SIZE_BOUNDS.map(f64::from), 1.0)
+    }
+}
+
+/// The Rust compiler that built nodedns, for `coredns_build_info`'s `goversion` label (see
+/// build.rs), as "rust1.88.0" where CoreDNS has "go1.21.5".
+const RUST_VERSION: &str = env!("NODEDNS_RUST_VERSION");
 
 /// Query types CoreDNS names in its `type` label (by their mnemonic); everything else is
 /// `other`, the last slot.
@@ -253,8 +311,12 @@ pub struct Metrics {
     requests: Family<RequestLabels, Summed<Counter>>,
     responses: Family<ResponseLabels, Summed<Counter>>,
     duration: Family<DurationLabels, Summed<AtomicHistogram>, DurationBuckets>,
+    request_size: Family<SizeLabels, Summed<AtomicHistogram>, SizeBuckets>,
+    response_size: Family<SizeLabels, Summed<AtomicHistogram>, SizeBuckets>,
     cache_entries: Family<CacheTypeLabels, Gauge>,
     cache_hits: Family<CacheTypeLabels, Summed<Counter>>,
+    cache_requests: Family<CacheLabels, Summed<Counter>>,
+    cache_evictions: Family<CacheTypeLabels, Counter>,
     cache_misses: Family<CacheLabels, Counter>,
     cache_prefetch: Family<CacheLabels, Counter>,
     cache_served_stale: Family<CacheLabels, Counter>,
@@ -263,6 +325,8 @@ pub struct Metrics {
     forward_duration: Family<ToRcodeLabels, Histogram, DurationBuckets>,
     proxy_duration: Family<ProxyLabels, Histogram, DurationBuckets>,
     upstream_errors: Family<ToReasonLabels, Counter>,
+    healthcheck_failures: Family<ToLabels, Counter>,
+    proxy_healthcheck_failures: Family<ProxyToLabels, Counter>,
     upstream_ignored: Family<ToLabels, Counter>,
     dropped: Family<ReasonLabels, Counter>,
     up_connections: Family<ToLabels, Gauge>,
@@ -294,6 +358,8 @@ pub struct Metrics {
     forward_loop_detections: Family<ZoneLabels, Counter>,
     forward_loop_answers: Family<ZoneLabels, Counter>,
     pub coalesced: Counter,
+    /// Fetches that found every upstream of their group marked down (and asked them anyway).
+    pub healthcheck_broken: Counter,
     pub inflight_misses: Gauge,
     pub deadline_exceeded: Counter,
     pub tcp_clients: Gauge,
@@ -314,8 +380,12 @@ impl Metrics {
             requests: Family::default(),
             responses: Family::default(),
             duration: Family::new_with_constructor(DurationBuckets),
+            request_size: Family::new_with_constructor(SizeBuckets),
+            response_size: Family::new_with_constructor(SizeBuckets),
             cache_entries: Family::default(),
             cache_hits: Family::default(),
+            cache_requests: Family::default(),
+            cache_evictions: Family::default(),
             cache_misses: Family::default(),
             cache_prefetch: Family::default(),
             cache_served_stale: Family::default(),
@@ -324,6 +394,8 @@ impl Metrics {
             forward_duration: Family::new_with_constructor(DurationBuckets),
             proxy_duration: Family::new_with_constructor(DurationBuckets),
             upstream_errors: Family::default(),
+            healthcheck_failures: Family::default(),
+            proxy_healthcheck_failures: Family::default(),
             upstream_ignored: Family::default(),
             dropped: Family::default(),
             up_connections: Family::default(),
@@ -355,6 +427,7 @@ impl Metrics {
             forward_loop_detections: Family::default(),
             forward_loop_answers: Family::default(),
             coalesced: Counter::default(),
+            healthcheck_broken: Counter::default(),
             inflight_misses: Gauge::default(),
             deadline_exceeded: Counter::default(),
             tcp_clients: Gauge::default(),
@@ -369,8 +442,12 @@ impl Metrics {
             "Histogram of the time (in seconds) each request took per zone.",
             m.duration.clone(),
         );
+        r.register("coredns_dns_request_size_bytes", "Size of the request in bytes.", m.request_size.clone());
+        r.register("coredns_dns_response_size_bytes", "Size of the returned response in bytes.", m.response_size.clone());
         r.register("coredns_cache_entries", "The number of elements in the cache.", m.cache_entries.clone());
+        r.register("coredns_cache_requests", "The count of cache requests.", m.cache_requests.clone());
         r.register("coredns_cache_hits", "The count of cache hits.", m.cache_hits.clone());
+        r.register("coredns_cache_evictions", "The count of cache evictions.", m.cache_evictions.clone());
         r.register("coredns_cache_misses", "The count of cache misses.", m.cache_misses.clone());
         r.register("coredns_cache_prefetch", "The number of times the cache has prefetched a cached item.", m.cache_prefetch.clone());
         r.register("coredns_cache_served_stale", "The number of requests served from stale cache entries.", m.cache_served_stale.clone());
@@ -378,6 +455,33 @@ impl Metrics {
         r.register("coredns_forward_responses", "Counter of responses received per upstream.", m.forward_responses.clone());
         r.register("coredns_forward_request_duration_seconds", "Histogram of the time each request took.", m.forward_duration.clone());
         r.register("coredns_proxy_request_duration_seconds", "Histogram of the time each request took.", m.proxy_duration.clone());
+        r.register("coredns_forward_healthcheck_failures", "Counter of the number of failed healthchecks.", m.healthcheck_failures.clone());
+        // CoreDNS 1.11 counts them under `proxy`, with the plugin's name; later versions under
+        // `forward` again: both, as for the request duration.
+        r.register(
+            "coredns_proxy_healthcheck_failures",
+            "Counter of the number of failed healthchecks.",
+            m.proxy_healthcheck_failures.clone(),
+        );
+        r.register(
+            "coredns_forward_healthcheck_broken",
+            "Counter of the number of complete failures of the healthchecks.",
+            m.healthcheck_broken.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+                revision: option_env!("NODEDNS_REVISION").unwrap_or("unknown").into(),
+                goversion: RUST_VERSION.into(),
+            })
+            .set(1);
+        r.register(
+            "coredns_build_info",
+            "A metric with a constant '1' value labeled by version, revision, and goversion from which nodedns was built (goversion: the Rust compiler's).",
+            build_info,
+        );
+        r.register_collector(Box::new(process::ProcessCollector));
         r.register("nodedns_upstream_errors", "Upstream exchanges that failed, by reason.", m.upstream_errors.clone());
         r.register(
             "nodedns_upstream_ignored_responses",
@@ -596,6 +700,17 @@ impl Metrics {
                 .attach(Counter::default())
         });
         let cache_labels = CacheLabels { server: server.into(), zones: zone.clone(), view: view.clone() };
+        // A request through the cache is a hit or a lookup that found nothing: the hits'
+        // counters are parts of the requests' sum too, so a hit counts once for both.
+        let cache_requests = self.cache_requests.get_or_create(&cache_labels);
+        for hit in &hits {
+            cache_requests.attach(hit.clone());
+        }
+        let cache_lookup_missed = cache_requests.attach(Counter::default());
+        drop(cache_requests);
+        let size_labels = SizeLabels { server: server.into(), zone: zone.clone(), view: view.clone(), proto: proto.into() };
+        let request_size = self.request_size.get_or_create(&size_labels).attach(SizeBuckets::part());
+        let response_size = self.response_size.get_or_create(&size_labels).attach(SizeBuckets::part());
         let cache_miss = self.cache_misses.get_or_create_owned(&cache_labels);
         let prefetch = self.cache_prefetch.get_or_create_owned(&cache_labels);
         let served_stale = self.cache_served_stale.get_or_create_owned(&cache_labels);
@@ -607,7 +722,21 @@ impl Metrics {
         });
         let overloaded =
             self.overloaded.get_or_create_owned(&CacheLabels { server: server.into(), zones: zone.clone(), view: view.clone() });
-        ListenerMetrics { requests, duration, responses, hits, cache_miss, prefetch, served_stale, dropped, denied, overloaded }
+        ListenerMetrics {
+            requests,
+            duration,
+            request_size,
+            response_size,
+            responses,
+            hits,
+            cache_lookup_missed,
+            cache_miss,
+            prefetch,
+            served_stale,
+            dropped,
+            denied,
+            overloaded,
+        }
     }
 
     pub fn node_repaired(&self, what: &str) {
@@ -664,6 +793,10 @@ impl Metrics {
             rate_limited: self.up_rate_limited.get_or_create_owned(&l),
             conn_reused: self.conn_cache_hits.get_or_create_owned(&p),
             conn_opened: self.conn_cache_misses.get_or_create_owned(&p),
+            healthcheck_failures: [
+                self.healthcheck_failures.get_or_create_owned(&l),
+                self.proxy_healthcheck_failures.get_or_create_owned(&ProxyToLabels { proxy_name: "forward".into(), to: to.into() }),
+            ],
         };
         m.healthy.set(1);
         m
@@ -675,6 +808,21 @@ impl Metrics {
             self.cache_entries
                 .get_or_create(&CacheTypeLabels { server: server.into(), r#type: t.into(), zones: ".".into(), view: String::new() })
                 .set(n as i64);
+        }
+    }
+
+    /// Sets the cache's eviction counters from the stores' totals (which only grow); called
+    /// just before each scrape.
+    pub fn set_cache_evictions(&self, server: &str, positive: u64, negative: u64) {
+        for (t, n) in [("success", positive), ("denial", negative)] {
+            let counter = self.cache_evictions.get_or_create(&CacheTypeLabels {
+                server: server.into(),
+                r#type: t.into(),
+                zones: ".".into(),
+                view: String::new(),
+            });
+            // The larger: two scrapes at once cannot take the counter back.
+            counter.inner().fetch_max(n, Relaxed);
         }
     }
 
@@ -729,6 +877,8 @@ pub struct UpstreamMetrics {
     pub rate_limited: Counter,
     pub conn_reused: Counter,
     pub conn_opened: Counter,
+    /// `coredns_forward_healthcheck_failures` and `coredns_proxy_healthcheck_failures`.
+    healthcheck_failures: [Counter; 2],
 }
 
 impl UpstreamMetrics {
@@ -746,6 +896,13 @@ impl UpstreamMetrics {
 
     pub fn error(&self, reason: &str) {
         self.errors.get_or_create(&ToReasonLabels { to: self.to.clone(), reason: reason.into() }).inc();
+    }
+
+    /// A probe of the upstream while it is marked down got no response.
+    pub fn healthcheck_failed(&self) {
+        for counter in &self.healthcheck_failures {
+            counter.inc();
+        }
     }
 }
 
@@ -789,13 +946,64 @@ impl HeldLatencies {
     }
 }
 
+/// The request and response sizes of one batch's answers, held until the batch is sent and
+/// then added to the histograms bucket by bucket: a UDP worker's answer so costs two short
+/// scans and four plain adds to its own memory, not four atomic adds.
+///
+/// One worker's own ([`Cell`]s: it never leaves the worker's thread).
+#[derive(Default)]
+pub struct HeldSizes {
+    requests: [Cell<u32>; SIZE_BUCKETS],
+    responses: [Cell<u32>; SIZE_BUCKETS],
+    request_octets: Cell<u64>,
+    response_octets: Cell<u64>,
+    any: Cell<bool>,
+}
+
+impl HeldSizes {
+    /// Holds one answered query of `request` octets and its answer of `response` octets.
+    #[inline]
+    pub fn hold(&self, request: usize, response: usize) {
+        let (q, r) = (&self.requests[size_bucket(request)], &self.responses[size_bucket(response)]);
+        q.set(q.get() + 1);
+        r.set(r.get() + 1);
+        self.request_octets.set(self.request_octets.get() + request as u64);
+        self.response_octets.set(self.response_octets.get() + response as u64);
+        self.any.set(true);
+    }
+
+    /// Observes every held size into `metrics`, and holds none after.
+    pub fn release(&self, metrics: &ListenerMetrics) {
+        if !self.any.replace(false) {
+            return;
+        }
+        for (held, histogram, octets) in [
+            (&self.requests, &metrics.request_size, &self.request_octets),
+            (&self.responses, &metrics.response_size, &self.response_octets),
+        ] {
+            let mut sum = octets.replace(0);
+            for (bucket, count) in held.iter().enumerate() {
+                let times = count.replace(0);
+                if times > 0 {
+                    // The whole sum goes with the first bucket: the histogram adds it up anyway.
+                    histogram.add(bucket, u64::from(times), std::mem::take(&mut sum));
+                }
+            }
+        }
+    }
+}
+
 /// One listener's hot-path counters, each resolved to its label set once.
 #[derive(Clone)]
 pub struct ListenerMetrics {
     requests: [Counter; TYPES.len()],
     duration: [AtomicHistogram; TYPES.len()],
+    request_size: AtomicHistogram,
+    response_size: AtomicHistogram,
     responses: [[Counter; RCODES]; SOURCES.len()],
     hits: [Counter; 2],
+    /// Lookups in the cache that found no fresh entry (requests through the cache, less hits).
+    cache_lookup_missed: Counter,
     cache_miss: Counter,
     prefetch: Counter,
     served_stale: Counter,
@@ -822,6 +1030,21 @@ impl ListenerMetrics {
     #[inline]
     pub fn cache_hit(&self, negative: bool) {
         self.hits[usize::from(negative)].inc();
+    }
+
+    /// A query of `request` octets answered with `response` octets, observed now (TCP, and
+    /// misses); a UDP worker holds its batch's instead ([`HeldSizes`]).
+    #[inline]
+    pub fn sizes(&self, request: usize, response: usize) {
+        self.request_size.add(size_bucket(request), 1, request as u64);
+        self.response_size.add(size_bucket(response), 1, response as u64);
+    }
+
+    /// The cache was consulted and had no fresh entry: a request through the cache that is
+    /// not a hit.
+    #[inline]
+    pub fn cache_lookup_missed(&self) {
+        self.cache_lookup_missed.inc();
     }
 
     #[inline]
@@ -887,6 +1110,140 @@ mod tests {
             assert_eq!(rcode_label(rcode_index(Rcode(code))), Rcode(code).as_str(), "rcode {code}");
         }
         assert_eq!(rcode_label(rcode_index(Rcode::BADVERS)), "BADVERS", "not OTHER, and not NOERROR");
+    }
+
+    /// The sample lines of `name` (a whole metric name, `_bucket`/`_sum`/`_count` included).
+    fn samples(text: &str, name: &str) -> Vec<String> {
+        text.lines().filter(|l| l.split(['{', ' ']).next() == Some(name)).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn sizes_fall_in_coredns_buckets_at_their_bounds() {
+        let at = |len| size_bucket(len);
+        assert_eq!((at(0), at(1), at(100), at(101), at(511), at(512)), (0, 1, 1, 2, 5, 6));
+        assert_eq!((at(8291), at(8292), at(64_000), at(65_535)), (9, 10, 13, SIZE_BUCKETS - 1));
+    }
+
+    #[test]
+    fn sizes_are_histograms_by_server_zone_view_and_proto_in_octets() {
+        let metrics = Metrics::new();
+        let udp = metrics.listener("dns://:53", "udp", false);
+        let tcp = metrics.listener("dns://:53", "tcp", false);
+        udp.sizes(40, 56);
+        udp.sizes(40, 600);
+        tcp.sizes(300, 2000);
+        let text = metrics.encode();
+        assert!(text.contains("# TYPE coredns_dns_request_size_bytes histogram\n"), "{text}");
+        let series = r#"server="dns://:53",zone=".",view="",proto="udp""#;
+        let request = samples(&text, "coredns_dns_request_size_bytes_bucket");
+        assert!(request.contains(&format!("coredns_dns_request_size_bytes_bucket{{le=\"0.0\",{series}}} 0")), "{request:?}");
+        assert!(request.contains(&format!("coredns_dns_request_size_bytes_bucket{{le=\"100.0\",{series}}} 2")), "{request:?}");
+        assert!(
+            samples(&text, "coredns_dns_request_size_bytes_sum").contains(&format!("coredns_dns_request_size_bytes_sum{{{series}}} 80.0"))
+        );
+        let response = samples(&text, "coredns_dns_response_size_bytes_bucket");
+        assert!(response.contains(&format!("coredns_dns_response_size_bytes_bucket{{le=\"511.0\",{series}}} 1")), "{response:?}");
+        assert!(response.contains(&format!("coredns_dns_response_size_bytes_bucket{{le=\"1023.0\",{series}}} 2")), "{response:?}");
+        let les: Vec<&str> =
+            response.iter().filter(|l| l.contains(series)).filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()).collect();
+        assert_eq!(
+            les,
+            [
+                "0.0", "100.0", "200.0", "300.0", "400.0", "511.0", "1023.0", "2047.0", "4095.0", "8291.0", "16000.0", "32000.0",
+                "48000.0", "64000.0", "+Inf"
+            ]
+        );
+        let tcp_sum = samples(&text, "coredns_dns_response_size_bytes_sum");
+        assert!(
+            tcp_sum.contains(&r#"coredns_dns_response_size_bytes_sum{server="dns://:53",zone=".",view="",proto="tcp"} 2000.0"#.to_string()),
+            "{tcp_sum:?}"
+        );
+    }
+
+    #[test]
+    fn held_sizes_read_as_the_same_sizes_observed_one_by_one() {
+        let (held_in, direct_in) = (Metrics::new(), Metrics::new());
+        let (held_worker, direct) = (held_in.listener("dns://:53", "udp", false), direct_in.listener("dns://:53", "udp", false));
+        let held = HeldSizes::default();
+        for (request, response) in [(40, 56), (45, 56), (40, 700), (1300, 64_001), (0, 0)] {
+            held.hold(request, response);
+            direct.sizes(request, response);
+        }
+        let sizes = |m: &Metrics| m.encode().lines().filter(|l| l.contains("_size_bytes")).map(str::to_string).collect::<Vec<_>>();
+        assert_ne!(sizes(&held_in), sizes(&direct_in), "held, not yet observed");
+        held.release(&held_worker);
+        held.release(&held_worker);
+        assert_eq!(sizes(&held_in), sizes(&direct_in));
+    }
+
+    #[test]
+    fn cache_requests_are_hits_and_lookups_that_missed_across_workers() {
+        let metrics = Metrics::new();
+        let (a, b) = (metrics.listener("dns://:53", "udp", false), metrics.listener("dns://:53", "udp", false));
+        a.cache_hit(false);
+        a.cache_hit(true);
+        b.cache_hit(false);
+        a.cache_lookup_missed();
+        b.cache_lookup_missed();
+        let text = metrics.encode();
+        assert_eq!(
+            samples(&text, "coredns_cache_requests_total"),
+            [r#"coredns_cache_requests_total{server="dns://:53",zones=".",view=""} 5"#]
+        );
+        let hits = samples(&text, "coredns_cache_hits_total");
+        assert!(
+            hits.contains(&r#"coredns_cache_hits_total{server="dns://:53",type="success",zones=".",view=""} 2"#.to_string()),
+            "{hits:?}"
+        );
+    }
+
+    #[test]
+    fn cache_evictions_follow_the_stores_totals_by_type_and_never_go_back() {
+        let metrics = Metrics::new();
+        metrics.set_cache_evictions("dns://:53", 7, 2);
+        metrics.set_cache_evictions("dns://:53", 5, 3);
+        let text = metrics.encode();
+        assert!(text.contains("# TYPE coredns_cache_evictions counter\n"), "{text}");
+        let mut evictions = samples(&text, "coredns_cache_evictions_total");
+        evictions.sort();
+        assert_eq!(
+            evictions,
+            [
+                r#"coredns_cache_evictions_total{server="dns://:53",type="denial",zones=".",view=""} 3"#,
+                r#"coredns_cache_evictions_total{server="dns://:53",type="success",zones=".",view=""} 7"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn health_check_failures_are_counted_per_upstream_under_both_coredns_names() {
+        let metrics = Metrics::new();
+        let upstream = metrics.upstream("10.0.0.10:53", "udp");
+        upstream.healthcheck_failed();
+        upstream.healthcheck_failed();
+        metrics.healthcheck_broken.inc();
+        let text = metrics.encode();
+        assert_eq!(
+            samples(&text, "coredns_forward_healthcheck_failures_total"),
+            [r#"coredns_forward_healthcheck_failures_total{to="10.0.0.10:53"} 2"#]
+        );
+        assert_eq!(
+            samples(&text, "coredns_proxy_healthcheck_failures_total"),
+            [r#"coredns_proxy_healthcheck_failures_total{proxy_name="forward",to="10.0.0.10:53"} 2"#]
+        );
+        assert_eq!(samples(&text, "coredns_forward_healthcheck_broken_total"), ["coredns_forward_healthcheck_broken_total 1"]);
+    }
+
+    #[test]
+    fn build_info_is_one_labelled_by_version_revision_and_the_rust_version() {
+        let text = Metrics::new().encode();
+        let info = samples(&text, "coredns_build_info");
+        assert_eq!(info.len(), 1, "{info:?}");
+        let prefix = format!(r#"coredns_build_info{{version="{}",revision=""#, env!("CARGO_PKG_VERSION"));
+        assert!(info[0].starts_with(&prefix) && info[0].ends_with(" 1"), "{info:?}");
+        assert!(info[0].contains(r#"goversion="rust1."#), "{info:?}");
+        assert!(text.contains("# TYPE coredns_build_info gauge\n"));
+        assert!(text.contains("# TYPE process_resident_memory_bytes gauge\n"), "the process collector is registered");
     }
 
     #[test]

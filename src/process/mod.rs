@@ -404,7 +404,7 @@ impl Listening {
     }
 }
 
-/// `/metrics` (with the cache's size read at each scrape), `/health`, `/ready` and the admin
+/// `/metrics` (with the cache's size and evictions read at each scrape), `/health`, `/ready` and the admin
 /// routes.
 fn metrics_endpoints(built: &Built, settings: &RestartOnly, ready: Arc<Readiness>) -> http::Endpoints {
     let label = settings.listen.first().map(|a| server_label(*a)).unwrap_or_default();
@@ -412,6 +412,8 @@ fn metrics_endpoints(built: &Built, settings: &RestartOnly, ready: Arc<Readiness
     let encode = Arc::new(move || {
         let (positive, negative) = cache.len();
         metrics.set_cache_entries(&label, positive, negative);
+        let (positive, negative) = cache.evictions();
+        metrics.set_cache_evictions(&label, positive, negative);
         metrics.encode()
     });
     http::Endpoints { encode, ready, extra: Some(admin::routes(built.handler.clone())) }

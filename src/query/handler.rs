@@ -326,6 +326,7 @@ impl Handler {
                 Local::Reply(hit.len)
             }
             None => {
+                req.metrics.cache_lookup_missed();
                 if self.hosts_on.load(Ordering::Relaxed)
                     && let Some(len) = self.answer_by_hosts(query, key, out, req)
                 {

@@ -188,6 +188,8 @@ impl Upstream {
                     this.health.success();
                     this.metrics.healthy.set(1);
                     tracing::info!(upstream = %this.label, "upstream answered its probe: back up");
+                } else {
+                    this.metrics.healthcheck_failed();
                 }
             }
         });

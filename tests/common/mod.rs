@@ -508,6 +508,21 @@ pub fn exchange_udp_from(source: &str, server: SocketAddr, packet: &[u8], timeou
     Some(buf)
 }
 
+/// Sends raw octets as one query over a new TCP connection and returns the raw response,
+/// `None` on timeout or a closed connection.
+pub fn exchange_tcp(server: SocketAddr, packet: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&server, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(packet);
+    s.write_all(&framed).ok()?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).ok()?;
+    Some(buf)
+}
+
 /// Asserts the response answers our query: same ID, same question (case included).
 pub fn assert_matches_query(resp: &Message, id: u16, name: &str) {
     assert_eq!(resp.metadata.id, id);

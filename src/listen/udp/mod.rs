@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::gate::Gate;
-use crate::metrics::{HeldLatencies, ListenerMetrics};
+use crate::metrics::{HeldLatencies, HeldSizes, ListenerMetrics};
 use crate::query::handler::{Handler, Local, Request};
 use crate::wire::Transport;
 use crate::wire::name::MAX_NAME;
@@ -92,7 +92,12 @@ fn serve(socket: std::net::UdpSocket, w: Worker) {
     let socket = Arc::new(socket);
     let fd = socket.as_raw_fd();
     let mut batch = Batch::new();
-    let mut scratch = Scratch { lowers: Box::new([[0u8; MAX_NAME]; BATCH]), replies: [(0, 0); BATCH], held: HeldLatencies::default() };
+    let mut scratch = Scratch {
+        lowers: Box::new([[0u8; MAX_NAME]; BATCH]),
+        replies: [(0, 0); BATCH],
+        held: HeldLatencies::default(),
+        sizes: HeldSizes::default(),
+    };
     let (mut look, mut next_look) = (true, Instant::now());
     loop {
         if look {
@@ -120,6 +125,7 @@ fn serve(socket: std::net::UdpSocket, w: Worker) {
         if scratch.held.any() {
             scratch.held.release(&w.metrics, started.elapsed().as_secs_f64());
         }
+        scratch.sizes.release(&w.metrics);
     }
 }
 
@@ -130,6 +136,8 @@ struct Scratch {
     /// The answers to send: (datagram index, answer length).
     replies: [(usize, usize); BATCH],
     held: HeldLatencies,
+    /// The sizes of the batch's answers and their queries.
+    sizes: HeldSizes,
 }
 
 /// Answers the `count` datagrams of the last receive: hits and local answers into their
@@ -169,6 +177,7 @@ fn answer_batch(
         match w.handler.answer_parsed(query, answers.room(i), &req) {
             Local::Reply(len) => {
                 scratch.replies[replies] = (i, len);
+                scratch.sizes.hold(packet.len(), len);
                 replies += 1;
             }
             Local::Drop => {}
@@ -191,6 +200,7 @@ fn spawn_miss(
     w.tasks.spawn(async move {
         let req = Request { transport: Transport::Udp, client: peer, local, started, metrics: &metrics, held: None };
         if let Some(response) = handler.answer_miss(&packet, &req).await {
+            metrics.sizes(packet.len(), response.len());
             // Never block the runtime on a full send buffer: drop instead, as the network would.
             let _ = sendto(socket.as_raw_fd(), &response, &SockaddrStorage::from(peer), MsgFlags::MSG_DONTWAIT);
         }
