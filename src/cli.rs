@@ -188,32 +188,18 @@ pub fn main() -> ExitCode {
         Command::NodeCache { args } => node_cache(args),
         Command::ImportCorefile { file, dns_port } => {
             let name = file.display().to_string();
-            let imported = std::fs::read_to_string(&file)
-                .map_err(|e| anyhow::anyhow!("{name}: cannot read: {e}"))
-                .and_then(|text| Ok(config::corefile::import(&name, &text, &config::corefile::Context::system(dns_port))?));
-            match imported {
-                Ok(import) => {
-                    print!("{}", import.yaml);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
+            printed(std::fs::read_to_string(&file).map_err(|e| format!("{name}: cannot read: {e}")).and_then(|text| {
+                let cx = config::corefile::Context::system(dns_port);
+                config::corefile::import(&name, &text, &cx).map(|import| import.yaml).map_err(|e| e.to_string())
+            }))
         }
-        Command::CheckConfig { file, corefile } => {
-            match origin_of(Some(file.clone()), corefile).load().and_then(|f| Settings::build(f, Overrides::default())) {
-                Ok(_) => {
-                    println!("{}: OK", file.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::CheckConfig { file, corefile } => printed(
+            origin_of(Some(file.clone()), corefile)
+                .load()
+                .and_then(|f| Settings::build(f, Overrides::default()))
+                .map(|_| format!("{}: OK\n", file.display()))
+                .map_err(|e| e.to_string()),
+        ),
         Command::Run(args) => report(run(args)),
         Command::Explain(args) => report(block_on(explain(args))),
         Command::Probe(args) => report(block_on(probe(args))),
@@ -231,6 +217,20 @@ pub fn main() -> ExitCode {
 /// image's entry point. A word after a single dash is never one of our flags.
 fn node_cache_flags(args: &[String]) -> bool {
     args.first().and_then(|a| a.strip_prefix('-')).is_some_and(|flag| flag.len() > 1 && !flag.starts_with('-'))
+}
+
+/// Prints what a command made, or its error, which alone is the message (file, line, key).
+fn printed(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -124,3 +124,66 @@ fn run_corefile_serves_hosts_and_forwards_and_reloads_when_the_corefile_changes(
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("plugin rewrite"), "{text}");
 }
+
+/// As node-cache, the Corefile is generated again when the kube-dns ConfigMap changes (a
+/// stub domain added) and the new zone is served, without a restart.
+#[test]
+fn as_node_cache_a_changed_kube_dns_configmap_is_served_without_a_restart() {
+    let cluster = Named::start(&[("cluster.local", cluster_zone())]);
+    let corp = Named::start(&[("corp.example", test_zone("corp.example"))]);
+    let (dns, health, metrics) = (loopback(free_port()), loopback(free_port()), loopback(free_port()));
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("Corefile.base");
+    let p = dns.port();
+    std::fs::write(
+        &base,
+        format!(
+            "cluster.local:{p} {{\n    bind __PILLAR__LOCAL__DNS__\n    forward . __PILLAR__CLUSTER__DNS__:{}\n    health {health}\n}}\n.:{p} {{\n    bind __PILLAR__LOCAL__DNS__\n    forward . __PILLAR__UPSTREAM__SERVERS__\n}}\n",
+            cluster.addr.port()
+        ),
+    )
+    .unwrap();
+    let kube_dns = dir.path().join("kube-dns");
+    std::fs::create_dir(&kube_dns).unwrap();
+    std::fs::write(kube_dns.join("upstreamNameservers"), format!(r#"["{}"]"#, cluster.addr)).unwrap();
+    let (base_arg, conf, cm) =
+        (base.display().to_string(), dir.path().join("Corefile").display().to_string(), kube_dns.display().to_string());
+    let args = [
+        "node-cache",
+        "-localip",
+        "127.0.0.1",
+        "-dns.port",
+        &p.to_string(),
+        "-basecorefile",
+        &base_arg,
+        "-conf",
+        &conf,
+        "-kubednscm",
+        &cm,
+        "-setupinterface=false",
+        "-setupiptables=false",
+        "-metrics-listen-address",
+        &metrics.to_string(),
+    ];
+    let child = Command::new(env!("CARGO_BIN_EXE_nodedns"))
+        .args(args)
+        .env("KUBE_DNS_SERVICE_HOST", "127.0.0.1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _proc = Proc { child, name: "nodedns" };
+    wait_until(Duration::from_secs(10), "health answers", || http_get(health, "/health").is_some_and(|(code, _)| code == 200));
+    assert_eq!(answer(dns, "kubernetes.default.svc.cluster.local."), "10.96.0.1");
+    let before = query_udp(dns, "www.corp.example.", RecordType::A, 11, Duration::from_secs(3)).expect("an answer");
+    assert_ne!(rcode(&before), hickory_proto::op::ResponseCode::NoError, "no stub domain yet: the cluster server does not know it");
+
+    std::fs::write(kube_dns.join("stubDomains"), format!(r#"{{"corp.example": ["{}"]}}"#, corp.addr)).unwrap();
+    wait_until(Duration::from_secs(6), "the stub domain served", || {
+        query_udp(dns, "www.corp.example.", RecordType::A, 12, Duration::from_secs(1))
+            .is_some_and(|r| r.answers.first().is_some_and(|a| a.data.to_string() == "192.0.2.1"))
+    });
+    assert!(std::fs::read_to_string(&conf).unwrap().contains("corp.example:"), "the generated Corefile written again to -conf");
+    let text = http_get(metrics, "/metrics").expect("metrics on -metrics-listen-address").1;
+    assert!(text.contains("coredns_nodecache_setup_errors_total{errortype=\"configmap\"} 0"), "{text}");
+}
