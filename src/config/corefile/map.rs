@@ -697,6 +697,10 @@ impl Mapped {
             let lines: Vec<String> = lines.iter().map(ToString::to_string).collect();
             y.line(&format!("# {what} (line {}): {how}", lines.join(", ")), None);
         }
+        y.line(
+            "# Clients: CoreDNS serves every client; nodedns serves loopback (server.allow) and, with node setup, any client on the addresses it owns.",
+            None,
+        );
         y.line(&format!("listen: {}", quoted(&self.listen)), Some(&format!("bind, line {}", self.listen_line)));
         match &self.metrics {
             Some(m) => y.line(&format!("metrics: \"{}\"", m.value), overruled(m, &format!("prometheus, line {}", m.line)).as_deref()),

@@ -62,6 +62,7 @@ fn the_official_corefile_maps_onto_listen_routes_cache_bounds_and_http() {
     assert!(line_with(&yaml, "policy:").starts_with("  policy: random"));
     assert!(line_with(&yaml, "idle_timeout").contains("10s"));
     assert!(line_with(&yaml, "# loop (line 8, 20, 31, 42)").contains("probes"));
+    assert!(line_with(&yaml, "# Clients:").contains("server.allow"));
     let config = loads(&yaml);
     assert_eq!(config.cache.zones.len(), 3);
     assert_eq!(config.http_listen, ["169.254.20.10:8080".parse().unwrap()]);
