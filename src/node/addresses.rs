@@ -63,6 +63,18 @@ impl Addresses {
         Ok(addresses)
     }
 
+    /// Counts the wanted addresses already assigned as this process's, to remove at its
+    /// exit: what a predecessor that handed over to it added.
+    pub fn adopt(&self) -> Result<(), CommandError> {
+        let mut added = self.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ip in &self.wanted {
+            if !added.contains(ip) && assigned(ip)? {
+                added.push(*ip);
+            }
+        }
+        Ok(())
+    }
+
     /// Assigns whichever wanted address is missing. True if any was.
     pub fn repair(&self) -> Result<bool, CommandError> {
         if self.created && !link_exists(&self.interface)? {

@@ -51,10 +51,15 @@ pub struct NodeSetup {
 }
 
 impl NodeSetup {
-    /// Makes sure every address exists, before anything binds to it.
-    pub fn prepare(settings: NodeSettings) -> Result<NodeSetup, CommandError> {
+    /// Makes sure every address exists, before anything binds to it. A process that took
+    /// over from a predecessor (`inherited`) owns the addresses it found: the predecessor
+    /// left them for it, and its own stop removes them.
+    pub fn prepare(settings: NodeSettings, inherited: bool) -> Result<NodeSetup, CommandError> {
         let ips: Vec<IpAddr> = if settings.assign_addresses { settings.addresses.iter().map(|(ip, _)| *ip).collect() } else { Vec::new() };
         let addresses = Addresses::ensure(&settings.interface, &settings.fallback_interface, &ips, settings.remove_found_interface)?;
+        if inherited {
+            addresses.adopt()?;
+        }
         let rules = Rules::new(settings.backend, &settings.addresses, settings.health_port);
         Ok(NodeSetup { settings, addresses, rules })
     }
@@ -81,19 +86,32 @@ impl NodeSetup {
         Ok(repaired)
     }
 
-    /// Removes what this process added, unless told to leave it (`keep_on_exit`) or a
-    /// successor serves on the same addresses (`handed_over`).
-    pub fn teardown(&self, handed_over: bool) {
+    /// Whether a stop removes what this process set up: not when told to leave it
+    /// (`keep_on_exit`), nor when a successor took the sockets over (`handed_over`), which
+    /// relies on the same addresses and rules.
+    pub fn removes_at_stop(&self, handed_over: bool) -> bool {
         if self.settings.keep_on_exit || handed_over {
             tracing::info!(handed_over, "leaving node addresses and rules in place");
-            return;
+            return false;
         }
-        if let Err(e) = self.rules.remove() {
-            tracing::warn!(error = %e, "could not remove every packet-filter rule");
+        true
+    }
+
+    /// The first step of a stop: the rules go, so that pods' new queries take the path they
+    /// have without a node cache (kube-proxy's DNAT to kube-dns) while this process still
+    /// answers what is already on its way to it.
+    pub fn fail_open(&self) {
+        match self.rules.remove() {
+            Ok(()) => tracing::info!("packet-filter rules removed: new queries go to kube-dns through kube-proxy"),
+            Err(e) => tracing::warn!(error = %e, "could not remove every packet-filter rule"),
         }
-        if let Err(e) = self.addresses.remove() {
-            tracing::warn!(error = %e, "could not remove every address");
+    }
+
+    /// The last step of a stop, once nothing is served any more: the addresses go.
+    pub fn release_addresses(&self) {
+        match self.addresses.remove() {
+            Ok(()) => tracing::info!("node addresses and rules removed"),
+            Err(e) => tracing::warn!(error = %e, "could not remove every address"),
         }
-        tracing::info!("node addresses and rules removed");
     }
 }

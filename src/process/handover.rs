@@ -190,6 +190,9 @@ pub struct Offer {
     pub sockets: Vec<(Role, SocketAddr, OwnedFd)>,
     pub cache: Arc<Cache>,
     pub gate: watch::Sender<bool>,
+    /// Set once the sockets have been sent to a successor, cleared if it then fails to
+    /// serve: a process stopped in between leaves the node's addresses and rules to it.
+    pub passed: Arc<std::sync::atomic::AtomicBool>,
     /// Readiness follows the gate.
     pub on_pause: Box<dyn Fn(bool) + Send>,
 }
@@ -207,6 +210,7 @@ pub fn offer(path: &Path, offer: Offer) -> Result<OfferedAt, HandoverError> {
     let listener = UnixListener::bind(path).map_err(io)?;
     let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).map_err(io)?);
     let shown = path.display().to_string();
+    let passed = offer.passed.clone();
     std::thread::Builder::new()
         .name("handover".into())
         .spawn(move || {
@@ -218,16 +222,22 @@ pub fn offer(path: &Path, offer: Offer) -> Result<OfferedAt, HandoverError> {
             }
         })
         .map_err(io)?;
-    Ok(OfferedAt { path: path.to_owned(), inode })
+    Ok(OfferedAt { path: path.to_owned(), inode, passed })
 }
 
 /// The socket file this process listens on for successors.
 pub struct OfferedAt {
     path: PathBuf,
     inode: u64,
+    passed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl OfferedAt {
+    /// Whether the sockets are with a successor that has not failed to serve.
+    pub fn passed(&self) -> bool {
+        self.passed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Removes the socket file at exit, unless a successor has already replaced it.
     pub fn withdraw(&self) {
         let ours = std::fs::metadata(&self.path).is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == self.inode);
@@ -261,10 +271,12 @@ fn hand_over(mut link: UnixStream, offer: &Offer) -> std::io::Result<()> {
     link.write_all(&cache)?;
     tracing::info!(sockets = fds.len(), cache_bytes = cache.len(), took = ?started.elapsed(), "sockets and cache handed to a successor");
 
+    offer.passed.store(true, std::sync::atomic::Ordering::SeqCst);
     link.set_read_timeout(Some(SUCCESSOR_START))?;
     let mut serving = [0u8; SERVING.len()];
-    link.read_exact(&mut serving)?;
-    if serving != SERVING {
+    let confirmed = link.read_exact(&mut serving).is_ok() && serving == SERVING;
+    if !confirmed {
+        offer.passed.store(false, std::sync::atomic::Ordering::SeqCst);
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "successor did not confirm"));
     }
     offer.gate.send_replace(false);
@@ -317,7 +329,7 @@ mod tests {
         let path = dir.path().join("handover.sock");
         let (gate, _) = Gate::new();
         let cache = crate::harness::cache_for(16);
-        offer(&path, Offer { sockets: offered, cache, gate, on_pause: Box::new(|_| {}) }).unwrap();
+        offer(&path, Offer { sockets: offered, cache, gate, passed: Default::default(), on_pause: Box::new(|_| {}) }).unwrap();
 
         let inherited = inherit(&path).expect("handover succeeds").expect("a predecessor");
         let got: Vec<(Role, SocketAddr)> = inherited.sockets.iter().map(|(role, addr, _)| (*role, *addr)).collect();

@@ -259,7 +259,9 @@ struct Bound {
 fn bind(settings: &RestartOnly, mut inheritance: Option<handover::Inheritance>) -> anyhow::Result<Bound> {
     // The addresses must exist before anything binds to them.
     let node = match settings.node.enabled {
-        true => Some(Arc::new(node::NodeSetup::prepare(settings.node.clone()).context("node setup: the listen addresses")?)),
+        true => Some(Arc::new(
+            node::NodeSetup::prepare(settings.node.clone(), inheritance.is_some()).context("node setup: the listen addresses")?,
+        )),
         false => None,
     };
     let sockets = Sockets::open(settings, inheritance.as_mut())?;
@@ -435,18 +437,36 @@ fn offer_to_successors(
     gate: tokio::sync::watch::Sender<bool>,
     ready: Arc<Readiness>,
 ) -> anyhow::Result<handover::OfferedAt> {
-    let offer = handover::Offer { sockets, cache: built.cache.clone(), gate, on_pause: Box::new(move |paused| ready.set(!paused)) };
+    let offer = handover::Offer {
+        sockets,
+        cache: built.cache.clone(),
+        gate,
+        passed: Default::default(),
+        on_pause: Box::new(move |paused| ready.set(!paused)),
+    };
     Ok(handover::offer(path, offer)?)
 }
 
 impl Running {
     /// Readiness off, the listeners stopped, in-flight queries given the grace period, the
     /// cache saved, the node's setup removed.
-    async fn drain(self) {
+    async fn drain(mut self) {
         if let Some(offered) = &self.offered {
             offered.withdraw();
         }
-        let handed_over = !self.listening.gate.is_open();
+        // Handed over once the sockets have gone to a successor, even before it says it
+        // serves: from then on it relies on the node's addresses and rules.
+        let handed_over = !self.listening.gate.is_open() || self.offered.as_ref().is_some_and(handover::OfferedAt::passed);
+        let mut node = None;
+        if let Some((setup, keeper)) = self.node.take() {
+            // The keeper returns at the stop; after it, nothing puts back what is removed.
+            let _ = keeper.await;
+            if setup.removes_at_stop(handed_over) {
+                // Fail open first: pods' new queries leave for kube-dns before the sockets close.
+                setup.fail_open();
+                node = Some(setup);
+            }
+        }
         self.ready.set(false);
         self.listening.listeners.close();
         self.listening.listeners.wait().await;
@@ -454,10 +474,8 @@ impl Running {
         if let Some(path) = &self.restart_only.cache.snapshot {
             save_snapshot(&self.built.cache, path);
         }
-        if let Some((node, keeper)) = self.node {
-            // The keeper returns at the stop; after it, nothing puts back what is removed.
-            let _ = keeper.await;
-            node.teardown(handed_over);
+        if let Some(setup) = node {
+            setup.release_addresses();
         }
         self.metrics_stop.cancel();
         // Let the runtime flush the last responses' sends.

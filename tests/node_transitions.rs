@@ -1,0 +1,131 @@
+//! The node's rules and addresses through the switches of a running node, sampled all the
+//! while in a node namespace: a handover with node setup, its predecessor stopped at the
+//! worst moment (right after it passed its sockets, before the successor said it serves),
+//! and a graceful stop, which fails open first (rules gone, so new queries take kube-proxy's
+//! path) and only then closes its sockets and removes the addresses.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LINK_LOCAL: &str = "169.254.20.10";
+const SERVICE_IP: &str = "10.96.0.10";
+
+fn start(node: &Netns, config: &Path, log: &Path) -> Proc {
+    let child = in_netns(Some(&node.name), env!("CARGO_BIN_EXE_nodedns"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    Proc { child, name: "nodedns" }
+}
+
+fn read(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// What pods depend on: both NOTRACK chains filled and entered, and both addresses.
+fn in_place(node: &Netns) -> Result<(), String> {
+    let rules = node.run("iptables-save", &[]).1;
+    let notrack = rules.lines().filter(|l| l.starts_with("-A NODEDNS-NOTRACK ")).count();
+    let jumps = rules.lines().filter(|l| l.ends_with("-j NODEDNS-NOTRACK")).count();
+    let addresses = node.run("ip", &["-o", "addr", "show"]).1;
+    let missing: Vec<&str> = [LINK_LOCAL, SERVICE_IP].into_iter().filter(|a| !addresses.contains(&format!(" {a}/32"))).collect();
+    if notrack == 8 && jumps == 2 && missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{notrack} NOTRACK rules, {jumps} jumps, addresses missing: {missing:?}"))
+    }
+}
+
+/// Samples `in_place` on a thread until `stop`; returns the samples taken and the faults.
+fn sample(node: &Netns, stop: &AtomicBool) -> (usize, Vec<String>) {
+    let (mut taken, mut faults) = (0, Vec::new());
+    let limit = Instant::now() + Duration::from_secs(60);
+    while !stop.load(Ordering::SeqCst) && Instant::now() < limit {
+        taken += 1;
+        if let Err(fault) = in_place(node) {
+            faults.push(fault);
+        }
+    }
+    (taken, faults)
+}
+
+fn config(dir: &Path) -> PathBuf {
+    let path = dir.join("nodedns.yaml");
+    let text = format!(
+        "listen: [\"{LINK_LOCAL}:53\", \"{SERVICE_IP}:53\"]\nupstreams: [\"127.0.0.1:5300\"]\nmetrics: \"off\"\n\
+         kubernetes:\n  local_answers: false\nupstream:\n  loop_probe_interval: 0s\n\
+         server:\n  handover_socket: {}\nnode:\n  setup: true\n  rules: iptables\n  check_interval: 10s\n",
+        dir.join("handover.sock").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_predecessor_stopped_right_after_passing_its_sockets_leaves_the_successor_its_rules_and_addresses() {
+    require("iptables-save");
+    let node = Netns::create("transit", "nameserver 127.0.0.1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let (old_log, new_log) = (dir.path().join("old.log"), dir.path().join("new.log"));
+    let mut old = start(&node, &config, &old_log);
+    wait_until(Duration::from_secs(15), "the first process's rules", || read(&old_log).contains("node packet-filter rules installed"));
+    in_place(&node).unwrap();
+
+    let stop = AtomicBool::new(false);
+    let (taken, faults) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample(&node, &stop));
+        let mut new = start(&node, &config, &new_log);
+        // The worst moment: the sockets are passed, the successor has not yet said it serves.
+        wait_until(Duration::from_secs(15), "the sockets passed", || read(&old_log).contains("sockets and cache handed to a successor"));
+        assert!(old.terminate(Duration::from_secs(15)).is_some_and(|s| s.success()), "{}", read(&old_log));
+        wait_until(Duration::from_secs(15), "the successor serving", || read(&new_log).contains("node packet-filter rules installed"));
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::SeqCst);
+        let sampled = sampler.join().unwrap();
+        // The successor owns what it took over: its own stop leaves the node clean.
+        assert!(new.terminate(Duration::from_secs(15)).is_some_and(|s| s.success()), "{}", read(&new_log));
+        sampled
+    });
+    assert!(taken > 20, "only {taken} samples");
+    assert!(
+        faults.is_empty(),
+        "{} of {taken} samples without what pods rely on: {:?}\nold:\n{}",
+        faults.len(),
+        &faults[..faults.len().min(5)],
+        read(&old_log)
+    );
+    assert!(read(&old_log).contains("leaving node addresses and rules in place"), "{}", read(&old_log));
+    let rules = node.run("iptables-save", &[]).1;
+    assert!(!rules.contains("NODEDNS"), "left behind by the successor's stop:\n{rules}");
+    let addresses = node.run("ip", &["-o", "addr", "show"]).1;
+    assert!(!addresses.contains(LINK_LOCAL) && !addresses.contains(SERVICE_IP), "{addresses}");
+}
+
+#[test]
+fn a_graceful_stop_fails_open_before_it_closes_its_sockets() {
+    require("iptables-save");
+    let node = Netns::create("failfirst", "nameserver 127.0.0.1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let log = dir.path().join("nodedns.log");
+    let mut nodedns = start(&node, &config, &log);
+    wait_until(Duration::from_secs(15), "rules installed", || read(&log).contains("node packet-filter rules installed"));
+    assert!(nodedns.terminate(Duration::from_secs(15)).is_some_and(|s| s.success()), "{}", read(&log));
+    let text = read(&log);
+    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("no `{needle}` in\n{text}"));
+    assert!(at("packet-filter rules removed") < at("stopped: all in-flight queries answered"), "rules removed after the drain:\n{text}");
+    assert!(at("stopped: all in-flight queries answered") < at("node addresses and rules removed"), "{text}");
+    let rules = node.run("iptables-save", &[]).1;
+    assert!(!rules.contains("NODEDNS"), "{rules}");
+}
