@@ -129,3 +129,30 @@ fn a_graceful_stop_fails_open_before_it_closes_its_sockets() {
     let rules = node.run("iptables-save", &[]).1;
     assert!(!rules.contains("NODEDNS"), "{rules}");
 }
+
+/// With the iptables backend (no fail-open: its rules outlive the process) a SIGKILL leaves
+/// the rules and addresses; the next start finds them, says so, and counts them.
+#[test]
+fn what_a_killed_process_leaves_is_found_and_counted_by_the_next_one() {
+    require("iptables-save");
+    let node = Netns::create("leftover", "nameserver 127.0.0.1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let metrics: std::net::SocketAddr = "127.0.0.1:9253".parse().unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace("metrics: \"off\"", &format!("metrics: \"{metrics}\""));
+    std::fs::write(&config, text).unwrap();
+    let (first_log, second_log) = (dir.path().join("first.log"), dir.path().join("second.log"));
+    let first = start(&node, &config, &first_log);
+    wait_until(Duration::from_secs(15), "rules installed", || read(&first_log).contains("node packet-filter rules installed"));
+    drop(first); // SIGKILL
+    in_place(&node).expect("the iptables backend leaves its rules and addresses after a kill");
+    let mut second = start(&node, &config, &second_log);
+    wait_until(Duration::from_secs(15), "rules installed again", || read(&second_log).contains("node packet-filter rules installed"));
+    assert!(read(&second_log).contains("a previous process left its node setup"), "{}", read(&second_log));
+    let (_, text) = node.within(|| http_get(metrics, "/metrics")).expect("metrics");
+    for what in ["addresses", "rules"] {
+        assert!(text.contains(&format!("nodedns_node_leftovers_found_total{{reason=\"{what}\"}} 1")), "{what}:\n{text}");
+    }
+    assert!(second.terminate(Duration::from_secs(15)).is_some_and(|s| s.success()));
+    assert!(!node.run("iptables-save", &[]).1.contains("NODEDNS"), "the second process's stop leaves nothing");
+}

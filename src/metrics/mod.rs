@@ -347,6 +347,7 @@ pub struct Metrics {
     overloaded: Family<CacheLabels, Counter>,
     local_answers: Family<ReasonLabels, Counter>,
     node_repairs: Family<ReasonLabels, Counter>,
+    leftovers: Family<ReasonLabels, Counter>,
     setup_errors: Family<ErrorTypeLabels, Counter>,
     node_errors: Counter,
     reloads: Family<ResultLabels, Counter>,
@@ -416,6 +417,7 @@ impl Metrics {
             overloaded: Family::default(),
             local_answers: Family::default(),
             node_repairs: Family::default(),
+            leftovers: Family::default(),
             setup_errors: Family::default(),
             node_errors: Counter::default(),
             reloads: Family::default(),
@@ -564,6 +566,11 @@ impl Metrics {
             m.query_log_dropped.clone(),
         );
         r.register("nodedns_local_answers", "Queries answered locally instead of upstream, by rule: the Kubernetes naming rules (repeats within the negative TTL are cache hits) and hosts entries (hosts, hosts_unlisted).", m.local_answers.clone());
+        r.register(
+            "nodedns_node_leftovers_found",
+            "Node setup found at start, left by a process that ended without removing it (killed, crashed, OOM-killed, or told to keep it: keep_on_exit, -skipteardown), by what: addresses, rules.",
+            m.leftovers.clone(),
+        );
         r.register(
             "nodedns_node_repairs",
             "Node addresses or packet-filter rules found missing (removed by someone else) and put back, by what.",
@@ -737,6 +744,12 @@ impl Metrics {
             denied,
             overloaded,
         }
+    }
+
+    /// Node setup a previous process left (a kill, a crash, an OOM kill, or `keep_on_exit`),
+    /// found at this process's start.
+    pub fn leftover_found(&self, what: &str) {
+        self.leftovers.get_or_create(&ReasonLabels { reason: what.into() }).inc();
     }
 
     pub fn node_repaired(&self, what: &str) {

@@ -34,6 +34,16 @@ fn assigned(ip: &IpAddr) -> Result<bool, CommandError> {
     Ok(out.lines().any(|line| line.contains(&needle)))
 }
 
+/// Whether any of `ips` is assigned already.
+pub fn any_assigned(ips: &[IpAddr]) -> Result<bool, CommandError> {
+    for ip in ips {
+        if assigned(ip)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 impl Addresses {
     /// Assigns each of `ips` that is not assigned yet, to `interface` (created as a dummy
     /// interface if missing) or, when the kernel cannot create one, to `fallback`.

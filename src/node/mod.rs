@@ -46,6 +46,8 @@ pub struct NodeSettings {
 /// What was set up, to check and to undo.
 pub struct NodeSetup {
     settings: NodeSettings,
+    /// What a previous process left, found at start (not counting a handover's).
+    leftovers: Vec<&'static str>,
     addresses: Addresses,
     rules: Rules,
 }
@@ -56,18 +58,35 @@ impl NodeSetup {
     /// left them for it, and its own stop removes them.
     pub fn prepare(settings: NodeSettings, inherited: bool) -> Result<NodeSetup, CommandError> {
         let ips: Vec<IpAddr> = if settings.assign_addresses { settings.addresses.iter().map(|(ip, _)| *ip).collect() } else { Vec::new() };
+        let rules = Rules::new(settings.backend, &settings.addresses, settings.health_port);
+        let mut leftovers = Vec::new();
+        if !inherited {
+            if addresses::any_assigned(&ips)? {
+                leftovers.push("addresses");
+            }
+            if rules.present()? {
+                leftovers.push("rules");
+            }
+            if !leftovers.is_empty() {
+                tracing::warn!(found = ?leftovers, "a previous process left its node setup: killed, crashed, or told to keep it");
+            }
+        }
         let addresses = Addresses::ensure(&settings.interface, &settings.fallback_interface, &ips, settings.remove_found_interface)?;
         if inherited {
             addresses.adopt()?;
         }
-        let rules = Rules::new(settings.backend, &settings.addresses, settings.health_port);
-        Ok(NodeSetup { settings, addresses, rules })
+        Ok(NodeSetup { settings, leftovers, addresses, rules })
     }
 
     /// Installs the NOTRACK and ACCEPT rules; called once the server is serving, so that
     /// a server that failed to start never captures traffic.
     pub fn install_rules(&self) -> Result<(), CommandError> {
         self.rules.install()
+    }
+
+    /// What a previous process left, found at start: `addresses`, `rules`.
+    pub fn leftovers(&self) -> &[&'static str] {
+        &self.leftovers
     }
 
     pub fn check_interval(&self) -> Duration {

@@ -127,6 +127,28 @@ impl Rules {
         }
     }
 
+    /// Whether rules of ours are in place already (left by an earlier process): the
+    /// iptables chains, node-cache's first rule. An owned nftables table cannot be left.
+    pub fn present(&self) -> Result<bool, CommandError> {
+        match self.backend {
+            Backend::None | Backend::Nftables => Ok(false),
+            Backend::NodeCache => match self.node_cache.first() {
+                Some(rule) => command::check(rule.tool, &rule.args("-C")),
+                None => Ok(false),
+            },
+            Backend::Iptables => {
+                for (tool, chains) in &self.iptables {
+                    if let Some(chain) = chains.first()
+                        && !listed(tool, chain)?.is_empty()
+                    {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+
     pub fn remove(&self) -> Result<(), CommandError> {
         match self.backend {
             Backend::None => Ok(()),

@@ -65,6 +65,9 @@ async fn local_naming(settings: &NamingSettings, forwarder: &Arc<Forwarder>, met
 /// the addresses every `check_interval` and puts back what something else removed. A
 /// failure is logged and counted, never fatal: DNS still works through conntrack.
 async fn keep_node_setup(node: Arc<node::NodeSetup>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    for what in node.leftovers() {
+        metrics.leftover_found(what);
+    }
     let n = node.clone();
     match tokio::task::spawn_blocking(move || n.install_rules()).await {
         Ok(Ok(())) => tracing::info!("node packet-filter rules installed"),
