@@ -391,6 +391,9 @@ pub struct NodeSection {
     pub health_port: Option<u16>,
     /// Assign the addresses (node-cache's `-setupinterface`); false: someone else does.
     pub assign_addresses: bool,
+    /// Another nodedns serves the same addresses on this node (two DaemonSets): each keeps
+    /// its own rules, and the addresses stay at exit for the other.
+    pub shared: bool,
 }
 
 impl Default for NodeSection {
@@ -406,6 +409,7 @@ impl Default for NodeSection {
             dns_port: 53,
             health_port: None,
             assign_addresses: true,
+            shared: false,
         }
     }
 }

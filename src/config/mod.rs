@@ -231,6 +231,12 @@ fn validate(c: &FileConfig) -> Result<(), (String, String)> {
     if c.node.setup && c.listen.iter().all(|a| a.ip().is_loopback() || a.ip().is_unspecified()) {
         return err("node.setup", "needs a listen address to own (not loopback, not a wildcard), such as 169.254.20.10:53");
     }
+    if c.node.shared && !matches!(c.node.rules, crate::node::Backend::Nftables | crate::node::Backend::None) {
+        return err(
+            "node.shared",
+            "needs rules: nftables, whose table each instance owns (iptables chains would be removed by the first to stop)",
+        );
+    }
     if c.node.setup && c.node.check_interval.is_zero() {
         return err("node.check_interval", "must be positive");
     }
@@ -481,6 +487,7 @@ fn node_settings(n: &file::NodeSection, listen: &[SocketAddr]) -> crate::node::N
         backend: n.rules,
         health_port: n.health_port,
         assign_addresses: n.assign_addresses,
+        shared: n.shared,
         remove_found_interface: n.rules == crate::node::Backend::NodeCache,
         check_interval: n.check_interval,
         keep_on_exit: n.keep_on_exit,

@@ -38,6 +38,8 @@ pub struct NodeSettings {
     pub assign_addresses: bool,
     /// Remove the interface at exit even if it was there before us, as node-cache does.
     pub remove_found_interface: bool,
+    /// Another instance serves the same addresses: they stay at exit.
+    pub shared: bool,
     pub check_interval: Duration,
     /// Leave addresses and rules in place at exit (for a successor, or for debugging).
     pub keep_on_exit: bool,
@@ -61,7 +63,8 @@ impl NodeSetup {
         let rules = Rules::new(settings.backend, &settings.addresses, settings.health_port);
         let mut leftovers = Vec::new();
         if !inherited {
-            if addresses::any_assigned(&ips)? {
+            // With a second instance on the node, its addresses are expected.
+            if !settings.shared && addresses::any_assigned(&ips)? {
                 leftovers.push("addresses");
             }
             if rules.present()? {
@@ -126,8 +129,13 @@ impl NodeSetup {
         }
     }
 
-    /// The last step of a stop, once nothing is served any more: the addresses go.
+    /// The last step of a stop, once nothing is served any more: the addresses go, unless
+    /// another instance still serves on them (`shared`).
     pub fn release_addresses(&self) {
+        if self.settings.shared {
+            tracing::info!("packet-filter rules removed; the addresses stay for the other instance");
+            return;
+        }
         match self.addresses.remove() {
             Ok(()) => tracing::info!("node addresses and rules removed"),
             Err(e) => tracing::warn!(error = %e, "could not remove every address"),
