@@ -12,6 +12,7 @@
 
 mod addresses;
 mod command;
+mod owned;
 mod rules;
 
 use std::net::IpAddr;
