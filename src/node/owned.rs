@@ -26,8 +26,8 @@ use std::sync::Mutex;
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::nftables::{
-    ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook, InetHookNumber, ListAttribute, Meta,
-    MetaKey, NfTablesMessage, Operator, Payload, Register, RuleAttribute, RuleMessage, TableAttribute, TableFlags, TableMessage,
+    ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook, InetHookNumber, ListAttribute, Meta, MetaKey,
+    NfTablesMessage, Operator, Payload, Register, RuleAttribute, RuleMessage, TableAttribute, TableFlags, TableMessage,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
@@ -342,8 +342,7 @@ fn notrack_rules(addresses: &[(IpAddr, u16)]) -> Vec<Rule> {
     };
     let meta = |key| Expressions::Meta(vec![Meta::Key(key), Meta::DestinationRegister(Register::Reg1)]).into();
     let equals = |value: Vec<u8>| {
-        Expressions::Cmp(vec![Cmp::SourceRegister(Register::Reg1), Cmp::Op(Operator::Equal), Cmp::Data(DataAttribute::Value(value))])
-            .into()
+        Expressions::Cmp(vec![Cmp::SourceRegister(Register::Reg1), Cmp::Op(Operator::Equal), Cmp::Data(DataAttribute::Value(value))]).into()
     };
     let mut rules = Vec::new();
     for (ip, port) in addresses {
@@ -446,5 +445,93 @@ mod tests {
         assert_eq!(rules[4].text, "ip6 daddr fd00::a udp dport 53 notrack");
         assert_eq!(payloads(&rules[4]), [(1, 24, 16), (2, 2, 2)]);
         assert_eq!(payloads(&rules[5]), [(1, 8, 16), (2, 0, 2)]);
+    }
+
+    /// Runs `f` on a thread in a network namespace of its own, so that the kernel's side
+    /// can be checked without touching the host's ruleset (needs root, as the tests have).
+    fn in_own_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("a network namespace of our own (run as root)");
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// `nft list table` in this thread's namespace, as nft decodes what the kernel holds.
+    fn nft_list(table: &str) -> String {
+        let thread = std::fs::read_link("/proc/thread-self").unwrap();
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/proc/{}/ns/net", thread.display()))
+            .args(["nft", "list", "table", "inet", table])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn delete(table: &str) -> Vec<Request> {
+        batch(vec![request(
+            format!("delete table inet {table}"),
+            NfTablesMessage::DeleteTable(TableMessage { attributes: vec![TableAttribute::Name(table.to_string())] }),
+            0,
+        )])
+    }
+
+    /// Only the owner's socket changes the table; a vanished table comes back at the
+    /// next check; a refusal names the message refused; removal leaves nothing.
+    #[test]
+    fn the_kernel_keeps_the_table_for_its_owner_and_repair_and_removal_work() {
+        in_own_netns(|| {
+            let table = OwnedTable::new(&[("10.96.0.10".parse().unwrap(), 53)]);
+            table.install().unwrap();
+            let name = table.lock().as_ref().unwrap().table.clone();
+            let mut stranger = Conn::open().unwrap();
+            stranger.table = name.clone();
+            assert!(stranger.table_exists().unwrap());
+            match stranger.exchange(delete(&name)) {
+                Err(NetlinkError::Refused { message, source }) => {
+                    assert_eq!(message, format!("delete table inet {name}"));
+                    assert_eq!(source.raw_os_error(), Some(libc::EPERM));
+                }
+                other => panic!("another socket deleted an owned table: {:?}", other.map(drop)),
+            }
+
+            assert!(!table.repair().unwrap(), "nothing to repair");
+            // Installing again replaces the table rather than doubling its rules.
+            table.install().unwrap();
+            let listed = nft_list(&name);
+            assert_eq!(listed.matches(" notrack").count(), 8, "{listed}");
+            assert!(listed.contains("flags owner") && listed.contains("ip daddr 10.96.0.10 udp dport 53 notrack"), "{listed}");
+            table.lock().as_mut().unwrap().exchange(delete(&name)).unwrap();
+            assert!(!stranger.table_exists().unwrap());
+            assert!(table.repair().unwrap(), "a missing table is put back");
+            assert!(stranger.table_exists().unwrap());
+
+            let mut rule = install_batch(&name, &[("10.96.0.10".parse().unwrap(), 53)]);
+            rule.retain(|r| r.what.starts_with("batch") || r.what.contains(" prerouting ip daddr 10.96.0.10 udp"));
+            for r in &mut rule {
+                r.what = r.what.replace(" prerouting ", " absent ");
+                if let NetlinkPayload::InnerMessage(NetfilterMessage {
+                    inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(m)),
+                    ..
+                }) = &mut r.message.payload
+                {
+                    m.attributes[1] = RuleAttribute::Chain("absent".to_string());
+                }
+            }
+            match table.lock().as_mut().unwrap().exchange(rule) {
+                Err(NetlinkError::Refused { message, source }) => {
+                    assert_eq!(message, format!("add rule inet {name} absent ip daddr 10.96.0.10 udp dport 53 notrack"));
+                    assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
+                }
+                other => panic!("a rule in a missing chain was accepted: {:?}", other.map(drop)),
+            }
+
+            table.remove().unwrap();
+            assert!(!stranger.table_exists().unwrap());
+        })
     }
 }
