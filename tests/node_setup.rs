@@ -2,11 +2,11 @@
 //! link-local address and a service-style address in a "node" namespace, installs its
 //! NOTRACK rules, and a "pod" namespace connected by a veth pair resolves through it with
 //! glibc, with each rules backend (iptables, nftables). DNS to nodedns leaves no conntrack entry while conntrack is demonstrably active;
-//! rules removed by someone else come back; a clean exit leaves nothing behind.
+//! rules removed by someone else come back (nftables: cannot be removed by anyone else, the
+//! table being owned by nodedns's socket); a clean exit leaves nothing behind.
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -29,8 +29,10 @@ struct Backend {
     name: &'static str,
     /// Present in the ruleset listing while nodedns's rules are installed.
     installed: &'static [&'static str],
-    /// Removes part of nodedns's rules, as another agent might.
-    disturb: &'static [&'static str],
+    /// Tries to remove part of nodedns's rules, as another agent might; whether it could.
+    disturb: fn(&Netns) -> bool,
+    /// Whether another agent can.
+    disturbable: bool,
 }
 
 const IPTABLES: Backend = Backend {
@@ -41,13 +43,24 @@ const IPTABLES: Backend = Backend {
         "-A INPUT -j NODEDNS-ACCEPT",
         "-A OUTPUT -j NODEDNS-ACCEPT",
     ],
-    disturb: &["iptables", "-t", "raw", "-D", "PREROUTING", "-j", "NODEDNS-NOTRACK"],
+    disturb: |node| node.run("iptables", &["-t", "raw", "-D", "PREROUTING", "-j", "NODEDNS-NOTRACK"]).0,
+    disturbable: true,
 };
 
 const NFTABLES: Backend = Backend {
     name: "nftables",
-    installed: &["table inet nodedns", "ip daddr 169.254.20.10 udp dport 53 notrack", "ip saddr 10.96.0.10 tcp sport 53 notrack"],
-    disturb: &["nft", "delete", "table", "inet", "nodedns"],
+    installed: &[
+        "table inet nodedns_",
+        "flags owner",
+        "ip daddr 169.254.20.10 udp dport 53 notrack",
+        "ip saddr 10.96.0.10 tcp sport 53 notrack",
+    ],
+    disturb: |node| {
+        let tables = node.run("nft", &["list", "tables"]).1;
+        let ours = tables.lines().find_map(|l| l.strip_prefix("table inet ").filter(|t| t.starts_with("nodedns_"))).expect("our table");
+        node.run("nft", &["delete", "table", "inet", ours]).0
+    },
+    disturbable: false,
 };
 
 /// Everything nodedns added, as listed by both tools.
@@ -80,19 +93,8 @@ fn scenario(backend: Backend) {
          server:\n  allow: [10.244.0.0/16, 127.0.0.0/8]\nkubernetes:\n  local_answers: false\nnode:\n  setup: true\n  check_interval: 500ms\n  rules: {}\n",
         backend.name
     );
-    std::fs::write(dir.path().join("nodedns.yaml"), config).unwrap();
+    let mut nodedns = node.spawn_nodedns(dir.path(), &config);
     let log = dir.path().join("nodedns.log");
-    let mut nodedns = Proc {
-        child: in_netns(Some(&node.name), env!("CARGO_BIN_EXE_nodedns"))
-            .args(["run", "--config"])
-            .arg(dir.path().join("nodedns.yaml"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-        name: "nodedns",
-    };
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_until(Duration::from_secs(15), "node rules installed", || read_log().contains("node packet-filter rules installed"));
 
@@ -120,8 +122,7 @@ fn scenario(backend: Backend) {
     assert!(tracked.contains("dport=5300 "), "conntrack is active here (nodedns's upstream queries are tracked):\n{tracked}");
 
     // kube-proxy-style interference: our jump and an address disappear; both come back.
-    let (ok, _) = node.run(backend.disturb[0], &backend.disturb[1..]);
-    assert!(ok, "{:?}", backend.disturb);
+    assert_eq!((backend.disturb)(&node), backend.disturbable, "another agent removing our rules");
     ip(&["-n", &node.name, "addr", "del", &format!("{SERVICE_IP}/32"), "dev", "lo"]);
     wait_until(Duration::from_secs(5), "the rules and the address are put back", || {
         let now = ruleset(&node);

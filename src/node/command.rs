@@ -8,6 +8,9 @@ pub enum CommandError {
     Spawn { command: String, source: std::io::Error },
     #[error("`{command}` failed: {stderr}")]
     Failed { command: String, stderr: String },
+    /// The nftables backend talks to the kernel itself, not through a tool.
+    #[error(transparent)]
+    Netlink(#[from] super::owned::NetlinkError),
 }
 
 impl CommandError {
@@ -16,6 +19,8 @@ impl CommandError {
         let (command, stderr) = match self {
             CommandError::Spawn { command, .. } => (command, ""),
             CommandError::Failed { command, stderr } => (command, stderr.as_str()),
+            // node-cache's kinds have none for nftables; its rules are "iptables".
+            CommandError::Netlink(_) => return "iptables",
         };
         match command.split(' ').next() {
             Some("ip") if command.contains(" add ") => "interface_add",

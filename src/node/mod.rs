@@ -5,13 +5,15 @@
 //! client's parallel A and AAAA datagrams drop one of them, and the client waits 5 s) only if it owns its addresses and installs NOTRACK rules for
 //! them. This module makes sure of both at start, checks them periodically (kube-proxy
 //! rewrites iptables), and removes what it added at exit, unless a successor that took
-//! over needs it. It uses the system's `ip`, `iptables`/`ip6tables` and `nft`, so it needs
-//! CAP_NET_ADMIN (and the binaries in the image), nothing more.
+//! over needs it. It uses the system's `ip` and `iptables`/`ip6tables`, and netlink for the
+//! nftables table (owned by nodedns's socket, so the kernel removes it however nodedns
+//! ends), so it needs CAP_NET_ADMIN (and the binaries in the image), nothing more.
 //!
 //! Owns addresses and packet-filter rules only; never touches sockets or DNS.
 
 mod addresses;
 mod command;
+mod owned;
 mod rules;
 
 use std::net::IpAddr;

@@ -14,21 +14,31 @@
 //! either program take over a node from the other: neither adds a duplicate, and with
 //! `-skipteardown` neither leaves a gap.
 //!
-//! With nftables everything is one table, `inet nodedns`, replaced atomically; it carries
-//! the NOTRACK rules only, since an accept in one nftables table cannot overrule a drop in
+//! With nftables everything is one table of this process's own (`owned`), written in one
+//! transaction through nodedns's netlink socket and owned by it, so that the kernel deletes
+//! it when nodedns ends, however it ends: the only backend that fails open. It carries the
+//! NOTRACK rules only, since an accept in one nftables table cannot overrule a drop in
 //! another.
+//!
+//! iptables and node-cache's rules do not fail open: they outlive a crash (`kill -9`, the
+//! OOM killer), and until a successor or an operator removes them, pods' DNS goes to a
+//! closed socket.
 
 use std::net::IpAddr;
 
 use super::command::{self, CommandError};
+use super::owned::OwnedTable;
 
 /// Which tool manages the rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
+    /// Rules that outlive a crash (no fail-open).
     Iptables,
+    /// A table owned by nodedns's netlink socket, deleted by the kernel when nodedns ends.
     Nftables,
-    /// node-cache's own rules, for a node switched between node-cache and nodedns.
+    /// node-cache's own rules, for a node switched between node-cache and nodedns; they
+    /// outlive a crash (no fail-open).
     NodeCache,
     /// Addresses only: the rules are someone else's business.
     None,
@@ -36,7 +46,6 @@ pub enum Backend {
 
 const NOTRACK_CHAIN: &str = "NODEDNS-NOTRACK";
 const ACCEPT_CHAIN: &str = "NODEDNS-ACCEPT";
-const NFT_TABLE: &str = "nodedns";
 
 /// One of our chains and where it is entered from.
 struct Chain {
@@ -60,7 +69,7 @@ pub struct Rules {
     node_cache: Vec<BuiltinRule>,
     /// Per family tool (`iptables`, `ip6tables`) and its chains.
     iptables: Vec<(&'static str, Vec<Chain>)>,
-    nft_ruleset: String,
+    nftables: OwnedTable,
 }
 
 impl Rules {
@@ -75,14 +84,14 @@ impl Rules {
             Backend::NodeCache => node_cache_rules(addresses, health_port),
             _ => Vec::new(),
         };
-        Rules { backend, node_cache, iptables, nft_ruleset: nft_ruleset(addresses) }
+        Rules { backend, node_cache, iptables, nftables: OwnedTable::new(addresses) }
     }
 
     pub fn install(&self) -> Result<(), CommandError> {
         match self.backend {
             Backend::None => Ok(()),
             Backend::NodeCache => self.ensure_builtin().map(drop),
-            Backend::Nftables => command::run_with_input("nft", &["-f", "-"], Some(&self.nft_ruleset)).map(drop),
+            Backend::Nftables => Ok(self.nftables.install()?),
             Backend::Iptables => {
                 for (tool, chains) in &self.iptables {
                     for chain in chains {
@@ -102,13 +111,7 @@ impl Rules {
         match self.backend {
             Backend::None => Ok(false),
             Backend::NodeCache => self.ensure_builtin(),
-            Backend::Nftables => {
-                let present = command::succeeds("nft", &["list", "table", "inet", NFT_TABLE])?;
-                if !present {
-                    self.install()?;
-                }
-                Ok(!present)
-            }
+            Backend::Nftables => Ok(self.nftables.repair()?),
             Backend::Iptables => {
                 let mut repaired = false;
                 for (tool, chains) in &self.iptables {
@@ -162,7 +165,7 @@ impl Rules {
                 }
                 first_error.map_or(Ok(()), Err)
             }
-            Backend::Nftables => command::run("nft", &["delete", "table", "inet", NFT_TABLE]).map(drop),
+            Backend::Nftables => Ok(self.nftables.remove()?),
             Backend::Iptables => {
                 for (tool, chains) in &self.iptables {
                     for chain in chains {
@@ -300,22 +303,6 @@ fn ensure_jump(tool: &str, chain: &Chain, from: &str) -> Result<bool, CommandErr
     Ok(true)
 }
 
-/// The whole nftables table, written so that loading it replaces any previous version
-/// atomically (the empty declaration makes the delete valid on a first install).
-fn nft_ruleset(addresses: &[(IpAddr, u16)]) -> String {
-    let mut rules = String::new();
-    for (ip, port) in addresses {
-        let family = if ip.is_ipv4() { "ip" } else { "ip6" };
-        for proto in ["udp", "tcp"] {
-            rules.push_str(&format!("        {family} daddr {ip} {proto} dport {port} notrack\n"));
-            rules.push_str(&format!("        {family} saddr {ip} {proto} sport {port} notrack\n"));
-        }
-    }
-    format!(
-        "table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\ntable inet {NFT_TABLE} {{\n    chain prerouting {{\n        type filter hook prerouting priority raw; policy accept;\n{rules}    }}\n    chain output {{\n        type filter hook output priority raw; policy accept;\n{rules}    }}\n}}\n"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,13 +360,5 @@ mod tests {
         assert!(input.starts_with("*raw\n:NODEDNS-NOTRACK - [0:0]\n-A NODEDNS-NOTRACK -d 169.254.20.10/32 -p udp"), "{input}");
         assert!(input.ends_with("--sport 53 -j CT --notrack\nCOMMIT\n"), "{input}");
         assert_eq!(input.lines().filter(|l| l.starts_with("-A ")).count(), 4);
-    }
-
-    #[test]
-    fn the_nftables_ruleset_replaces_itself() {
-        let set = nft_ruleset(&[("10.96.0.10".parse().unwrap(), 53), ("fd00::a".parse().unwrap(), 53)]);
-        assert!(set.starts_with("table inet nodedns {}\ndelete table inet nodedns\n"));
-        assert!(set.contains("ip daddr 10.96.0.10 udp dport 53 notrack"));
-        assert!(set.contains("ip6 saddr fd00::a tcp sport 53 notrack"));
     }
 }

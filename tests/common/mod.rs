@@ -261,6 +261,23 @@ impl Netns {
         proc
     }
 
+    /// Starts nodedns in this namespace with `config` as written (no flags, so node setup
+    /// sees only the config's listen addresses), logging at info into `dir/nodedns.log`;
+    /// does not wait for it.
+    pub fn spawn_nodedns(&self, dir: &Path, config: &str) -> Proc {
+        let path = dir.join("nodedns.yaml");
+        std::fs::write(&path, config).unwrap();
+        let child = in_netns(Some(&self.name), env!("CARGO_BIN_EXE_nodedns"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("nodedns.log")).unwrap())
+            .spawn()
+            .expect("start nodedns");
+        Proc { child, name: "nodedns" }
+    }
+
     /// A Service as kube-proxy (iptables mode) builds it on a node: a ClusterIP `ip` that no
     /// interface holds, DNAT-ed for each new flow (a TCP connection, a UDP socket's first
     /// datagram) to one of `backends` at random, each equally likely. The backends are

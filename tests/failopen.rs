@@ -1,0 +1,160 @@
+//! Fail open, in network namespaces the test creates: a node where kube-proxy-style rules
+//! DNAT the kube-dns Service IP to a kube-dns pod (real `named`), and nodedns, with
+//! `node.setup` and the nftables backend, serving that Service IP itself. Its NOTRACK rules
+//! live in a table owned by its netlink socket, so however nodedns ends the kernel removes
+//! them, and the pods (and the node's own clients) are back on kube-proxy's DNAT to
+//! kube-dns within a second: after `kill -9` (several times, timed), after SIGTERM, and an
+//! `nft flush ruleset` by someone else leaves the owned table in place.
+//!
+//! The Service IP stays on the node after a crash (nothing removes it); it does not capture
+//! the traffic, because DNAT happens before the routing decision that would deliver it
+//! locally.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const KUBE_DNS: &str = "10.96.0.10";
+const KUBE_DNS_POD: &str = "10.244.1.2";
+const POD: &str = "10.244.0.2";
+const NAME: &str = "kubernetes.default.svc.cluster.local";
+
+/// The node's `nodedns_*` tables as `nft list tables` names them.
+fn owned_tables(node: &Netns) -> Vec<String> {
+    let (ok, out) = node.run("nft", &["list", "tables"]);
+    assert!(ok, "nft list tables");
+    out.lines().filter_map(|l| l.strip_prefix("table inet ")).filter(|t| t.starts_with("nodedns_")).map(str::to_string).collect()
+}
+
+/// Conntrack's entries for the pod's DNS to the Service IP: with nodedns serving there are
+/// none; through kube-proxy each is DNAT-ed to the kube-dns pod.
+fn pod_dns_flows(node: &Netns) -> Vec<String> {
+    let (_, out) = node.run("conntrack", &["-L"]);
+    out.lines().filter(|l| l.contains(&format!("src={POD} dst={KUBE_DNS} ")) && l.contains("dport=53 ")).map(str::to_string).collect()
+}
+
+fn pod_resolves(pod: &Netns) -> bool {
+    let (ok, out) = pod.run("getent", &["ahostsv4", NAME]);
+    ok && out.contains("10.96.0.1 ")
+}
+
+/// A host-network client (the node itself) asking the Service IP.
+fn node_resolves(node: &Netns) -> bool {
+    let out = node.run("dig", &[&format!("@{KUBE_DNS}"), "+short", "+time=1", "+tries=1", NAME]).1;
+    out.contains("10.96.0.1")
+}
+
+fn start(node: &Netns, dir: &Path) -> Proc {
+    let config = format!(
+        "listen: [\"{KUBE_DNS}:53\"]\nupstreams: [\"{KUBE_DNS_POD}:53\"]\nmetrics: \"off\"\n\
+         server:\n  allow: [10.244.0.0/16, 127.0.0.0/8]\nkubernetes:\n  local_answers: false\n\
+         upstream:\n  loop_probe_interval: 0s\nnode:\n  setup: true\n  check_interval: 200ms\n  rules: nftables\n"
+    );
+    let proc = node.spawn_nodedns(dir, &config);
+    let log = dir.join("nodedns.log");
+    wait_until(Duration::from_secs(15), "nodedns installs its rules", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("node packet-filter rules installed")
+    });
+    proc
+}
+
+/// Until `ok` holds, polling every 10 ms for up to `limit`; how long it took.
+fn time_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+/// nodedns serves the pod: an answer, and no conntrack entry for the pod's DNS.
+fn assert_served_by_nodedns(node: &Netns, pod: &Netns) {
+    node.run("conntrack", &["-F"]);
+    for _ in 0..3 {
+        assert!(pod_resolves(pod), "the pod resolves through nodedns");
+    }
+    let flows = pod_dns_flows(node);
+    assert!(flows.is_empty(), "the pod's DNS was tracked (so not NOTRACK'ed to nodedns):\n{}", flows.join("\n"));
+}
+
+/// The pod and the node resolve through kube-proxy's DNAT to kube-dns.
+fn assert_served_by_kube_dns(node: &Netns, pod: &Netns) {
+    assert!(pod_resolves(pod) && node_resolves(node), "the pod and the node resolve through kube-dns");
+    let flows = pod_dns_flows(node);
+    assert!(
+        !flows.is_empty() && flows.iter().all(|f| f.contains(&format!("src={KUBE_DNS_POD} dst={POD} "))),
+        "the pod's DNS goes through the DNAT to kube-dns:\n{}",
+        flows.join("\n")
+    );
+}
+
+#[test]
+fn whatever_way_nodedns_ends_the_kernel_removes_its_rules_and_pods_are_back_on_kube_dns_within_a_second() {
+    for tool in ["nft", "iptables", "conntrack", "getent", "dig", "named"] {
+        require(tool);
+    }
+    let (node, pod) = node_and_pod("fo", &pod_resolv_conf(KUBE_DNS));
+    node.service(KUBE_DNS, &[KUBE_DNS_POD], 53);
+    let kube_dns = tempfile::tempdir().unwrap();
+    let _kube_dns = Named::spawn_on(kube_dns.path(), KUBE_DNS_POD, 53, &[("cluster.local", cluster_zone())], Some(&node.name));
+    wait_until(Duration::from_secs(15), "kube-dns answers through its Service IP", || pod_resolves(&pod));
+
+    // kill -9, three times: the table is gone within a second, and so is the outage.
+    for run in 1..=3 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodedns = start(&node, dir.path());
+        let tables = owned_tables(&node);
+        assert_eq!(tables, [format!("nodedns_{}", nodedns.child.id())], "one table, named after the process");
+        assert!(node.run("nft", &["list", "table", "inet", &tables[0]]).1.contains("flags owner"));
+        assert_served_by_nodedns(&node, &pod);
+
+        nodedns.child.kill().unwrap();
+        let killed = Instant::now();
+        nodedns.child.wait().unwrap();
+        let gone = time_until(Duration::from_secs(1), "the table is gone after kill -9", || owned_tables(&node).is_empty());
+        node.run("conntrack", &["-F"]);
+        let mut lookups = 0;
+        while !pod_resolves(&pod) {
+            lookups += 1;
+            assert!(lookups < 100, "the pod never resolved again after kill -9");
+        }
+        let resolved = killed.elapsed();
+        eprintln!(
+            "kill -9 run {run}: table gone {gone:?} after nodedns was reaped; the pod's first successful lookup answered {resolved:?} \
+             after the kill, {lookups} failed before it"
+        );
+        assert!(resolved < Duration::from_secs(1), "fall-back took {resolved:?}");
+        // The Service IP stays on the node; it captures nothing.
+        assert!(node.run("ip", &["-o", "addr", "show"]).1.contains(&format!(" {KUBE_DNS}/32")), "the address stays after a crash");
+        assert_served_by_kube_dns(&node, &pod);
+    }
+
+    // A graceful stop removes the table itself.
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodedns = start(&node, dir.path());
+    assert_served_by_nodedns(&node, &pod);
+    let status = nodedns.terminate(Duration::from_secs(10)).expect("nodedns exits on SIGTERM");
+    assert!(status.success());
+    assert!(owned_tables(&node).is_empty(), "the table outlived a graceful stop");
+    node.run("conntrack", &["-F"]);
+    assert_served_by_kube_dns(&node, &pod);
+
+    // Someone else's `nft flush ruleset` skips a table owned by another socket (it takes
+    // kube-proxy's iptables-nft rules with it, so it comes last).
+    let dir = tempfile::tempdir().unwrap();
+    let _nodedns = start(&node, dir.path());
+    let before = owned_tables(&node);
+    let listed = node.run("nft", &["list", "table", "inet", &before[0]]).1;
+    assert!(node.run("nft", &["flush", "ruleset"]).0, "nft flush ruleset");
+    assert!(node.run("nft", &["list", "table", "ip", "nat"]).1.is_empty(), "the flush took kube-proxy's rules");
+    assert_eq!(owned_tables(&node), before, "the owned table is still there");
+    assert_eq!(node.run("nft", &["list", "table", "inet", &before[0]]).1, listed, "and unchanged");
+    std::thread::sleep(Duration::from_millis(500));
+    let log = std::fs::read_to_string(dir.path().join("nodedns.log")).unwrap();
+    assert!(!log.contains("put back"), "nothing needed repair:\n{log}");
+    assert_served_by_nodedns(&node, &pod);
+}
