@@ -48,10 +48,17 @@ fn node_resolves(node: &Netns) -> bool {
 }
 
 fn start(node: &Netns, dir: &Path) -> Proc {
+    start_with(node, dir, None, false)
+}
+
+/// nodedns on the Service IP with the owned-table backend; `metrics` on that address, and
+/// `shared` with another instance on the same address.
+fn start_with(node: &Netns, dir: &Path, metrics: Option<std::net::SocketAddr>, shared: bool) -> Proc {
+    let metrics = metrics.map_or("off".to_string(), |m| m.to_string());
     let config = format!(
-        "listen: [\"{KUBE_DNS}:53\"]\nupstreams: [\"{KUBE_DNS_POD}:53\"]\nmetrics: \"off\"\n\
+        "listen: [\"{KUBE_DNS}:53\"]\nupstreams: [\"{KUBE_DNS_POD}:53\"]\nmetrics: \"{metrics}\"\n\
          server:\n  allow: [10.244.0.0/16, 127.0.0.0/8]\nkubernetes:\n  local_answers: false\n\
-         upstream:\n  loop_probe_interval: 0s\nnode:\n  setup: true\n  check_interval: 200ms\n  rules: nftables\n"
+         upstream:\n  loop_probe_interval: 0s\nnode:\n  setup: true\n  check_interval: 200ms\n  rules: nftables\n  shared: {shared}\n"
     );
     let proc = node.spawn_nodedns(dir, &config);
     let log = dir.join("nodedns.log");
@@ -157,4 +164,61 @@ fn whatever_way_nodedns_ends_the_kernel_removes_its_rules_and_pods_are_back_on_k
     let log = std::fs::read_to_string(dir.path().join("nodedns.log")).unwrap();
     assert!(!log.contains("put back"), "nothing needed repair:\n{log}");
     assert_served_by_nodedns(&node, &pod);
+}
+
+/// The queries an instance has answered, read from its metrics endpoint in the node.
+fn answered(node: &Netns, metrics: std::net::SocketAddr) -> f64 {
+    let (_, text) = node.within(|| http_get(metrics, "/metrics")).expect("metrics");
+    text.lines().filter(|l| l.starts_with("coredns_dns_requests_total{")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+/// Two instances on one node (`node.shared`), both bound to the same address with
+/// `SO_REUSEPORT`, each holding its own owned table: the kernel spreads the pods' queries over
+/// both; one killed, the other serves everything; both killed, kube-proxy's path is back.
+#[test]
+fn two_instances_serve_one_address_and_each_one_killed_costs_pods_nothing() {
+    for tool in ["nft", "iptables", "conntrack", "getent", "named"] {
+        require(tool);
+    }
+    let (node, pod) = node_and_pod("pair", &pod_resolv_conf(KUBE_DNS));
+    node.service(KUBE_DNS, &[KUBE_DNS_POD], 53);
+    let kube_dns = tempfile::tempdir().unwrap();
+    let _kube_dns = Named::spawn_on(kube_dns.path(), KUBE_DNS_POD, 53, &[("cluster.local", cluster_zone())], Some(&node.name));
+    wait_until(Duration::from_secs(15), "kube-dns answers through its Service IP", || pod_resolves(&pod));
+    let metrics: Vec<std::net::SocketAddr> = ["127.0.0.1:9253", "127.0.0.1:9254"].iter().map(|a| a.parse().unwrap()).collect();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut a = start_with(&node, dirs[0].path(), Some(metrics[0]), true);
+    let mut b = start_with(&node, dirs[1].path(), Some(metrics[1]), true);
+    assert_eq!(owned_tables(&node).len(), 2, "a table each");
+    let lookups = |n: usize| (0..n).filter(|_| !pod_resolves(&pod)).count();
+    assert_eq!(lookups(40), 0, "both serving");
+    let (a_before, b_before) = (answered(&node, metrics[0]), answered(&node, metrics[1]));
+    assert!(a_before > 0.0 && b_before > 0.0, "the kernel spread the queries over both: {a_before} and {b_before}");
+
+    // One killed: the other takes every query, and no lookup fails.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    time_until(Duration::from_secs(1), "the killed one's table is gone", || owned_tables(&node).len() == 1);
+    assert_eq!(lookups(40), 0, "lookups after one instance's kill -9");
+    let b_after = answered(&node, metrics[1]);
+    assert!(b_after - b_before >= 80.0, "the survivor answered the whole load (A and AAAA of 40 lookups): {b_before} -> {b_after}");
+    node.run("conntrack", &["-F"]);
+    assert_served_by_nodedns(&node, &pod);
+
+    // A graceful stop of one leaves the address to the other.
+    let mut a = start_with(&node, dirs[0].path(), Some(metrics[0]), true);
+    assert!(a.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    assert!(node.run("ip", &["-o", "addr", "show"]).1.contains(&format!(" {KUBE_DNS}/32")), "the address stays for the other instance");
+    assert_eq!(lookups(20), 0, "the other still serves");
+
+    // Both gone: kube-proxy's path within a second.
+    b.child.kill().unwrap();
+    let killed = Instant::now();
+    b.child.wait().unwrap();
+    time_until(Duration::from_secs(1), "no table left", || owned_tables(&node).is_empty());
+    node.run("conntrack", &["-F"]);
+    while !pod_resolves(&pod) {
+        assert!(killed.elapsed() < Duration::from_secs(1), "no fall-back to kube-dns within a second");
+    }
+    assert_served_by_kube_dns(&node, &pod);
 }
