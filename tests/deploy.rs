@@ -247,3 +247,39 @@ fn the_dashboard_shows_exactly_the_metrics_nodedns_exports() {
     }
     assert!(checked > 40, "only {checked} metric references found");
 }
+
+/// The two-instance mode: both DaemonSets and their configuration pass the schemas and
+/// nodedns, and nothing one instance owns on the node is the other's.
+#[test]
+fn the_two_instance_manifests_share_the_addresses_and_nothing_else() {
+    require("kubernetes-validate");
+    let dir = manifests().join("../two-instances");
+    let files = [dir.join("configmap.yaml"), dir.join("daemonsets.yaml")];
+    let out = Command::new("kubernetes-validate").arg("--strict").args(&files).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !report.contains("ERROR"), "{report}");
+    let configmap: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    let shipped: Value = serde_yaml_ng::from_str(text(at(&load("configmap.yaml"), &["data", "nodedns.yaml"]))).unwrap();
+    let mut seen: Vec<Vec<String>> = Vec::new();
+    for key in ["a.yaml", "b.yaml"] {
+        let yaml = text(at(&configmap, &["data", key]));
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), yaml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_nodedns"))
+            .arg("check-config")
+            .arg(file.path())
+            .env("KUBE_DNS_UPSTREAM_SERVICE_HOST", "10.96.0.11")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{key}: {}", String::from_utf8_lossy(&out.stderr));
+        let config: Value = serde_yaml_ng::from_str(yaml).unwrap();
+        assert_eq!(at(&config, &["node", "shared"]).as_bool(), Some(true), "{key}");
+        assert_eq!(text(at(&config, &["node", "rules"])), "nftables", "{key}: only owned tables are each instance's own");
+        let own = [&config["metrics"], at(&config, &["server", "handover_socket"]), at(&config, &["cache", "snapshot"])];
+        seen.push(own.iter().map(|v| text(v).to_string()).collect());
+        assert_eq!(config["listen"], shipped["listen"], "{key}: the same addresses as the single instance");
+    }
+    for (a, b) in seen[0].iter().zip(&seen[1]) {
+        assert_ne!(a, b, "both instances would use {a}");
+    }
+}
