@@ -32,39 +32,50 @@ fn read(log: &Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()
 }
 
-/// What pods depend on: both NOTRACK chains filled and entered, and both addresses.
-fn in_place(node: &Netns) -> Result<(), String> {
-    let rules = node.run("iptables-save", &[]).1;
-    let notrack = rules.lines().filter(|l| l.starts_with("-A NODEDNS-NOTRACK ")).count();
-    let jumps = rules.lines().filter(|l| l.ends_with("-j NODEDNS-NOTRACK")).count();
+/// What pods depend on: both addresses, and NOTRACK for both: with iptables, our chain
+/// filled and entered; with nftables, at least one owned table (the predecessor's or the
+/// successor's) with the rules.
+fn in_place(node: &Netns, rules: &str) -> Result<(), String> {
     let addresses = node.run("ip", &["-o", "addr", "show"]).1;
     let missing: Vec<&str> = [LINK_LOCAL, SERVICE_IP].into_iter().filter(|a| !addresses.contains(&format!(" {a}/32"))).collect();
-    if notrack == 8 && jumps == 2 && missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{notrack} NOTRACK rules, {jumps} jumps, addresses missing: {missing:?}"))
+    let notrack = match rules {
+        "nftables" => {
+            let set = node.run("nft", &["list", "ruleset"]).1;
+            let both = [LINK_LOCAL, SERVICE_IP].iter().all(|a| set.contains(&format!("ip daddr {a} udp dport 53 notrack")));
+            if set.contains("table inet nodedns_") && both { Ok(()) } else { Err("no owned table with the rules".to_string()) }
+        }
+        _ => {
+            let set = node.run("iptables-save", &[]).1;
+            let notrack = set.lines().filter(|l| l.starts_with("-A NODEDNS-NOTRACK ")).count();
+            let jumps = set.lines().filter(|l| l.ends_with("-j NODEDNS-NOTRACK")).count();
+            if notrack == 8 && jumps == 2 { Ok(()) } else { Err(format!("{notrack} NOTRACK rules, {jumps} jumps")) }
+        }
+    };
+    match (notrack, missing.is_empty()) {
+        (Ok(()), true) => Ok(()),
+        (notrack, _) => Err(format!("{notrack:?}, addresses missing: {missing:?}")),
     }
 }
 
 /// Samples `in_place` on a thread until `stop`; returns the samples taken and the faults.
-fn sample(node: &Netns, stop: &AtomicBool) -> (usize, Vec<String>) {
+fn sample(node: &Netns, rules: &str, stop: &AtomicBool) -> (usize, Vec<String>) {
     let (mut taken, mut faults) = (0, Vec::new());
     let limit = Instant::now() + Duration::from_secs(60);
     while !stop.load(Ordering::SeqCst) && Instant::now() < limit {
         taken += 1;
-        if let Err(fault) = in_place(node) {
+        if let Err(fault) = in_place(node, rules) {
             faults.push(fault);
         }
     }
     (taken, faults)
 }
 
-fn config(dir: &Path) -> PathBuf {
+fn config(dir: &Path, rules: &str) -> PathBuf {
     let path = dir.join("nodedns.yaml");
     let text = format!(
         "listen: [\"{LINK_LOCAL}:53\", \"{SERVICE_IP}:53\"]\nupstreams: [\"127.0.0.1:5300\"]\nmetrics: \"off\"\n\
          kubernetes:\n  local_answers: false\nupstream:\n  loop_probe_interval: 0s\n\
-         server:\n  handover_socket: {}\nnode:\n  setup: true\n  rules: iptables\n  check_interval: 10s\n",
+         server:\n  handover_socket: {}\nnode:\n  setup: true\n  rules: {rules}\n  check_interval: 10s\n",
         dir.join("handover.sock").display()
     );
     std::fs::write(&path, text).unwrap();
@@ -73,18 +84,30 @@ fn config(dir: &Path) -> PathBuf {
 
 #[test]
 fn a_predecessor_stopped_right_after_passing_its_sockets_leaves_the_successor_its_rules_and_addresses() {
+    handover_at_the_worst_moment("iptables");
+}
+
+/// With owned tables each process has its own: the successor's is in place before the
+/// predecessor's goes with it.
+#[test]
+fn with_owned_tables_the_successors_table_is_in_place_before_the_predecessors_goes() {
+    handover_at_the_worst_moment("nftables");
+}
+
+fn handover_at_the_worst_moment(rules: &str) {
     require("iptables-save");
-    let node = Netns::create("transit", "nameserver 127.0.0.1\n");
+    require("nft");
+    let node = Netns::create(&format!("transit{}", &rules[..3]), "nameserver 127.0.0.1\n");
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+    let config = config(dir.path(), rules);
     let (old_log, new_log) = (dir.path().join("old.log"), dir.path().join("new.log"));
     let mut old = start(&node, &config, &old_log);
     wait_until(Duration::from_secs(15), "the first process's rules", || read(&old_log).contains("node packet-filter rules installed"));
-    in_place(&node).unwrap();
+    in_place(&node, rules).unwrap();
 
     let stop = AtomicBool::new(false);
     let (taken, faults) = std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| sample(&node, &stop));
+        let sampler = scope.spawn(|| sample(&node, rules, &stop));
         let mut new = start(&node, &config, &new_log);
         // The worst moment: the sockets are passed, the successor has not yet said it serves.
         wait_until(Duration::from_secs(15), "the sockets passed", || read(&old_log).contains("sockets and cache handed to a successor"));
@@ -106,8 +129,8 @@ fn a_predecessor_stopped_right_after_passing_its_sockets_leaves_the_successor_it
         read(&old_log)
     );
     assert!(read(&old_log).contains("leaving node addresses and rules in place"), "{}", read(&old_log));
-    let rules = node.run("iptables-save", &[]).1;
-    assert!(!rules.contains("NODEDNS"), "left behind by the successor's stop:\n{rules}");
+    let left = node.run("iptables-save", &[]).1 + &node.run("nft", &["list", "ruleset"]).1;
+    assert!(!left.contains("NODEDNS") && !left.contains("nodedns_"), "left behind by the successor's stop:\n{left}");
     let addresses = node.run("ip", &["-o", "addr", "show"]).1;
     assert!(!addresses.contains(LINK_LOCAL) && !addresses.contains(SERVICE_IP), "{addresses}");
 }
@@ -117,7 +140,7 @@ fn a_graceful_stop_fails_open_before_it_closes_its_sockets() {
     require("iptables-save");
     let node = Netns::create("failfirst", "nameserver 127.0.0.1\n");
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+    let config = config(dir.path(), "iptables");
     let log = dir.path().join("nodedns.log");
     let mut nodedns = start(&node, &config, &log);
     wait_until(Duration::from_secs(15), "rules installed", || read(&log).contains("node packet-filter rules installed"));
@@ -137,7 +160,7 @@ fn what_a_killed_process_leaves_is_found_and_counted_by_the_next_one() {
     require("iptables-save");
     let node = Netns::create("leftover", "nameserver 127.0.0.1\n");
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+    let config = config(dir.path(), "iptables");
     let metrics: std::net::SocketAddr = "127.0.0.1:9253".parse().unwrap();
     let text = std::fs::read_to_string(&config).unwrap().replace("metrics: \"off\"", &format!("metrics: \"{metrics}\""));
     std::fs::write(&config, text).unwrap();
@@ -145,7 +168,7 @@ fn what_a_killed_process_leaves_is_found_and_counted_by_the_next_one() {
     let first = start(&node, &config, &first_log);
     wait_until(Duration::from_secs(15), "rules installed", || read(&first_log).contains("node packet-filter rules installed"));
     drop(first); // SIGKILL
-    in_place(&node).expect("the iptables backend leaves its rules and addresses after a kill");
+    in_place(&node, "iptables").expect("the iptables backend leaves its rules and addresses after a kill");
     let mut second = start(&node, &config, &second_log);
     wait_until(Duration::from_secs(15), "rules installed again", || read(&second_log).contains("node packet-filter rules installed"));
     assert!(read(&second_log).contains("a previous process left its node setup"), "{}", read(&second_log));

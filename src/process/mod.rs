@@ -61,21 +61,30 @@ async fn local_naming(settings: &NamingSettings, forwarder: &Arc<Forwarder>, met
     Ok(LocalNaming { naming, soa, search, metrics: kubernetes::Reason::metrics(metrics) })
 }
 
-/// Installs the node's packet-filter rules now that the server serves, then checks them and
-/// the addresses every `check_interval` and puts back what something else removed. A
-/// failure is logged and counted, never fatal: DNS still works through conntrack.
-async fn keep_node_setup(node: Arc<node::NodeSetup>, metrics: Arc<Metrics>, stop: CancellationToken) {
-    for what in node.leftovers() {
-        metrics.leftover_found(what);
-    }
-    let n = node.clone();
-    match tokio::task::spawn_blocking(move || n.install_rules()).await {
-        Ok(Ok(())) => tracing::info!("node packet-filter rules installed"),
-        Ok(Err(e)) => {
+/// Installs the node's rules, logging and counting a failure (DNS still works through
+/// conntrack without them).
+fn install_rules(node: &node::NodeSetup, metrics: &Metrics) {
+    match node.install_rules() {
+        Ok(()) => tracing::info!("node packet-filter rules installed"),
+        Err(e) => {
             metrics.node_setup_failed(e.setup_error_type());
             tracing::error!(error = %e, "node packet-filter rules not installed; DNS to this node goes through conntrack");
         }
-        Err(e) => tracing::error!(error = %e, "node setup task failed"),
+    }
+}
+
+/// Installs the node's packet-filter rules now that the server serves, then checks them and
+/// the addresses every `check_interval` and puts back what something else removed. A
+/// failure is logged and counted, never fatal: DNS still works through conntrack.
+async fn keep_node_setup(node: Arc<node::NodeSetup>, metrics: Arc<Metrics>, installed: bool, stop: CancellationToken) {
+    for what in node.leftovers() {
+        metrics.leftover_found(what);
+    }
+    if !installed {
+        let (n, m) = (node.clone(), metrics.clone());
+        if let Err(e) = tokio::task::spawn_blocking(move || install_rules(&n, &m)).await {
+            tracing::error!(error = %e, "node setup task failed");
+        }
     }
     let mut every = tokio::time::interval(node.check_interval());
     every.tick().await;
@@ -315,6 +324,12 @@ fn spawn(
     ready.set(true);
     // Once serving: a probe that comes back must find our listeners.
     tokio::spawn(built.loops.clone().run(built.forwarder.clone(), stop.clone()));
+    // Taken over: this process serves already, on the predecessor's sockets. Its own rules
+    // (an owned table is each process's) go in before the predecessor hears it may stop.
+    let installed = inheritance.is_some() && node.is_some();
+    if let (true, Some(node)) = (installed, &node) {
+        install_rules(node, &built.metrics);
+    }
     let predecessor = inheritance.map(handover::Inheritance::serving).transpose().context("telling the predecessor to stop reading")?;
     let offered = match &restart_only.handover_socket {
         Some(path) => Some(offer_to_successors(path, for_successor, &built, gate_switch, ready.clone())?),
@@ -332,7 +347,7 @@ fn spawn(
         tokio::spawn(reloader.run(stop.clone()));
     }
     let node = node.map(|node| {
-        let keeper = tokio::spawn(keep_node_setup(node.clone(), built.metrics.clone(), stop.clone()));
+        let keeper = tokio::spawn(keep_node_setup(node.clone(), built.metrics.clone(), installed, stop.clone()));
         (node, keeper)
     });
     Ok(Running { built, restart_only, listening, ready, metrics_stop, node, offered, _predecessor: predecessor })
@@ -450,6 +465,10 @@ fn offer_to_successors(
     Ok(handover::offer(path, offer)?)
 }
 
+/// How long a stopping process that passed its sockets waits for the successor to say it
+/// serves.
+const SUCCESSOR_CONFIRMS: Duration = Duration::from_secs(5);
+
 impl Running {
     /// Readiness off, the listeners stopped, in-flight queries given the grace period, the
     /// cache saved, the node's setup removed.
@@ -459,7 +478,15 @@ impl Running {
         }
         // Handed over once the sockets have gone to a successor, even before it says it
         // serves: from then on it relies on the node's addresses and rules.
-        let handed_over = !self.listening.gate.is_open() || self.offered.as_ref().is_some_and(handover::OfferedAt::passed);
+        let passed = self.offered.as_ref().is_some_and(handover::OfferedAt::passed);
+        // A successor that has the sockets is starting: its rules go in before it confirms,
+        // so wait (bounded) for the confirmation, and with it for its rules, before this
+        // process's own (an owned table) go with it.
+        let waiting = std::time::Instant::now();
+        while passed && self.listening.gate.is_open() && waiting.elapsed() < SUCCESSOR_CONFIRMS {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let handed_over = !self.listening.gate.is_open() || passed;
         let mut node = None;
         if let Some((setup, keeper)) = self.node.take() {
             // The keeper returns at the stop; after it, nothing puts back what is removed.
