@@ -222,3 +222,102 @@ fn two_instances_serve_one_address_and_each_one_killed_costs_pods_nothing() {
     }
     assert_served_by_kube_dns(&node, &pod);
 }
+
+/// A memory cgroup of the test's own (cgroup v1's memory controller, as this machine and
+/// its CI have), under the one this process is in; removed on drop.
+struct MemoryCgroup(std::path::PathBuf);
+
+impl MemoryCgroup {
+    fn create(limit: u64) -> MemoryCgroup {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let path = own.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string())).expect("a cgroup v1 memory controller");
+        let dir = std::path::Path::new("/sys/fs/cgroup/memory")
+            .join(path.trim_start_matches('/'))
+            .join(format!("nodedns-oom-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e} (the test needs root and cgroup v1 memory)", dir.display()));
+        std::fs::write(dir.join("memory.limit_in_bytes"), limit.to_string()).unwrap();
+        // No swap to escape into: past the limit the kernel's OOM killer acts.
+        let _ = std::fs::write(dir.join("memory.memsw.limit_in_bytes"), limit.to_string());
+        MemoryCgroup(dir)
+    }
+
+    fn enter(&self, pid: u32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// An OOM kill is a kill like any other: a nodedns in a small memory cgroup, driven past
+/// it by a flood of new names (a cache allowed far more than the limit), is killed by the
+/// kernel, and its rules go with it: the pods are back on kube-dns, not in an outage.
+#[test]
+fn an_oom_kill_is_followed_by_fail_open_not_by_an_outage() {
+    for tool in ["nft", "iptables", "getent", "named", "dnsperf"] {
+        require(tool);
+    }
+    let (node, pod) = node_and_pod("oom", &pod_resolv_conf(KUBE_DNS));
+    node.service(KUBE_DNS, &[KUBE_DNS_POD], 53);
+    let kube_dns = tempfile::tempdir().unwrap();
+    let zone = format!("{}*.load 60 IN A 10.9.9.9\n", cluster_zone());
+    let _kube_dns = Named::spawn_on(kube_dns.path(), KUBE_DNS_POD, 53, &[("cluster.local", zone)], Some(&node.name));
+    wait_until(Duration::from_secs(15), "kube-dns answers through its Service IP", || pod_resolves(&pod));
+    let cgroup = MemoryCgroup::create(36 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "cache:\n  positive: {max_entries: 5000000, max_bytes: 2Gi}\n";
+    let config = format!(
+        "listen: [\"{KUBE_DNS}:53\"]\nupstreams: [\"{KUBE_DNS_POD}:53\"]\nmetrics: \"off\"\n{extra}\
+         server:\n  allow: [10.244.0.0/16, 127.0.0.0/8]\nkubernetes:\n  local_answers: false\n\
+         upstream:\n  loop_probe_interval: 0s\nnode:\n  setup: true\n  rules: nftables\n"
+    );
+    let mut nodedns = node.spawn_nodedns(dir.path(), &config);
+    cgroup.enter(nodedns.child.id());
+    let log = dir.path().join("nodedns.log");
+    wait_until(Duration::from_secs(15), "rules installed", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("rules installed")
+    });
+    assert!(pod_resolves(&pod));
+    assert_eq!(owned_tables(&node).len(), 1);
+
+    // The flood: new names only, each cached, until the limit is crossed (bounded: 50 s).
+    let names = load_names("oom-", 400_000, "cluster.local");
+    let started = Instant::now();
+    let flood = std::thread::spawn({
+        let netns = pod.name.clone();
+        move || {
+            dnsperf_in(
+                Some(&netns),
+                (KUBE_DNS.parse::<std::net::IpAddr>().unwrap(), 53).into(),
+                &names,
+                &["-l", "50", "-Q", "20000", "-c", "4"],
+            )
+        }
+    });
+    let killed = loop {
+        if let Some(status) = nodedns.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(53), "nodedns was not OOM-killed within the flood (50 s)");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let at = Instant::now();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(killed.signal(), Some(9), "killed by the kernel (SIGKILL), not exited: {killed}");
+    let oom = std::fs::read_to_string(cgroup.0.join("memory.oom_control")).unwrap_or_default();
+    assert!(oom.contains("oom_kill 1") || oom.contains("under_oom"), "the cgroup's OOM killer acted:\n{oom}");
+    let gone = time_until(Duration::from_secs(1), "the table is gone after the OOM kill", || owned_tables(&node).is_empty());
+    node.run("conntrack", &["-F"]);
+    while !pod_resolves(&pod) {
+        assert!(at.elapsed() < Duration::from_secs(1), "no fall-back to kube-dns within a second of the OOM kill");
+    }
+    eprintln!(
+        "OOM kill {:?} into the flood; table gone {gone:?} after; the pod resolved through kube-dns {:?} after",
+        started.elapsed(),
+        at.elapsed()
+    );
+    let _ = flood.join();
+}
