@@ -402,7 +402,7 @@ impl Default for NodeSection {
             setup: false,
             interface: "nodedns0".into(),
             fallback_interface: "lo".into(),
-            rules: crate::node::Backend::Iptables,
+            rules: crate::node::Backend::Nftables,
             check_interval: Duration::from_secs(10),
             keep_on_exit: false,
             addresses: None,
