@@ -94,11 +94,30 @@ fn with_owned_tables_the_successors_table_is_in_place_before_the_predecessors_go
     handover_at_the_worst_moment("nftables");
 }
 
+/// Queries `169.254.20.10` every 5 ms from inside the node until `stop`: (sent, unanswered
+/// within 300 ms).
+fn probe(node: &Netns, stop: &AtomicBool) -> (usize, usize) {
+    let server: std::net::SocketAddr = format!("{LINK_LOCAL}:53").parse().unwrap();
+    node.within(|| {
+        let (mut sent, mut lost) = (0, 0);
+        let limit = Instant::now() + Duration::from_secs(60);
+        while !stop.load(Ordering::SeqCst) && Instant::now() < limit {
+            sent += 1;
+            if query_udp(server, "www.test.example.", hickory_proto::rr::RecordType::A, sent as u16, Duration::from_millis(300)).is_none() {
+                lost += 1;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (sent, lost)
+    })
+}
+
 fn handover_at_the_worst_moment(rules: &str) {
     require("iptables-save");
     require("nft");
     let node = Netns::create(&format!("transit{}", &rules[..3]), "nameserver 127.0.0.1\n");
     let dir = tempfile::tempdir().unwrap();
+    let _upstream = Named::spawn(dir.path(), 5300, &[("test.example", test_zone("test.example"))], Some(&node.name));
     let config = config(dir.path(), rules);
     let (old_log, new_log) = (dir.path().join("old.log"), dir.path().join("new.log"));
     let mut old = start(&node, &config, &old_log);
@@ -106,8 +125,9 @@ fn handover_at_the_worst_moment(rules: &str) {
     in_place(&node, rules).unwrap();
 
     let stop = AtomicBool::new(false);
-    let (taken, faults) = std::thread::scope(|scope| {
+    let ((taken, faults), (sent, lost)) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| sample(&node, rules, &stop));
+        let prober = scope.spawn(|| probe(&node, &stop));
         let mut new = start(&node, &config, &new_log);
         // The worst moment: the sockets are passed, the successor has not yet said it serves.
         wait_until(Duration::from_secs(15), "the sockets passed", || read(&old_log).contains("sockets and cache handed to a successor"));
@@ -115,11 +135,13 @@ fn handover_at_the_worst_moment(rules: &str) {
         wait_until(Duration::from_secs(15), "the successor serving", || read(&new_log).contains("node packet-filter rules installed"));
         std::thread::sleep(Duration::from_millis(500));
         stop.store(true, Ordering::SeqCst);
-        let sampled = sampler.join().unwrap();
+        let sampled = (sampler.join().unwrap(), prober.join().unwrap());
         // The successor owns what it took over: its own stop leaves the node clean.
         assert!(new.terminate(Duration::from_secs(15)).is_some_and(|s| s.success()), "{}", read(&new_log));
         sampled
     });
+    eprintln!("handover ({rules}): {taken} samples of the rules and addresses, {sent} queries, {lost} unanswered");
+    assert!(sent > 20 && lost == 0, "{lost} of {sent} queries unanswered through the handover\nnew:\n{}", read(&new_log));
     assert!(taken > 20, "only {taken} samples");
     assert!(
         faults.is_empty(),
