@@ -22,6 +22,24 @@ const KUBE_DNS_POD: &str = "10.244.1.2";
 const POD: &str = "10.244.0.2";
 const NAME: &str = "kubernetes.default.svc.cluster.local";
 
+/// A node and a pod, with kube-proxy-style DNAT of the kube-dns Service IP to a kube-dns
+/// pod (`named`, serving the cluster zone and `extra` records), which the pod reaches.
+struct KubeDnsNode {
+    node: Netns,
+    pod: Netns,
+    _kube_dns: (tempfile::TempDir, Proc),
+}
+
+fn kube_dns_node(tag: &str, extra: &str) -> KubeDnsNode {
+    let (node, pod) = node_and_pod(tag, &pod_resolv_conf(KUBE_DNS));
+    node.service(KUBE_DNS, &[KUBE_DNS_POD], 53);
+    let dir = tempfile::tempdir().unwrap();
+    let zone = format!("{}{extra}", cluster_zone());
+    let proc = Named::spawn_on(dir.path(), KUBE_DNS_POD, 53, &[("cluster.local", zone)], Some(&node.name));
+    wait_until(Duration::from_secs(15), "kube-dns answers through its Service IP", || pod_resolves(&pod));
+    KubeDnsNode { node, pod, _kube_dns: (dir, proc) }
+}
+
 /// The node's `nodedns_*` tables as `nft list tables` names them.
 fn owned_tables(node: &Netns) -> Vec<String> {
     let (ok, out) = node.run("nft", &["list", "tables"]);
@@ -104,11 +122,7 @@ fn whatever_way_nodedns_ends_the_kernel_removes_its_rules_and_pods_are_back_on_k
     for tool in ["nft", "iptables", "conntrack", "getent", "dig", "named"] {
         require(tool);
     }
-    let (node, pod) = node_and_pod("fo", &pod_resolv_conf(KUBE_DNS));
-    node.service(KUBE_DNS, &[KUBE_DNS_POD], 53);
-    let kube_dns = tempfile::tempdir().unwrap();
-    let _kube_dns = Named::spawn_on(kube_dns.path(), KUBE_DNS_POD, 53, &[("cluster.local", cluster_zone())], Some(&node.name));
-    wait_until(Duration::from_secs(15), "kube-dns answers through its Service IP", || pod_resolves(&pod));
+    let KubeDnsNode { node, pod, _kube_dns } = kube_dns_node("fo", "");
 
     // kill -9, three times: the table is gone within a second, and so is the outage.
     for run in 1..=3 {
@@ -180,11 +194,7 @@ fn two_instances_serve_one_address_and_each_one_killed_costs_pods_nothing() {
     for tool in ["nft", "iptables", "conntrack", "getent", "named"] {
         require(tool);
     }
-    let (node, pod) = node_and_pod("pair", &pod_resolv_conf(KUBE_DNS));
-    node.service(KUBE_DNS, &[KUBE_DNS_POD], 53);
-    let kube_dns = tempfile::tempdir().unwrap();
-    let _kube_dns = Named::spawn_on(kube_dns.path(), KUBE_DNS_POD, 53, &[("cluster.local", cluster_zone())], Some(&node.name));
-    wait_until(Duration::from_secs(15), "kube-dns answers through its Service IP", || pod_resolves(&pod));
+    let KubeDnsNode { node, pod, _kube_dns } = kube_dns_node("pair", "");
     let metrics: Vec<std::net::SocketAddr> = ["127.0.0.1:9253", "127.0.0.1:9254"].iter().map(|a| a.parse().unwrap()).collect();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut a = start_with(&node, dirs[0].path(), Some(metrics[0]), true);
@@ -260,12 +270,7 @@ fn an_oom_kill_is_followed_by_fail_open_not_by_an_outage() {
     for tool in ["nft", "iptables", "getent", "named", "dnsperf"] {
         require(tool);
     }
-    let (node, pod) = node_and_pod("oom", &pod_resolv_conf(KUBE_DNS));
-    node.service(KUBE_DNS, &[KUBE_DNS_POD], 53);
-    let kube_dns = tempfile::tempdir().unwrap();
-    let zone = format!("{}*.load 60 IN A 10.9.9.9\n", cluster_zone());
-    let _kube_dns = Named::spawn_on(kube_dns.path(), KUBE_DNS_POD, 53, &[("cluster.local", zone)], Some(&node.name));
-    wait_until(Duration::from_secs(15), "kube-dns answers through its Service IP", || pod_resolves(&pod));
+    let KubeDnsNode { node, pod, _kube_dns } = kube_dns_node("oom", "*.load 60 IN A 10.9.9.9\n");
     let cgroup = MemoryCgroup::create(36 << 20);
     let dir = tempfile::tempdir().unwrap();
     let extra = "cache:\n  positive: {max_entries: 5000000, max_bytes: 2Gi}\n";

@@ -241,17 +241,7 @@ impl Netns {
     /// Starts nodedns in this namespace on 127.0.0.1:53 (metrics on 127.0.0.1:9253) with
     /// `config`, logging into `dir`, and waits until it is ready.
     pub fn nodedns(&self, dir: &Path, config: &str) -> Proc {
-        let path = dir.join("nodedns.yaml");
-        std::fs::write(&path, without_loop_probes(config)).unwrap();
-        let child = in_netns(Some(&self.name), env!("CARGO_BIN_EXE_nodedns"))
-            .args(["run", "--listen", "127.0.0.1:53", "--metrics", "127.0.0.1:9253", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("nodedns.log")).unwrap())
-            .spawn()
-            .expect("start nodedns");
-        let proc = Proc { child, name: "nodedns" };
+        let proc = self.run_nodedns(dir, &without_loop_probes(config), &["--listen", "127.0.0.1:53", "--metrics", "127.0.0.1:9253"]);
         let metrics = loopback(9253);
         self.within(|| {
             wait_until(Duration::from_secs(15), "nodedns ready in the namespace", || {
@@ -265,10 +255,18 @@ impl Netns {
     /// sees only the config's listen addresses), logging at info into `dir/nodedns.log`;
     /// does not wait for it.
     pub fn spawn_nodedns(&self, dir: &Path, config: &str) -> Proc {
+        self.run_nodedns(dir, config, &[])
+    }
+
+    /// `nodedns run FLAGS --config dir/nodedns.yaml` in this namespace, logging into
+    /// `dir/nodedns.log`.
+    fn run_nodedns(&self, dir: &Path, config: &str, flags: &[&str]) -> Proc {
         let path = dir.join("nodedns.yaml");
         std::fs::write(&path, config).unwrap();
         let child = in_netns(Some(&self.name), env!("CARGO_BIN_EXE_nodedns"))
-            .args(["run", "--config"])
+            .arg("run")
+            .args(flags)
+            .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
