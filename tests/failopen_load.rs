@@ -1,4 +1,4 @@
-//! Fail open under load, measured (issue 25, "What to show", first bullet): a node made of
+//! Fail open under load, measured: a node made of
 //! network namespaces the test creates, where kube-proxy-style rules DNAT the kube-dns
 //! Service IP to two kube-dns pods (real `dnsmasq` in front of a real `named` serving
 //! cluster.local, as kube-dns's pods are), nodedns with `node.setup` serving that Service
