@@ -339,7 +339,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         None => origin_of(args.config, false),
     };
     let overrides = Overrides { listen: args.listen, upstreams: args.upstream, forward: args.forward, metrics: args.metrics };
-    serve(origin, overrides, &[])
+    serve(origin, overrides)
 }
 
 /// Runs as NodeLocal DNSCache's node-cache: its flags, its Corefile, its node setup. Flag
@@ -367,38 +367,37 @@ fn node_cache(args: Vec<String>) -> ExitCode {
         eprintln!("Error parsing flags - invalid localip specified - \"\", Exiting");
         return ExitCode::FAILURE;
     }
-    let pidfile = parsed.pidfile.clone();
-    let ignored: Vec<String> = parsed.without_meaning.iter().map(|f| format!("-{f}")).collect();
-    let result = serve(Origin::NodeCache(Box::new(parsed)), Overrides::default(), &ignored);
-    if let Some(path) = pidfile {
-        let _ = std::fs::remove_file(path);
-    }
-    report(result)
+    report(serve(Origin::NodeCache(Box::new(parsed)), Overrides::default()))
 }
 
-/// Loads the configuration from `origin` and serves until SIGTERM or SIGINT.
-fn serve(origin: Origin, overrides: Overrides, ignored_flags: &[String]) -> anyhow::Result<()> {
+/// Loads the configuration from `origin` and serves until SIGTERM or SIGINT. As node-cache,
+/// its flags without meaning are logged once and its pidfile is there while it serves.
+fn serve(origin: Origin, overrides: Overrides) -> anyhow::Result<()> {
     let file = origin.load()?;
-    let pidfile = match &origin {
-        Origin::NodeCache(args) => args.pidfile.clone(),
-        _ => None,
+    let (pidfile, ignored) = match &origin {
+        Origin::NodeCache(args) => (args.pidfile.clone(), args.without_meaning.clone()),
+        _ => (None, Vec::new()),
     };
     let source = (origin != Origin::Defaults).then(|| crate::process::reload::Source { origin, overrides: overrides.clone() });
     let settings = Settings::build(file, overrides)?;
     init_logging(&settings.restart_only.log_level, settings.restart_only.log_format)?;
-    for flag in ignored_flags {
-        tracing::info!(flag, "node-cache flag accepted; it changes nothing in nodedns");
+    for flag in ignored {
+        tracing::info!(flag = %format!("-{flag}"), "node-cache flag accepted; it changes nothing in nodedns");
     }
-    if let Some(path) = pidfile {
-        std::fs::write(&path, format!("{}\n", std::process::id()))
+    if let Some(path) = &pidfile {
+        std::fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write the pidfile {}", path.display()))?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let stop = CancellationToken::new();
         tokio::spawn(stop_on_signal(stop.clone()));
         crate::process::run(settings, source, stop).await
-    })
+    });
+    if let Some(path) = pidfile {
+        let _ = std::fs::remove_file(path);
+    }
+    served
 }
 
 async fn stop_on_signal(stop: CancellationToken) {
