@@ -119,10 +119,8 @@ struct Hosts {
 
 #[derive(Default)]
 struct Mapped {
-    /// (listen address, line that asked for it); the same set for every block.
-    listen: Vec<SocketAddr>,
-    listen_line: usize,
-    listen_set: Option<Vec<SocketAddr>>,
+    /// The listen addresses and the line of the block that set them: the same for every block.
+    listen: Option<(Vec<SocketAddr>, usize)>,
     metrics: Option<Once<SocketAddr>>,
     http: Vec<(SocketAddr, usize, &'static str)>,
     routes: Vec<Route>,
@@ -293,19 +291,14 @@ impl Mapper<'_> {
         }
         binds.sort();
         binds.dedup();
-        match &self.out.listen_set {
-            None => {
-                self.out.listen_set = Some(binds.clone());
-                self.out.listen = binds;
-                self.out.listen_line = block.line;
-            }
-            Some(first) if *first != binds => {
+        match &self.out.listen {
+            None => self.out.listen = Some((binds, block.line)),
+            Some((first, first_line)) if *first != binds => {
                 return Err(CorefileError::Syntax {
                     file: self.file.to_string(),
                     line: block.line,
                     message: format!(
-                        "this block listens on other addresses than the block on line {}: nodedns serves every zone on every listen address",
-                        self.out.listen_line
+                        "this block listens on other addresses than the block on line {first_line}: nodedns serves every zone on every listen address"
                     ),
                 });
             }
@@ -701,7 +694,10 @@ impl Mapped {
             "# Clients: CoreDNS serves every client; nodedns serves loopback (server.allow) and, with node setup, any client on the addresses it owns.",
             None,
         );
-        y.line(&format!("listen: {}", quoted(&self.listen)), Some(&format!("bind, line {}", self.listen_line)));
+        match &self.listen {
+            Some((listen, line)) => y.line(&format!("listen: {}", quoted(listen)), Some(&format!("bind, line {line}"))),
+            None => y.line("listen: []", Some("no server block")),
+        }
         match &self.metrics {
             Some(m) => y.line(&format!("metrics: \"{}\"", m.value), overruled(m, &format!("prometheus, line {}", m.line)).as_deref()),
             None => y.line("metrics: off", Some("no prometheus plugin")),
@@ -726,9 +722,10 @@ impl Mapped {
             }
             _ => {}
         }
-        let routes: Vec<&Route> = self.routes.iter().filter(|r| r.zone != Zone::root() || r.upstreams.is_empty()).collect();
+        // `.` is written above as `upstreams` or `resolv_conf`; only a `.` with neither (no
+        // forward at all: answered REFUSED) is a route here.
         let routes: Vec<&Route> =
-            routes.into_iter().filter(|r| !(r.zone == Zone::root() && self.root_resolv_conf.is_some() && r.upstreams.is_empty())).collect();
+            self.routes.iter().filter(|r| r.zone != Zone::root() || (r.upstreams.is_empty() && self.root_resolv_conf.is_none())).collect();
         if !routes.is_empty() {
             y.line("forward:", None);
             for route in routes {
